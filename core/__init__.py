@@ -1,0 +1,1 @@
+"""Channel Chat core: data, verbs and the AI worker. Never imports streamlit."""

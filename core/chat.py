@@ -1,0 +1,382 @@
+"""The headless contract: users, channels, messages, and the AI reply jobs behind them."""
+from __future__ import annotations
+
+import json
+import numbers
+import re
+import unicodedata
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from core.db import Database, Transaction
+from core.errors import NotFound, ValidationError
+from core.recent import CACHE_DEPTH, Message
+
+NAME_MAX = 80  # characters: fits a sidebar and a chat header
+CONTENT_MAX_BYTES = 1_000_000  # UTF-8 bytes: the original's (Convex) value size limit
+RECENT_LIMIT = 10  # what the page shows and what the AI sees, as in the original
+MAX_ID = 2**63 - 1  # BIGINT: a larger id cannot name a row
+REPLY_POLICIES = ("every", "mention", "off")
+PERSONA_MAX = 4000  # characters of system prompt a person can set on a channel
+MENTION = re.compile(r"(?<![\w@])@ai\b", re.IGNORECASE)
+
+DEFAULT_PERSONA = (
+    "You are the AI assistant in a group chat channel named {channel}. Several people talk here; "
+    "each user message starts with the speaker's name, as 'Name: text'. Reply to the latest "
+    "message, address people by name when it helps, keep answers short and friendly, and use "
+    "Markdown only where it makes the answer clearer. Do not start your reply with a name prefix."
+)
+
+MESSAGE_COLUMNS = (
+    "m.id, m.channel_id, m.author_id, u.name, m.content, m.status, m.error, m.created_at, m.updated_at, "
+    "coalesce(m.stopped, false), m.model, m.prompt_tokens, m.completion_tokens, m.ttft_ms, m.total_ms"
+)
+MESSAGE_FROM = "messages m LEFT JOIN users u ON u.id = m.author_id"
+
+
+@dataclass(frozen=True)
+class User:
+    id: int
+    name: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Channel:
+    id: int
+    name: str
+    created_at: datetime
+    reply_policy: str = "every"
+    persona: str | None = None
+
+
+@dataclass(frozen=True)
+class Job:
+    id: int
+    channel_id: int
+    trigger_id: int
+    reply_id: int
+    attempts: int
+
+
+# validation ------------------------------------------------------------------
+def _valid_unicode(text: str, what: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValidationError(f"{what} contains invalid Unicode (a lone surrogate); please retype it.") from None
+
+
+def clean_name(name: Any, what: str = "Name") -> str:
+    """Trim and check a user or channel name; return it as it will be stored."""
+    if not isinstance(name, str):
+        raise ValidationError(f"{what} must be text.")
+    _valid_unicode(name, what)
+    name = name.strip()
+    if not name:
+        raise ValidationError(f"{what} cannot be empty.")
+    if len(name) > NAME_MAX:
+        raise ValidationError(f"{what} is too long: {len(name)} characters; the limit is {NAME_MAX}.")
+    if any(unicodedata.category(ch) == "Cc" or ch in "\u2028\u2029" for ch in name):
+        raise ValidationError(f"{what} cannot contain control characters such as line breaks or tabs.")
+    return name
+
+
+def check_content(content: Any) -> str:
+    """Check a message body; it is stored exactly as given."""
+    if not isinstance(content, str):
+        raise ValidationError("A message must be text.")
+    _valid_unicode(content, "The message")
+    if not content.strip():
+        raise ValidationError("The message is empty.")
+    size = len(content.encode("utf-8"))
+    if size > CONTENT_MAX_BYTES:
+        raise ValidationError(f"The message is too long: {size:,} bytes; the limit is {CONTENT_MAX_BYTES:,} (1 MB).")
+    return content
+
+
+def check_id(value: Any, what: str) -> int:
+    """An id as an int, or a readable error: wrong type is a ValidationError, out of range is NotFound."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValidationError(f"{what} id must be a whole number, not {type(value).__name__}.")
+    value = int(value)
+    if value <= 0 or value > MAX_ID:
+        raise NotFound(f"{what} {value} not found.")
+    return value
+
+
+# users and channels ----------------------------------------------------------
+def _insert_named(db: Database, table: str, what: str, name: Any, extra: dict[str, Any] | None = None) -> int:
+    name = clean_name(name, f"{what} name")
+    key = name.casefold()
+    columns = {"name": name, "name_key": key, "created_at": db.clock(), **(extra or {})}
+
+    def work(tx: Transaction) -> int:
+        if tx.one(f"SELECT 1 FROM {table} WHERE name_key = ?", [key]):
+            raise ValidationError(f"A {what.lower()} named {name!r} already exists (names ignore case).")
+        marks = ", ".join("?" for _ in columns)
+        row = tx.one(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks}) RETURNING id", list(columns.values()))
+        return int(row[0])
+
+    return db.write(work)
+
+
+def create_user(db: Database, name: Any) -> int:
+    """Create a user; names are trimmed, 1-80 characters, unique ignoring case."""
+    return _insert_named(db, "users", "User", name)
+
+
+def create_channel(db: Database, name: Any, reply_policy: str = "every", persona: str | None = None) -> int:
+    """Create a channel; names follow the same rules as user names."""
+    return _insert_named(
+        db, "channels", "Channel", name, {"reply_policy": _policy(reply_policy), "persona": _persona(persona)}
+    )
+
+
+def _policy(policy: Any) -> str:
+    if policy not in REPLY_POLICIES:
+        raise ValidationError(f"Reply policy must be one of {', '.join(REPLY_POLICIES)}, not {policy!r}.")
+    return policy
+
+
+def _persona(persona: Any) -> str | None:
+    if persona is None:
+        return None
+    if not isinstance(persona, str):
+        raise ValidationError("The persona must be text.")
+    _valid_unicode(persona, "The persona")
+    if len(persona) > PERSONA_MAX:
+        raise ValidationError(f"The persona is too long: {len(persona)} characters; the limit is {PERSONA_MAX}.")
+    return persona.strip() or None
+
+
+def update_channel(db: Database, channel_id: Any, reply_policy: str | None = None, persona: Any = ...) -> Channel:
+    """Change a channel's reply policy and/or persona (``persona=None`` restores the default prompt)."""
+    channel = get_channel(db, channel_id)
+    policy = channel.reply_policy if reply_policy is None else _policy(reply_policy)
+    new_persona = channel.persona if persona is ... else _persona(persona)
+    db.write(
+        lambda tx: tx.execute(
+            "UPDATE channels SET reply_policy = ?, persona = ? WHERE id = ?", [policy, new_persona, channel.id]
+        )
+    )
+    return get_channel(db, channel.id)
+
+
+def list_users(db: Database) -> list[User]:
+    """All users, by name."""
+    return [User(*row) for row in db.rows("SELECT id, name, created_at FROM users ORDER BY name_key, id")]
+
+
+def list_channels(db: Database) -> list[Channel]:
+    """All channels, by name."""
+    rows = db.rows("SELECT id, name, created_at, reply_policy, persona FROM channels ORDER BY name_key, id")
+    return [Channel(*row) for row in rows]
+
+
+def get_user(db: Database, user_id: Any) -> User:
+    """One user, or NotFound."""
+    user_id = check_id(user_id, "User")
+    row = db.one("SELECT id, name, created_at FROM users WHERE id = ?", [user_id])
+    if row is None:
+        raise NotFound(f"User {user_id} not found.")
+    return User(*row)
+
+
+def get_channel(db: Database, channel_id: Any) -> Channel:
+    """One channel, or NotFound."""
+    channel_id = check_id(channel_id, "Channel")
+    row = db.one("SELECT id, name, created_at, reply_policy, persona FROM channels WHERE id = ?", [channel_id])
+    if row is None:
+        raise NotFound(f"Channel {channel_id} not found.")
+    return Channel(*row)
+
+
+def user_overview(db: Database) -> list[dict]:
+    """Users with their message counts and last message time."""
+    rows = db.rows(
+        """SELECT u.id, u.name, u.created_at, count(m.id), max(m.created_at)
+           FROM users u LEFT JOIN messages m ON m.author_id = u.id
+           GROUP BY ALL ORDER BY u.name_key, u.id"""
+    )
+    keys = ("id", "name", "created_at", "messages", "last_message_at")
+    return [dict(zip(keys, row)) for row in rows]
+
+
+def channel_overview(db: Database) -> list[dict]:
+    """Channels with message counts, last activity, reply policy and persona."""
+    rows = db.rows(
+        """SELECT c.id, c.name, c.created_at, c.reply_policy, c.persona, count(m.id), max(m.created_at)
+           FROM channels c LEFT JOIN messages m ON m.channel_id = c.id
+           GROUP BY ALL ORDER BY c.name_key, c.id"""
+    )
+    keys = ("id", "name", "created_at", "reply_policy", "persona", "messages", "last_activity")
+    return [dict(zip(keys, row)) for row in rows]
+
+
+# messages --------------------------------------------------------------------
+def wants_reply(policy: str, content: str) -> bool:
+    """Whether a channel with this reply policy answers this message."""
+    return policy == "every" or (policy == "mention" and MENTION.search(content) is not None)
+
+
+def send_message(db: Database, channel_id: Any, author_id: Any, content: Any) -> int:
+    """Store a user's message and, in the same transaction, schedule the AI reply; return the message id."""
+    channel_id = check_id(channel_id, "Channel")
+    author_id = check_id(author_id, "User")
+    content = check_content(content)
+
+    def work(tx: Transaction) -> tuple[Message, Message | None]:
+        channel = tx.one("SELECT reply_policy FROM channels WHERE id = ?", [channel_id])
+        if channel is None:
+            raise NotFound(f"Channel {channel_id} not found.")
+        author = tx.one("SELECT name FROM users WHERE id = ?", [author_id])
+        if author is None:
+            raise NotFound(f"User {author_id} not found.")
+        now = db.clock()
+        (message_id,) = tx.one(
+            "INSERT INTO messages (channel_id, author_id, content, status, created_at, updated_at) "
+            "VALUES (?, ?, ?, 'complete', ?, ?) RETURNING id",
+            [channel_id, author_id, content, now, now],
+        )
+        message = Message(message_id, channel_id, author_id, author[0], content, "complete", None, now, now)
+        reply = None
+        if wants_reply(channel[0] or "every", content):
+            reply = _insert_reply(tx, channel_id, message_id, now)
+            tx.on_commit(db.signal_jobs)
+        tx.on_commit(lambda: db.recent.add(message))
+        if reply is not None:
+            tx.on_commit(lambda: db.recent.add(reply))
+        return message, reply
+
+    message, _ = db.write(work)
+    return message.id
+
+
+def _insert_reply(tx: Transaction, channel_id: int, trigger_id: int, now: datetime) -> Message:
+    (reply_id,) = tx.one(
+        "INSERT INTO messages (channel_id, author_id, content, status, created_at, updated_at) "
+        "VALUES (?, NULL, '', 'pending', ?, ?) RETURNING id",
+        [channel_id, now, now],
+    )
+    tx.execute(
+        "INSERT INTO ai_jobs (channel_id, trigger_id, reply_id, state, created_at) VALUES (?, ?, ?, 'pending', ?)",
+        [channel_id, trigger_id, reply_id, now],
+    )
+    return Message(reply_id, channel_id, None, None, "", "pending", None, now, now)
+
+
+def write_agent_response(db: Database, channel_id: Any, content: Any) -> int:
+    """Store a finished AI message (no author) in a channel; return its id."""
+    channel_id = check_id(channel_id, "Channel")
+    content = check_content(content)
+
+    def work(tx: Transaction) -> int:
+        if tx.one("SELECT 1 FROM channels WHERE id = ?", [channel_id]) is None:
+            raise NotFound(f"Channel {channel_id} not found.")
+        now = db.clock()
+        (message_id,) = tx.one(
+            "INSERT INTO messages (channel_id, author_id, content, status, created_at, updated_at) "
+            "VALUES (?, NULL, ?, 'complete', ?, ?) RETURNING id",
+            [channel_id, content, now, now],
+        )
+        message = Message(message_id, channel_id, None, None, content, "complete", None, now, now)
+        tx.on_commit(lambda: db.recent.add(message))
+        return message_id
+
+    return db.write(work)
+
+
+def _read_messages(db: Database, channel_id: int, limit: int, before_id: int | None = None) -> list[Message]:
+    sql = f"SELECT {MESSAGE_COLUMNS} FROM {MESSAGE_FROM} WHERE m.channel_id = ?"
+    params: list[Any] = [channel_id]
+    if before_id is not None:
+        sql += " AND m.id < ?"
+        params.append(before_id)
+    sql += " ORDER BY m.id DESC LIMIT ?"
+    params.append(limit)
+    return [Message(*row) for row in db.rows(sql, params)]
+
+
+def read_messages_uncached(db: Database, channel_id: Any, limit: int = RECENT_LIMIT) -> list[Message]:
+    """``list_messages`` straight from DuckDB, bypassing the cache (tests and benchmarks compare the two)."""
+    return _read_messages(db, check_id(channel_id, "Channel"), _check_limit(limit))
+
+
+def _check_limit(limit: Any) -> int:
+    if isinstance(limit, bool) or not isinstance(limit, numbers.Integral) or not 1 <= limit <= 1000:
+        raise ValidationError(f"limit must be a whole number from 1 to 1000, not {limit!r}.")
+    return int(limit)
+
+
+def list_messages(db: Database, channel_id: Any, limit: int = RECENT_LIMIT, before_id: Any = None) -> list[Message]:
+    """The channel's ``limit`` most recent messages (older than ``before_id`` if given), newest first."""
+    channel_id = check_id(channel_id, "Channel")
+    limit = _check_limit(limit)
+    if before_id is not None:
+        _ensure_channel(db, channel_id)
+        return _read_messages(db, channel_id, limit, check_id(before_id, "Message"))
+    cached = db.recent.get(channel_id)
+    if cached is None:
+        _ensure_channel(db, channel_id)
+        with db.write_lock():  # no write may land between the read and the fill
+            cached = db.recent.fill(channel_id, _read_messages(db, channel_id, CACHE_DEPTH))
+    if limit <= len(cached) or len(cached) < CACHE_DEPTH:
+        return list(cached[:limit])
+    return _read_messages(db, channel_id, limit)
+
+
+def _ensure_channel(db: Database, channel_id: int) -> None:
+    if db.one("SELECT 1 FROM channels WHERE id = ?", [channel_id]) is None:
+        raise NotFound(f"Channel {channel_id} not found.")
+
+
+def channel_version(db: Database, channel_id: int) -> int:
+    """A number that changes whenever a message of the channel is added or updated (no database read)."""
+    return db.recent.version(channel_id)
+
+
+def get_message(db: Database, message_id: Any) -> Message:
+    """One message, or NotFound."""
+    message_id = check_id(message_id, "Message")
+    row = db.one(f"SELECT {MESSAGE_COLUMNS} FROM {MESSAGE_FROM} WHERE m.id = ?", [message_id])
+    if row is None:
+        raise NotFound(f"Message {message_id} not found.")
+    return Message(*row)
+
+
+def load_context(db: Database, channel_id: Any, upto: int | None = None) -> list[dict]:
+    """What the AI sees: the 10 most recent finished messages (up to message ``upto``), oldest first."""
+    channel_id = check_id(channel_id, "Channel")
+    _ensure_channel(db, channel_id)
+    sql = (
+        "SELECT m.author_id, u.name, m.content FROM messages m LEFT JOIN users u ON u.id = m.author_id "
+        "WHERE m.channel_id = ? AND m.status = 'complete' AND m.content <> ''"
+    )
+    params: list[Any] = [channel_id]
+    if upto is not None:
+        sql += " AND m.id <= ?"
+        params.append(upto)
+    rows = db.rows(sql + " ORDER BY m.id DESC LIMIT ?", [*params, RECENT_LIMIT])
+    context = []
+    for author_id, name, content in reversed(rows):
+        if author_id is None:
+            context.append({"role": "assistant", "content": content})
+        else:
+            context.append({"role": "user", "content": f"{name or 'Unknown user'}: {content}"})
+    return context
+
+
+def system_prompt(channel: Channel) -> str:
+    """The channel's persona, or the default group-chat prompt naming the channel."""
+    return channel.persona or DEFAULT_PERSONA.format(channel=channel.name)
+
+
+def reply_context(db: Database, message_id: Any) -> list[dict] | None:
+    """Exactly what was sent to the model for an AI reply, or None before it was sent."""
+    message_id = check_id(message_id, "Message")
+    row = db.one("SELECT context FROM messages WHERE id = ?", [message_id])
+    if row is None:
+        raise NotFound(f"Message {message_id} not found.")
+    return json.loads(row[0]) if row[0] else None

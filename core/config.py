@@ -1,0 +1,74 @@
+"""Settings from environment variables, overridden by a mapping (the app passes st.secrets)."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from core.errors import ValidationError
+
+DEFAULT_DB = "data/chat.duckdb"
+DEFAULT_MODEL = "gpt-4o"  # the original's model
+
+
+@dataclass(frozen=True)
+class Settings:
+    db_path: str = DEFAULT_DB
+    openai_api_key: str | None = None
+    openai_base_url: str | None = None
+    openai_model: str = DEFAULT_MODEL
+    ai_workers: int = 4
+    refresh_seconds: float = 1.0
+    ai_timeout: float = 60.0
+    admin_password: str | None = None
+
+    @property
+    def ai_enabled(self) -> bool:
+        return bool(self.openai_api_key)
+
+
+def _text(raw: Any) -> str | None:
+    if raw is None:
+        return None
+    value = str(raw).strip()
+    return value or None
+
+
+def _number(name: str, raw: Any, kind: type, low: float, high: float) -> Any:
+    try:
+        value = kind(str(raw).strip())
+    except ValueError:
+        raise ValidationError(f"{name} must be a {kind.__name__} between {low} and {high}, not {raw!r}.") from None
+    if not low <= value <= high:
+        raise ValidationError(f"{name} must be between {low} and {high}, not {raw!r}.")
+    return value
+
+
+def load_settings(overrides: Mapping[str, Any] | None = None) -> Settings:
+    """Read settings from the environment; keys in ``overrides`` win."""
+    source: dict[str, Any] = {k: v for k, v in os.environ.items()}
+    for key, value in (overrides or {}).items():
+        if isinstance(value, (str, int, float)):  # skip secrets sections such as [connections]
+            source[key] = value
+
+    def get(name: str) -> Any:
+        return _text(source.get(name))
+
+    db_path = get("CHAT_DB") or DEFAULT_DB
+    if db_path != ":memory:":
+        folder = os.path.dirname(os.path.abspath(db_path))
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as error:
+            raise ValidationError(f"CHAT_DB: cannot create the folder {folder!r} ({error.strerror}).") from None
+
+    return Settings(
+        db_path=db_path,
+        openai_api_key=get("OPENAI_API_KEY"),
+        openai_base_url=get("OPENAI_BASE_URL"),
+        openai_model=get("OPENAI_MODEL") or DEFAULT_MODEL,
+        ai_workers=_number("AI_WORKERS", get("AI_WORKERS") or 4, int, 1, 64),
+        refresh_seconds=_number("REFRESH_SECONDS", get("REFRESH_SECONDS") or 1.0, float, 0.2, 60.0),
+        ai_timeout=_number("AI_TIMEOUT_SECONDS", get("AI_TIMEOUT_SECONDS") or 60.0, float, 1.0, 600.0),
+        admin_password=get("ADMIN_PASSWORD"),
+    )

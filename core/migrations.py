@@ -1,0 +1,110 @@
+"""Schema history: named migrations, each applied once and recorded in ``migrations``."""
+from __future__ import annotations
+
+from typing import Callable
+
+import duckdb
+
+from core.db import utcnow
+
+Migration = Callable[[duckdb.DuckDBPyConnection], None]
+
+
+def m001_initial(cur: duckdb.DuckDBPyConnection) -> None:
+    """The original's model: users, channels, messages (author NULL for the AI)."""
+    cur.execute("CREATE SEQUENCE users_id_seq")
+    cur.execute(
+        """CREATE TABLE users (
+            id BIGINT PRIMARY KEY DEFAULT nextval('users_id_seq'),
+            name VARCHAR NOT NULL,
+            name_key VARCHAR NOT NULL UNIQUE,  -- casefolded name: names are unique ignoring case
+            created_at TIMESTAMP NOT NULL)"""
+    )
+    cur.execute("CREATE SEQUENCE channels_id_seq")
+    cur.execute(
+        """CREATE TABLE channels (
+            id BIGINT PRIMARY KEY DEFAULT nextval('channels_id_seq'),
+            name VARCHAR NOT NULL,
+            name_key VARCHAR NOT NULL UNIQUE,
+            created_at TIMESTAMP NOT NULL)"""
+    )
+    # The id comes from a sequence, so it orders messages strictly even within one millisecond.
+    cur.execute("CREATE SEQUENCE messages_id_seq")
+    cur.execute(
+        """CREATE TABLE messages (
+            id BIGINT PRIMARY KEY DEFAULT nextval('messages_id_seq'),
+            channel_id BIGINT NOT NULL,
+            author_id BIGINT,
+            content VARCHAR NOT NULL,
+            created_at TIMESTAMP NOT NULL)"""
+    )
+
+
+def m002_ai_replies(cur: duckdb.DuckDBPyConnection) -> None:
+    """AI replies as messages with a state, and a job table that schedules them."""
+    for column, kind in [
+        ("status", "VARCHAR DEFAULT 'complete'"),  # pending | streaming | complete | error
+        ("error", "VARCHAR"),  # the readable reason when status = 'error'
+        ("updated_at", "TIMESTAMP"),
+        ("stopped", "BOOLEAN DEFAULT false"),  # a person pressed Stop; the text so far is kept
+        ("model", "VARCHAR"),
+        ("prompt_tokens", "INTEGER"),
+        ("completion_tokens", "INTEGER"),
+        ("ttft_ms", "DOUBLE"),  # time to first token
+        ("total_ms", "DOUBLE"),
+        ("context", "VARCHAR"),  # JSON of exactly what was sent to the model
+    ]:
+        cur.execute(f"ALTER TABLE messages ADD COLUMN {column} {kind}")
+    cur.execute("UPDATE messages SET status = 'complete' WHERE status IS NULL")
+    cur.execute("CREATE SEQUENCE ai_jobs_id_seq")
+    cur.execute(
+        """CREATE TABLE ai_jobs (
+            id BIGINT PRIMARY KEY DEFAULT nextval('ai_jobs_id_seq'),
+            channel_id BIGINT NOT NULL,
+            trigger_id BIGINT NOT NULL,   -- the user message that asked for the reply
+            reply_id BIGINT NOT NULL,     -- the AI message being written
+            state VARCHAR NOT NULL,       -- pending | running | done
+            attempts INTEGER NOT NULL DEFAULT 0,
+            created_at TIMESTAMP NOT NULL,
+            claimed_at TIMESTAMP,
+            finished_at TIMESTAMP)"""
+    )
+
+
+def m003_channel_settings(cur: duckdb.DuckDBPyConnection) -> None:
+    """Per-channel reply policy (every | mention | off) and persona (system prompt)."""
+    cur.execute("ALTER TABLE channels ADD COLUMN reply_policy VARCHAR DEFAULT 'every'")
+    cur.execute("ALTER TABLE channels ADD COLUMN persona VARCHAR")
+    cur.execute("UPDATE channels SET reply_policy = 'every' WHERE reply_policy IS NULL")
+
+
+MIGRATIONS: list[tuple[str, Migration]] = [
+    ("001_initial", m001_initial),
+    ("002_ai_replies", m002_ai_replies),
+    ("003_channel_settings", m003_channel_settings),
+]
+
+
+def applied(connection: duckdb.DuckDBPyConnection) -> list[str]:
+    """Names of the migrations this database has recorded, in order applied."""
+    return [row[0] for row in connection.execute("SELECT name FROM migrations ORDER BY applied_at, name").fetchall()]
+
+
+def migrate(connection: duckdb.DuckDBPyConnection, migrations: list[tuple[str, Migration]] = MIGRATIONS) -> list[str]:
+    """Apply each migration not yet recorded, each in its own transaction; return the names applied now."""
+    connection.execute("CREATE TABLE IF NOT EXISTS migrations (name VARCHAR PRIMARY KEY, applied_at TIMESTAMP NOT NULL)")
+    done = set(applied(connection))
+    now_applied = []
+    for name, step in migrations:
+        if name in done:
+            continue
+        connection.begin()
+        try:
+            step(connection)
+            connection.execute("INSERT INTO migrations VALUES (?, ?)", [name, utcnow()])
+            connection.commit()
+        except BaseException:
+            connection.rollback()
+            raise
+        now_applied.append(name)
+    return now_applied

@@ -1,0 +1,239 @@
+"""The life of an AI reply: pending -> streaming -> complete, or error with a readable reason.
+
+The worker in ``core.ai`` drives these verbs; pages call ``retry_reply`` and ``stop_reply``.
+Every change goes through ``Database.write`` and reaches the recent-message cache after commit.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from core.chat import MESSAGE_COLUMNS, MESSAGE_FROM, Job, check_id
+from core.db import Database, Transaction
+from core.errors import NotFound, ValidationError
+from core.recent import Message
+
+MAX_ATTEMPTS = 3  # a reply interrupted by restarts this often is closed as an error, not retried forever
+OPEN = ("pending", "streaming")
+INTERRUPTED = "Interrupted by a restart of the app. Press Retry to try again."
+STOPPED_EMPTY = "Stopped before the AI wrote anything."
+
+
+def _refresh(db: Database, tx: Transaction, message_id: int) -> Message:
+    """Re-read a message inside the transaction and put it in the cache once the commit lands."""
+    row = tx.one(f"SELECT {MESSAGE_COLUMNS} FROM {MESSAGE_FROM} WHERE m.id = ?", [message_id])
+    message = Message(*row)
+    tx.on_commit(lambda: db.recent.replace(message))
+    return message
+
+
+def claim_next_job(db: Database) -> Job | None:
+    """Take the oldest pending job (each is handed out once), or None when there is none."""
+
+    def work(tx: Transaction) -> Job | None:
+        row = tx.one(
+            "SELECT id, channel_id, trigger_id, reply_id, attempts FROM ai_jobs WHERE state = 'pending' ORDER BY id LIMIT 1"
+        )
+        if row is None:
+            return None
+        tx.execute(
+            "UPDATE ai_jobs SET state = 'running', attempts = attempts + 1, claimed_at = ? WHERE id = ?",
+            [db.clock(), row[0]],
+        )
+        return Job(row[0], row[1], row[2], row[3], row[4] + 1)
+
+    return db.write(work)
+
+
+def pending_jobs(db: Database) -> int:
+    """How many replies wait for a worker."""
+    return db.one("SELECT count(*) FROM ai_jobs WHERE state = 'pending'")[0]
+
+
+def record_request(db: Database, reply_id: int, messages: list[dict], model: str) -> None:
+    """Keep exactly what is sent to the model on the reply (the page's "context used")."""
+    db.write(
+        lambda tx: tx.execute(
+            "UPDATE messages SET context = ?, model = ? WHERE id = ?", [json.dumps(messages), model, reply_id]
+        )
+    )
+
+
+def stream_reply(db: Database, reply_id: int, content: str) -> bool:
+    """Write the text so far and mark the reply streaming; False when it was stopped meanwhile."""
+
+    def work(tx: Transaction) -> bool:
+        row = tx.one(
+            "UPDATE messages SET content = ?, status = 'streaming', updated_at = ? "
+            "WHERE id = ? AND status IN ('pending', 'streaming') RETURNING id",
+            [content, db.clock(), reply_id],
+        )
+        if row is None:
+            return False
+        _refresh(db, tx, reply_id)
+        return True
+
+    return db.write(work)
+
+
+def finish_reply(
+    db: Database,
+    job: Job,
+    content: str,
+    *,
+    prompt_tokens: int | None = None,
+    completion_tokens: int | None = None,
+    ttft_ms: float | None = None,
+    total_ms: float | None = None,
+) -> None:
+    """Close a reply as complete with its final text and figures, and the job as done."""
+
+    def work(tx: Transaction) -> None:
+        now = db.clock()
+        tx.execute(
+            "UPDATE messages SET content = CASE WHEN status IN ('pending', 'streaming') THEN ? ELSE content END, "
+            "status = CASE WHEN status IN ('pending', 'streaming') THEN 'complete' ELSE status END, "
+            "prompt_tokens = ?, completion_tokens = ?, ttft_ms = ?, total_ms = ?, updated_at = ? WHERE id = ?",
+            [content, prompt_tokens, completion_tokens, ttft_ms, total_ms, now, job.reply_id],
+        )
+        tx.execute("UPDATE ai_jobs SET state = 'done', finished_at = ? WHERE id = ?", [now, job.id])
+        _refresh(db, tx, job.reply_id)
+
+    db.write(work)
+
+
+def fail_reply(db: Database, job: Job, reason: str, content: str | None = None, total_ms: float | None = None) -> None:
+    """Close a reply as an error with a readable reason, keeping any partial text; the job is done."""
+
+    def work(tx: Transaction) -> None:
+        now = db.clock()
+        params: list[Any] = [reason, now, total_ms]
+        keep = ""
+        if content is not None:
+            keep = ", content = ?"
+            params.append(content)
+        tx.execute(
+            f"UPDATE messages SET status = 'error', error = ?, updated_at = ?, total_ms = ?{keep} "
+            "WHERE id = ? AND status IN ('pending', 'streaming')",
+            [*params, job.reply_id],
+        )
+        tx.execute("UPDATE ai_jobs SET state = 'done', finished_at = ? WHERE id = ?", [now, job.id])
+        _refresh(db, tx, job.reply_id)
+
+    db.write(work)
+
+
+def _ai_reply(tx: Transaction, message_id: int) -> tuple:
+    row = tx.one("SELECT channel_id, author_id, status, stopped FROM messages WHERE id = ?", [message_id])
+    if row is None:
+        raise NotFound(f"Message {message_id} not found.")
+    if row[1] is not None:
+        raise ValidationError("Only AI replies can be retried or stopped.")
+    return row
+
+
+def retry_reply(db: Database, message_id: Any) -> bool:
+    """Run a failed or stopped reply again in place; False (and nothing done) when it is already running."""
+    message_id = check_id(message_id, "Message")
+
+    def work(tx: Transaction) -> bool:
+        channel_id, _, status, stopped = _ai_reply(tx, message_id)
+        if status in OPEN:
+            return False  # a second click while the first retry runs: nothing more to do
+        if status == "complete" and not stopped:
+            raise ValidationError("This reply is complete; only failed or stopped replies can be retried.")
+        now = db.clock()
+        tx.execute(
+            "UPDATE messages SET status = 'pending', content = '', error = NULL, stopped = false, prompt_tokens = NULL, "
+            "completion_tokens = NULL, ttft_ms = NULL, total_ms = NULL, updated_at = ? WHERE id = ?",
+            [now, message_id],
+        )
+        job = tx.one("SELECT id FROM ai_jobs WHERE reply_id = ? ORDER BY id DESC LIMIT 1", [message_id])
+        if job is not None:
+            tx.execute(
+                "UPDATE ai_jobs SET state = 'pending', attempts = 0, claimed_at = NULL, finished_at = NULL WHERE id = ?",
+                [job[0]],
+            )
+        else:  # a reply written by write_agent_response: answer the last user message before it
+            trigger = tx.one(
+                "SELECT max(id) FROM messages WHERE channel_id = ? AND id < ? AND author_id IS NOT NULL",
+                [channel_id, message_id],
+            )
+            tx.execute(
+                "INSERT INTO ai_jobs (channel_id, trigger_id, reply_id, state, created_at) VALUES (?, ?, ?, 'pending', ?)",
+                [channel_id, trigger[0] or message_id, message_id, now],
+            )
+        _refresh(db, tx, message_id)
+        tx.on_commit(db.signal_jobs)
+        return True
+
+    return db.write(work)
+
+
+def stop_reply(db: Database, message_id: Any) -> bool:
+    """End a pending or streaming reply, keeping its text so far; False when it had already ended."""
+    message_id = check_id(message_id, "Message")
+
+    def work(tx: Transaction) -> bool:
+        _, _, status, _ = _ai_reply(tx, message_id)
+        if status not in OPEN:
+            return False
+        now = db.clock()
+        tx.execute(
+            "UPDATE messages SET stopped = true, updated_at = ?, "
+            "status = CASE WHEN content = '' THEN 'error' ELSE 'complete' END, "
+            "error = CASE WHEN content = '' THEN ? ELSE NULL END WHERE id = ?",
+            [now, STOPPED_EMPTY, message_id],
+        )
+        # A job not yet claimed will never run; a running one sees the stop at its next write.
+        tx.execute(
+            "UPDATE ai_jobs SET state = 'done', finished_at = ? WHERE reply_id = ? AND state = 'pending'",
+            [now, message_id],
+        )
+        _refresh(db, tx, message_id)
+        return True
+
+    return db.write(work)
+
+
+def recover_interrupted(db: Database) -> dict[str, int]:
+    """After a crash: re-queue replies that were running (up to MAX_ATTEMPTS), close the rest as errors."""
+
+    def work(tx: Transaction) -> dict[str, int]:
+        now = db.clock()
+        requeued = closed = 0
+        for job_id, reply_id, attempts in tx.execute(
+            "SELECT id, reply_id, attempts FROM ai_jobs WHERE state = 'running'"
+        ).fetchall():
+            if attempts < MAX_ATTEMPTS:
+                tx.execute("UPDATE ai_jobs SET state = 'pending', claimed_at = NULL WHERE id = ?", [job_id])
+                tx.execute(
+                    "UPDATE messages SET status = 'pending', content = '', updated_at = ? "
+                    "WHERE id = ? AND status IN ('pending', 'streaming')",
+                    [now, reply_id],
+                )
+                requeued += 1
+            else:
+                tx.execute("UPDATE ai_jobs SET state = 'done', finished_at = ? WHERE id = ?", [now, job_id])
+                tx.execute(
+                    "UPDATE messages SET status = 'error', error = ?, updated_at = ? "
+                    "WHERE id = ? AND status IN ('pending', 'streaming')",
+                    [INTERRUPTED, now, reply_id],
+                )
+                closed += 1
+            _refresh(db, tx, reply_id)
+        # Open replies with no job left to finish them (e.g. a job row from an older version).
+        for (reply_id,) in tx.execute(
+            "SELECT m.id FROM messages m WHERE m.status IN ('pending', 'streaming') AND NOT EXISTS "
+            "(SELECT 1 FROM ai_jobs j WHERE j.reply_id = m.id AND j.state IN ('pending', 'running'))"
+        ).fetchall():
+            tx.execute(
+                "UPDATE messages SET status = 'error', error = ?, updated_at = ? WHERE id = ?", [INTERRUPTED, now, reply_id]
+            )
+            _refresh(db, tx, reply_id)
+            closed += 1
+        if requeued:
+            tx.on_commit(db.signal_jobs)
+        return {"requeued": requeued, "closed": closed}
+
+    return db.write(work)

@@ -1,0 +1,527 @@
+"""A local, OpenAI-compatible HTTP test server (standard library only).
+
+Usage::
+
+    from fake_openai import FakeOpenAI, Script
+
+    with FakeOpenAI() as fake:
+        fake.push(Script(text="Hi there!", chunk_delay=0.05))
+        client = fake.client(max_retries=0)
+        stream = client.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], stream=True
+        )
+        text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+        assert fake.requests[0]["messages"][0]["content"] == "hi"
+
+The server speaks real HTTP/1.1 on 127.0.0.1 (random free port), so the real
+``openai`` SDK (and its retry / timeout / streaming machinery) is exercised
+unpatched.
+
+Endpoints
+---------
+* ``POST /v1/chat/completions`` -- answered from the script queue (see ``Script``).
+  ``"stream": true`` -> ``text/event-stream`` with chunked transfer encoding,
+  exactly like OpenAI (role chunk, content chunks, finish chunk, optional usage
+  chunk when ``stream_options.include_usage`` is true, then ``data: [DONE]``).
+  Otherwise a normal ``chat.completion`` JSON object with usage.
+* ``GET /v1/models`` and ``GET /v1/models/{id}`` -- a small static model list.
+* anything else -> 404 with an OpenAI-style JSON error body.
+
+Behaviour notes for users of openai 3.52.0 (verified by tests/test_fake_openai.py):
+* The SDK retries 408/409/429/>=500 itself (``max_retries``, default 2) and
+  honours ``Retry-After`` when ``0 < value <= 120`` seconds.  ``Retry-After: 0``
+  (or no header) falls back to exponential back-off starting at ~0.5 s, so set
+  ``Script.retry_after`` to something small (e.g. 0.01) to keep tests fast.
+* A stream cut with ``Script.cut_after`` (socket shut down in the middle of the
+  chunked body, no finish_reason, no ``[DONE]``) makes iteration RAISE
+  ``openai.APIConnectionError`` (cause: ``httpx2.RemoteProtocolError``, "peer
+  closed connection without sending complete message body: incomplete chunked
+  read") after the chunks that did arrive have been yielded.  It does NOT end
+  silently -- but a consumer that only looks for ``finish_reason`` would still
+  need to handle the exception.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import threading
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+__all__ = ["FakeOpenAI", "Script", "split_words"]
+
+
+_WORD_RE = re.compile(r"\s*\S+\s*|\s+")
+
+
+def split_words(text: str) -> list[str]:
+    """Split ``text`` into ~word-sized pieces, keeping all whitespace.
+
+    ``"".join(split_words(t)) == t`` for every string ``t``.  Leading
+    whitespace sticks to the first word, trailing whitespace to the word before it.
+    """
+    return _WORD_RE.findall(text)
+
+
+@dataclass
+class Script:
+    """How the fake server answers one (or ``repeat``) chat-completion requests."""
+
+    text: str = "Hello from the fake model."  # reply text
+    # explicit stream chunks; default: ``split_words(text)`` ("".join(chunks) == text)
+    chunks: list[str] | None = None
+    delay: float = 0.0  # seconds before the response headers / first byte
+    chunk_delay: float = 0.0  # seconds between stream content chunks
+    # != 200 -> OpenAI-style JSON error body {"error": {"message", "type", "param", "code"}}
+    status: int = 200
+    retry_after: float | None = None  # Retry-After header (seconds) on error responses
+    hang: bool = False  # accept the request, never answer (until server stop)
+    # streaming only: send this many content chunks, then close the socket
+    # abruptly (no finish_reason chunk, no usage chunk, no [DONE])
+    cut_after: int | None = None
+    finish_reason: str = "stop"  # finish reason on the last chunk / in the choice
+    repeat: int = 1  # how many requests this script serves before the next queued one
+
+    def stream_chunks(self) -> list[str]:
+        """The content deltas this script streams (``chunks`` or ``text`` split into words)."""
+        return list(self.chunks) if self.chunks is not None else split_words(self.text)
+
+    def reply_text(self) -> str:
+        """Full reply text (for non-stream answers): ``"".join(chunks)`` if chunks were given."""
+        return "".join(self.chunks) if self.chunks is not None else self.text
+
+
+# --------------------------------------------------------------------------- helpers
+
+_ERROR_KINDS: dict[int, tuple[str, str | None]] = {
+    400: ("invalid_request_error", None),
+    401: ("invalid_request_error", "invalid_api_key"),
+    403: ("invalid_request_error", "unsupported_country_region_territory"),
+    404: ("invalid_request_error", "model_not_found"),
+    408: ("timeout", "timeout"),
+    409: ("invalid_request_error", "conflict"),
+    422: ("invalid_request_error", None),
+    429: ("requests", "rate_limit_exceeded"),
+    500: ("server_error", None),
+    502: ("server_error", "bad_gateway"),
+    503: ("server_error", "service_unavailable"),
+    504: ("server_error", "gateway_timeout"),
+}
+
+
+def _error_body(status: int, message: str | None = None) -> dict[str, Any]:
+    err_type, code = _ERROR_KINDS.get(status, ("server_error" if status >= 500 else "invalid_request_error", None))
+    return {
+        "error": {
+            "message": message or f"fake-openai: simulated HTTP {status} ({code or err_type})",
+            "type": err_type,
+            "param": None,
+            "code": code,
+        }
+    }
+
+
+def _count_tokens(text: str) -> int:
+    return len(text.split())
+
+
+def _prompt_tokens(body: dict[str, Any]) -> int:
+    total = 0
+    for msg in body.get("messages") or []:
+        if not isinstance(msg, dict):
+            continue
+        content = msg.get("content")
+        if isinstance(content, str):
+            total += _count_tokens(content)
+        elif isinstance(content, list):
+            for part in content:
+                if isinstance(part, dict) and isinstance(part.get("text"), str):
+                    total += _count_tokens(part["text"])
+    return total
+
+
+_MODELS = ["gpt-4o-mini", "gpt-4o", "gpt-4.1-mini", "fake-model"]
+
+_CLIENT_GONE = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, TimeoutError, OSError)
+
+
+class _Abort(Exception):
+    """Internal: stop handling this connection without writing anything more."""
+
+
+# --------------------------------------------------------------------------- server
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False  # never wait for (possibly hanging) handler threads
+    allow_reuse_address = True
+
+    fake: "FakeOpenAI"
+
+    def handle_error(self, request: Any, client_address: Any) -> None:  # keep quiet
+        pass
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive + chunked transfer encoding
+    disable_nagle_algorithm = True  # small SSE writes go out immediately
+    server: _Server
+
+    # ---- plumbing -----------------------------------------------------------------
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - keep quiet
+        pass
+
+    def setup(self) -> None:
+        super().setup()
+        self.server.fake._track(self.connection, add=True)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        except _CLIENT_GONE:
+            pass
+        finally:
+            self.server.fake._track(self.connection, add=False)
+
+    def handle(self) -> None:
+        try:
+            super().handle()
+        except (_Abort, *_CLIENT_GONE):
+            self.close_connection = True
+
+    @property
+    def _fake(self) -> "FakeOpenAI":
+        return self.server.fake
+
+    def _read_body(self) -> bytes:
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            data = bytearray()
+            while True:
+                size_line = self.rfile.readline()
+                if not size_line:
+                    break
+                size = int(size_line.split(b";", 1)[0].strip() or b"0", 16)
+                if size == 0:
+                    # trailers until blank line
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    break
+                data += self.rfile.read(size)
+                self.rfile.readline()  # CRLF after each chunk
+            return bytes(data)
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length > 0 else b""
+
+    def _send_json(self, status: int, payload: Any, extra_headers: dict[str, str] | None = None) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("x-request-id", f"req_{uuid.uuid4().hex[:24]}")
+        for k, v in (extra_headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _sleep(self, seconds: float) -> None:
+        """Sleep, but wake up (and abort) immediately when the server stops."""
+        if seconds > 0 and self._fake._stopping.wait(seconds):
+            raise _Abort()
+        if self._fake._stopping.is_set():
+            raise _Abort()
+
+    def _cut(self) -> None:
+        self.close_connection = True
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        raise _Abort()
+
+    # ---- routing ------------------------------------------------------------------
+
+    def do_GET(self) -> None:
+        path = self.path.split("?", 1)[0].rstrip("/")
+        now = int(time.time())
+        if path == "/v1/models":
+            self._send_json(
+                200,
+                {
+                    "object": "list",
+                    "data": [{"id": m, "object": "model", "created": now, "owned_by": "fake-openai"} for m in _MODELS],
+                },
+            )
+        elif path.startswith("/v1/models/"):
+            model = path[len("/v1/models/") :]
+            self._send_json(200, {"id": model, "object": "model", "created": now, "owned_by": "fake-openai"})
+        else:
+            self._not_found()
+
+    def do_POST(self) -> None:
+        raw = self._read_body()
+        path = self.path.split("?", 1)[0].rstrip("/")
+        if path != "/v1/chat/completions":
+            self._not_found()
+            return
+        try:
+            body = json.loads(raw or b"{}")
+            if not isinstance(body, dict):
+                raise ValueError("body is not a JSON object")
+        except ValueError as exc:
+            self._send_json(400, _error_body(400, f"fake-openai: could not parse JSON body: {exc}"))
+            return
+
+        self._fake._record(body)  # record BEFORE answering (also for error / hang scripts)
+        script = self._fake._next_script()
+
+        if script.hang:
+            self._fake._stopping.wait()  # released by FakeOpenAI.stop()
+            self._cut()
+
+        self._sleep(script.delay)
+
+        if script.status != 200:
+            headers = {}
+            if script.retry_after is not None:
+                headers["Retry-After"] = f"{script.retry_after:g}"
+            self._send_json(script.status, _error_body(script.status), headers)
+            return
+
+        if body.get("stream"):
+            self._stream(body, script)
+        else:
+            self._complete(body, script)
+
+    def do_PUT(self) -> None:
+        self._read_body()
+        self._not_found()
+
+    do_DELETE = do_PATCH = do_PUT
+
+    def _not_found(self) -> None:
+        self._send_json(404, _error_body(404, f"fake-openai: unknown endpoint {self.command} {self.path}"))
+
+    # ---- chat completions ---------------------------------------------------------
+
+    def _complete(self, body: dict[str, Any], script: Script) -> None:
+        text = script.reply_text()
+        prompt = _prompt_tokens(body)
+        completion = _count_tokens(text)
+        self._send_json(
+            200,
+            {
+                "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": body.get("model") or "fake-model",
+                "system_fingerprint": "fp_fake",
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": text, "refusal": None, "annotations": []},
+                        "logprobs": None,
+                        "finish_reason": script.finish_reason,
+                    }
+                ],
+                "usage": {
+                    "prompt_tokens": prompt,
+                    "completion_tokens": completion,
+                    "total_tokens": prompt + completion,
+                },
+            },
+        )
+
+    def _write_chunk(self, data: bytes) -> None:
+        # one write per HTTP chunk so the client sees it immediately
+        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+
+    def _stream(self, body: dict[str, Any], script: Script) -> None:
+        chunks = script.stream_chunks()
+        stream_options = body.get("stream_options") or {}
+        include_usage = bool(isinstance(stream_options, dict) and stream_options.get("include_usage"))
+        base = {
+            "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": body.get("model") or "fake-model",
+            "system_fingerprint": "fp_fake",
+        }
+
+        def event(delta: dict[str, Any], finish_reason: str | None) -> None:
+            payload = dict(base)
+            payload["choices"] = [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]
+            if include_usage:
+                payload["usage"] = None  # OpenAI sends usage: null on every chunk but the last
+            self._write_chunk(b"data: " + json.dumps(payload).encode() + b"\n\n")
+
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream; charset=utf-8")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("x-request-id", f"req_{uuid.uuid4().hex[:24]}")
+        self.end_headers()
+
+        event({"role": "assistant", "content": "", "refusal": None}, None)
+        for i, piece in enumerate(chunks):
+            if script.cut_after is not None and i >= script.cut_after:
+                self._cut()
+            if i > 0:
+                self._sleep(script.chunk_delay)
+            event({"content": piece}, None)
+        if script.cut_after is not None:
+            self._cut()  # cut_after >= len(chunks): everything sent, but no finish / [DONE]
+
+        self._sleep(script.chunk_delay if chunks else 0)
+        event({}, script.finish_reason)
+        if include_usage:
+            prompt = _prompt_tokens(body)
+            completion = _count_tokens("".join(chunks))
+            payload = dict(base)
+            payload["choices"] = []
+            payload["usage"] = {
+                "prompt_tokens": prompt,
+                "completion_tokens": completion,
+                "total_tokens": prompt + completion,
+            }
+            self._write_chunk(b"data: " + json.dumps(payload).encode() + b"\n\n")
+        self._write_chunk(b"data: [DONE]\n\n")
+        self.wfile.write(b"0\r\n\r\n")
+
+
+# --------------------------------------------------------------------------- public API
+
+
+class FakeOpenAI:
+    """OpenAI-compatible HTTP server on 127.0.0.1 serving scripted chat completions."""
+
+    def __init__(self, default: Script | None = None):
+        self.default: Script = default if default is not None else Script()
+        self.requests: list[dict] = []
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._queue: deque[list[Any]] = deque()  # [script, remaining uses]
+        self._stopping = threading.Event()
+        self._connections: set[socket.socket] = set()
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    # ---- lifecycle ----------------------------------------------------------------
+
+    def start(self) -> "FakeOpenAI":
+        if self._server is not None:
+            return self
+        self._stopping.clear()
+        server = _Server(("127.0.0.1", 0), _Handler)
+        server.fake = self
+        self._server = server
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-openai", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        server, self._server = self._server, None
+        if server is None:
+            return
+        self._stopping.set()  # releases hanging / delayed handlers
+        server.shutdown()
+        server.server_close()
+        with self._lock:
+            conns = list(self._connections)
+        for conn in conns:  # wake handlers blocked reading idle keep-alive connections
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+            self._thread = None
+
+    def __enter__(self) -> "FakeOpenAI":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("FakeOpenAI is not running; call start() first")
+        return self._server.server_address[1]
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    # ---- scripting ----------------------------------------------------------------
+
+    def push(self, *scripts: Script) -> None:
+        """Queue scripts; each request consumes the next one (``repeat`` times)."""
+        with self._lock:
+            for s in scripts:
+                self._queue.append([s, max(1, int(s.repeat))])
+
+    def reset(self) -> None:
+        """Forget queued scripts and recorded requests (handy for a shared server)."""
+        with self._lock:
+            self._queue.clear()
+            self.requests.clear()
+
+    @property
+    def pending(self) -> int:
+        """How many requests the queued scripts will still serve."""
+        with self._lock:
+            return sum(remaining for _, remaining in self._queue)
+
+    def _next_script(self) -> Script:
+        with self._lock:
+            if not self._queue:
+                return self.default
+            entry = self._queue[0]
+            entry[1] -= 1
+            if entry[1] <= 0:
+                self._queue.popleft()
+            return entry[0]
+
+    # ---- request log --------------------------------------------------------------
+
+    def _record(self, body: dict) -> None:
+        with self._cond:
+            self.requests.append(body)
+            self._cond.notify_all()
+
+    def _track(self, conn: socket.socket, *, add: bool) -> None:
+        with self._lock:
+            if add:
+                self._connections.add(conn)
+            else:
+                self._connections.discard(conn)
+
+    def wait_requests(self, n: int, timeout: float = 10) -> list[dict]:
+        """Block until at least ``n`` chat-completion requests arrived; return a copy of all.
+
+        Raises ``TimeoutError`` if fewer than ``n`` arrive within ``timeout`` seconds.
+        """
+        with self._cond:
+            if not self._cond.wait_for(lambda: len(self.requests) >= n, timeout=timeout):
+                raise TimeoutError(f"expected {n} request(s) within {timeout}s, got {len(self.requests)}")
+            return list(self.requests)
+
+    # ---- convenience --------------------------------------------------------------
+
+    def client(self, **kw: Any):
+        """``openai.OpenAI(api_key="test-key", base_url=self.base_url, **kw)``."""
+        import openai
+
+        kw.setdefault("api_key", "test-key")
+        kw.setdefault("base_url", self.base_url)
+        return openai.OpenAI(**kw)

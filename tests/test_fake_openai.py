@@ -1,0 +1,299 @@
+"""Tests for tests/fake_openai.py using the REAL openai SDK over HTTP (nothing patched)."""
+
+import pathlib
+import sys
+import threading
+import time
+
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+
+import openai  # noqa: E402
+import pytest  # noqa: E402
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from fake_openai import FakeOpenAI, Script, split_words  # noqa: E402
+
+MSGS = [
+    {"role": "system", "content": "You are terse."},
+    {"role": "user", "content": "Say hello to the channel"},
+]
+
+
+@pytest.fixture
+def fake():
+    with FakeOpenAI() as server:
+        yield server
+
+
+def _stream(client, **kw):
+    kw.setdefault("model", "gpt-4o-mini")
+    kw.setdefault("messages", MSGS)
+    return client.chat.completions.create(stream=True, **kw)
+
+
+def _text(chunks):
+    return "".join((c.choices[0].delta.content or "") for c in chunks if c.choices)
+
+
+def test_streaming_round_trip(fake):
+    fake.push(Script(text="Hello there, channel!  How are you?\nFine."))
+    chunks = list(_stream(fake.client(max_retries=0)))
+    assert _text(chunks) == "Hello there, channel!  How are you?\nFine."
+    # first chunk: role only, like OpenAI
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert chunks[0].choices[0].delta.content == ""
+    # several content deltas, then a final empty delta with finish_reason
+    assert len(chunks) >= 2 + 5
+    assert chunks[-1].choices[0].finish_reason == "stop"
+    assert chunks[-1].choices[0].delta.content is None
+    assert all(c.choices[0].finish_reason is None for c in chunks[:-1])
+    assert all(c.object == "chat.completion.chunk" for c in chunks)
+    assert len({c.id for c in chunks}) == 1
+
+
+def test_explicit_chunks_and_default_script():
+    with FakeOpenAI(default=Script(text="default reply")) as fake:
+        fake.push(Script(chunks=["a", "b c", " d"]))
+        client = fake.client(max_retries=0)
+        chunks = list(_stream(client))
+        assert [c.choices[0].delta.content for c in chunks[1:-1]] == ["a", "b c", " d"]
+        # queue empty -> default script
+        assert _text(_stream(client)) == "default reply"
+        assert _text(_stream(client)) == "default reply"
+    with FakeOpenAI() as fake:
+        assert _text(_stream(fake.client(max_retries=0))) == Script().text
+
+
+def test_usage_chunk_with_include_usage(fake):
+    fake.push(Script(text="one two three four"))
+    chunks = list(_stream(fake.client(max_retries=0), stream_options={"include_usage": True}))
+    last = chunks[-1]
+    assert last.choices == []
+    assert last.usage is not None
+    assert last.usage.completion_tokens == 4
+    assert last.usage.prompt_tokens == len("You are terse. Say hello to the channel".split())
+    assert last.usage.total_tokens == last.usage.prompt_tokens + 4
+    assert all(c.usage is None for c in chunks[:-1])
+    assert chunks[-2].choices[0].finish_reason == "stop"
+    assert _text(chunks) == "one two three four"
+
+
+def test_no_usage_chunk_without_include_usage(fake):
+    chunks = list(_stream(fake.client(max_retries=0)))
+    assert all(c.choices for c in chunks)
+    assert all(c.usage is None for c in chunks)
+
+
+def test_request_body_recorded(fake):
+    list(_stream(fake.client(max_retries=0), model="my-model", temperature=0.2))
+    reqs = fake.wait_requests(1, timeout=2)
+    assert len(reqs) == 1
+    body = reqs[0]
+    assert body["model"] == "my-model"
+    assert body["messages"] == MSGS
+    assert body["stream"] is True
+    assert body["temperature"] == 0.2
+    assert fake.requests == reqs
+
+
+def test_wait_requests_times_out(fake):
+    with pytest.raises(TimeoutError):
+        fake.wait_requests(1, timeout=0.05)
+
+
+def test_stream_really_streams(fake):
+    # 5 content chunks, 0.3 s apart: the first must arrive long before the end.
+    fake.push(Script(chunks=["a ", "b ", "c ", "d ", "e"], chunk_delay=0.3))
+    client = fake.client(max_retries=0)
+    t0 = time.monotonic()
+    first_content_at = None
+    texts = []
+    for chunk in _stream(client):
+        if chunk.choices and chunk.choices[0].delta.content:
+            if first_content_at is None:
+                first_content_at = time.monotonic() - t0
+            texts.append(chunk.choices[0].delta.content)
+    total = time.monotonic() - t0
+    assert "".join(texts) == "a b c d e"
+    assert first_content_at is not None and first_content_at < 0.6
+    assert total >= 1.2  # 4 gaps between content chunks + 1 before the finish chunk
+
+
+def test_delay_before_headers(fake):
+    fake.push(Script(text="late", delay=0.3))
+    t0 = time.monotonic()
+    resp = fake.client(max_retries=0).chat.completions.create(model="m", messages=MSGS)
+    assert time.monotonic() - t0 >= 0.3
+    assert resp.choices[0].message.content == "late"
+
+
+def test_429_exhausts_retries(fake):
+    fake.push(Script(status=429, retry_after=0.05, repeat=3), Script(text="never reached"))
+    client = fake.client(max_retries=2)
+    t0 = time.monotonic()
+    with pytest.raises(openai.RateLimitError) as excinfo:
+        _stream(client)
+    elapsed = time.monotonic() - t0
+    assert len(fake.requests) == 3  # max_retries + 1
+    assert excinfo.value.status_code == 429
+    assert excinfo.value.code == "rate_limit_exceeded"
+    assert excinfo.value.body["type"] == "requests"
+    assert excinfo.value.response.headers["retry-after"] == "0.05"
+    # Retry-After honoured: 2 waits of 0.05 s, not the ~0.5 s exponential back-off
+    assert 0.1 <= elapsed < 0.9
+    assert fake.pending == 1
+    # the next script is still queued
+    assert _text(_stream(client)) == "never reached"
+
+
+def test_500_then_success(fake):
+    fake.push(Script(status=500, retry_after=0.01), Script(text="recovered"))
+    client = fake.client(max_retries=2)
+    resp = client.chat.completions.create(model="m", messages=MSGS)
+    assert resp.choices[0].message.content == "recovered"
+    assert len(fake.requests) == 2
+    assert fake.requests[0] == fake.requests[1]
+
+
+def test_500_then_success_streaming(fake):
+    fake.push(Script(status=503, retry_after=0.01), Script(text="streamed after retry"))
+    assert _text(_stream(fake.client(max_retries=1))) == "streamed after retry"
+    assert len(fake.requests) == 2
+
+
+def test_error_without_retries(fake):
+    fake.push(Script(status=500))
+    with pytest.raises(openai.InternalServerError) as excinfo:
+        fake.client(max_retries=0).chat.completions.create(model="m", messages=MSGS)
+    assert excinfo.value.status_code == 500
+    assert excinfo.value.body["type"] == "server_error"
+    assert len(fake.requests) == 1
+
+
+def test_hang_times_out(fake):
+    fake.push(Script(hang=True))
+    client = fake.client(timeout=0.5, max_retries=0)
+    t0 = time.monotonic()
+    with pytest.raises(openai.APITimeoutError):
+        _stream(client)
+    assert time.monotonic() - t0 < 2
+    assert len(fake.requests) == 1  # recorded even though never answered
+
+
+def test_stop_releases_hanging_handlers():
+    fake = FakeOpenAI().start()
+    fake.push(Script(hang=True))
+    errors = []
+
+    def call():
+        try:
+            fake.client(timeout=5, max_retries=0).chat.completions.create(model="m", messages=MSGS)
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    t = threading.Thread(target=call)
+    t.start()
+    fake.wait_requests(1, timeout=2)
+    t0 = time.monotonic()
+    fake.stop()
+    assert time.monotonic() - t0 < 1.5
+    t.join(timeout=3)
+    assert not t.is_alive()
+    # the server hung up without answering -> connection error, not a timeout
+    assert len(errors) == 1 and isinstance(errors[0], openai.APIConnectionError)
+
+
+def test_cut_stream(fake):
+    # openai 3.52.0 behaviour on a stream whose socket is shut down mid-body
+    # (no finish_reason, no [DONE]): the chunks that arrived are yielded, then
+    # iteration RAISES openai.APIConnectionError (cause: httpx2.RemoteProtocolError
+    # "incomplete chunked read").  It does NOT end silently.
+    fake.push(Script(chunks=["one ", "two ", "three ", "four ", "five"], cut_after=2))
+    collected = []
+    raised = None
+    try:
+        for chunk in _stream(fake.client(max_retries=2)):
+            collected.append(chunk)
+    except Exception as exc:  # noqa: BLE001 - record whatever the SDK does
+        raised = exc
+    assert _text(collected) == "one two "
+    assert not any(c.choices and c.choices[0].finish_reason == "stop" for c in collected)
+    assert not any(c.choices and c.choices[0].finish_reason for c in collected)
+    assert isinstance(raised, openai.APIConnectionError), f"SDK behaviour changed: {raised!r}"
+    assert not isinstance(raised, openai.APITimeoutError)
+    # mid-stream failures are not retried by the SDK
+    assert len(fake.requests) == 1
+
+
+def test_cut_before_any_content(fake):
+    fake.push(Script(text="never seen", cut_after=0))
+    collected = []
+    with pytest.raises(openai.APIConnectionError):
+        for chunk in _stream(fake.client(max_retries=0)):
+            collected.append(chunk)
+    assert _text(collected) == ""
+    assert [c.choices[0].delta.role for c in collected] == ["assistant"]
+
+
+def test_non_stream_response(fake):
+    fake.push(Script(text="Plain answer here"))
+    resp = fake.client(max_retries=0).chat.completions.create(model="gpt-4o-mini", messages=MSGS)
+    assert resp.choices[0].message.content == "Plain answer here"
+    assert resp.choices[0].message.role == "assistant"
+    assert resp.choices[0].finish_reason == "stop"
+    assert resp.model == "gpt-4o-mini"
+    assert resp.usage.completion_tokens == 3
+    assert resp.usage.total_tokens == resp.usage.prompt_tokens + 3
+    assert "stream" not in fake.requests[0]
+
+
+def test_finish_reason_length(fake):
+    fake.push(Script(text="truncated repl", finish_reason="length"), Script(text="x", finish_reason="length"))
+    client = fake.client(max_retries=0)
+    chunks = list(_stream(client))
+    assert chunks[-1].choices[0].finish_reason == "length"
+    assert _text(chunks) == "truncated repl"
+    resp = client.chat.completions.create(model="m", messages=MSGS)
+    assert resp.choices[0].finish_reason == "length"
+
+
+def test_repeat_and_order(fake):
+    fake.push(Script(text="A", repeat=2), Script(text="B"))
+    client = fake.client(max_retries=0)
+    got = [client.chat.completions.create(model="m", messages=MSGS).choices[0].message.content for _ in range(4)]
+    assert got == ["A", "A", "B", Script().text]
+
+
+def test_models_and_404(fake):
+    client = fake.client(max_retries=0)
+    models = [m.id for m in client.models.list()]
+    assert "gpt-4o-mini" in models
+    assert client.models.retrieve("whatever").id == "whatever"
+    with pytest.raises(openai.NotFoundError):
+        client.embeddings.create(model="e", input="x")
+    assert fake.requests == []  # only chat completions are recorded
+
+
+def test_concurrent_streams(fake):
+    fake.push(Script(text="same reply for all", chunk_delay=0.05, repeat=4))
+    client = fake.client(max_retries=0)
+    results = []
+
+    def run():
+        results.append(_text(_stream(client)))
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=5)
+    assert results == ["same reply for all"] * 4
+    assert len(fake.wait_requests(4, timeout=1)) == 4
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.text())
+def test_split_words_round_trips(text):
+    assert "".join(split_words(text)) == text
+    assert all(piece for piece in split_words(text))
