@@ -1,0 +1,56 @@
+"""Channels: create one, see activity, set each channel's reply policy and persona."""
+import streamlit as st
+
+from core import chat
+from core.errors import ChatError
+from pages.common import get_db, show_error
+
+POLICY_LABELS = {"every": "Every message (as the original)", "mention": "Only when someone writes @ai", "off": "Never"}
+
+db = get_db()
+st.title("Channels")
+
+with st.form("create_channel", clear_on_submit=True):
+    name = st.text_input("Name", placeholder="general")
+    policy = st.radio("AI replies to", list(POLICY_LABELS), format_func=POLICY_LABELS.get, horizontal=True)
+    if st.form_submit_button("Create channel"):
+        try:
+            channel_id = chat.create_channel(db, name, reply_policy=policy)
+        except ChatError as error:
+            show_error(error)
+        else:
+            st.success(f"Created channel #{chat.get_channel(db, channel_id).name}.")
+
+channels = chat.channel_overview(db)
+st.caption(f"{len(channels)} channels")
+st.dataframe(
+    channels,
+    hide_index=True,
+    column_config={
+        "id": st.column_config.NumberColumn("Id", width="small"),
+        "name": st.column_config.TextColumn("Name"),
+        "created_at": st.column_config.DatetimeColumn("Created (UTC)", format="YYYY-MM-DD HH:mm"),
+        "reply_policy": st.column_config.TextColumn("AI replies"),
+        "persona": st.column_config.TextColumn("Persona", width="large"),
+        "messages": st.column_config.NumberColumn("Messages"),
+        "last_activity": st.column_config.DatetimeColumn("Last activity (UTC)", format="YYYY-MM-DD HH:mm"),
+    },
+)
+
+if channels:
+    st.subheader("AI settings")
+    names = {c["id"]: f"# {c['name']}" for c in channels}
+    channel = chat.get_channel(db, st.selectbox("Channel", list(names), format_func=names.get, key="edit_channel"))
+    with st.form(f"edit_channel_{channel.id}"):
+        policy = st.radio("AI replies to", list(POLICY_LABELS), format_func=POLICY_LABELS.get,
+                          index=list(POLICY_LABELS).index(channel.reply_policy), horizontal=True)
+        persona = st.text_area("Persona (system prompt)", value=channel.persona or "",
+                               placeholder=chat.system_prompt(channel), height=140,
+                               help="Leave empty for the default group-chat prompt shown as the placeholder.")
+        if st.form_submit_button("Save"):
+            try:
+                chat.update_channel(db, channel.id, reply_policy=policy, persona=persona)
+            except ChatError as error:
+                show_error(error)
+            else:
+                st.success(f"Saved #{channel.name}.")

@@ -1,0 +1,86 @@
+"""Chat: the channel's recent messages, live, and a box to write in."""
+import streamlit as st
+
+from core import chat, replies
+from core.errors import ChatError
+from pages.common import current_channel, current_user, escape_markdown, get_db, get_settings, local_time, show_error
+
+PAGE = chat.RECENT_LIMIT  # messages per "load older" step, as many as the original lists
+TYPING = "▌"  # drawn after a reply that is still being written
+
+db, settings = get_db(), get_settings()
+user, channel = current_user(db), current_channel(db)
+if channel is None:
+    st.info("Create a channel in the sidebar to start chatting.")
+    st.stop()
+
+st.header(f"# {channel.name}", divider="gray")
+if user is None:
+    st.info("Create a user in the sidebar to write in this channel.")
+elif prompt := st.chat_input(f"Message #{channel.name} as {user.name}", key=f"draft_{channel.id}"):
+    try:
+        chat.send_message(db, channel.id, user.id, prompt)
+    except ChatError as error:
+        show_error(error)
+
+
+def act(verb, message_id: int) -> None:
+    """Button callback for Retry and Stop: errors become a message, not a traceback."""
+    try:
+        verb(db, message_id)
+    except ChatError as error:
+        st.session_state["chat_error"] = str(error)
+
+
+def context_used(message: chat.Message) -> list[dict] | None:
+    """What was sent to the model for a finished reply, read once per session and kept."""
+    seen = st.session_state.setdefault("contexts", {})
+    key = (message.id, message.updated_at)
+    if key not in seen:
+        seen[key] = chat.reply_context(db, message.id)
+    return seen[key]
+
+
+def draw(message: chat.Message) -> None:
+    name = "AI" if message.is_ai else message.author_name or "Unknown user"
+    with st.chat_message("assistant" if message.is_ai else "user", avatar="🤖" if message.is_ai else None):
+        st.caption(f"**{escape_markdown(name)}** · {local_time(message.created_at)}")
+        if message.status == "pending":
+            st.caption("typing …")
+        elif message.content:
+            st.markdown(message.content + (f" {TYPING}" if message.status == "streaming" else ""))
+        if message.status == "error":
+            st.error(message.error or "The reply failed.", icon="⚠️")
+        if message.stopped:
+            st.caption("Stopped.")
+        if message.is_ai and message.status in replies.OPEN:
+            st.button("Stop", key=f"stop_{message.id}", on_click=act, args=(replies.stop_reply, message.id))
+        if message.is_ai and (message.status == "error" or message.stopped):
+            st.button("Retry", key=f"retry_{message.id}", on_click=act, args=(replies.retry_reply, message.id))
+        if message.is_ai and message.status == "complete" and (context := context_used(message)):
+            with st.expander("Context used"):
+                st.json(context, expanded=True)
+
+
+@st.fragment(run_every=settings.refresh_seconds)
+def live_messages(channel_id: int) -> None:
+    """Re-reads the channel only when its version changed; redraws every tick."""
+    state = st.session_state
+    shown = (channel_id, chat.channel_version(db, channel_id), state.get("pages", 1))
+    if state.get("shown") != shown:
+        state["messages"] = chat.list_messages(db, channel_id, limit=PAGE * shown[2])
+        state["shown"] = shown
+    messages = state["messages"]
+    if len(messages) == PAGE * shown[2]:
+        st.button("Load older", key="older", on_click=state.update, kwargs={"pages": shown[2] + 1})
+    if not messages:
+        st.caption("No messages yet. Say hello!")
+    for message in reversed(messages):
+        draw(message)
+    if error := state.pop("chat_error", None):
+        st.error(error)
+
+
+if st.session_state.get("pages_channel") != channel.id:  # a new channel starts at the newest page
+    st.session_state["pages"], st.session_state["pages_channel"] = 1, channel.id
+live_messages(channel.id)
