@@ -198,7 +198,7 @@ def user_overview(db: Database) -> list[dict]:
     rows = db.rows(
         """SELECT u.id, u.name, u.created_at, count(m.id), max(m.created_at)
            FROM users u LEFT JOIN messages m ON m.author_id = u.id
-           GROUP BY ALL ORDER BY u.name_key, u.id"""
+           GROUP BY u.id, u.name, u.created_at, u.name_key ORDER BY u.name_key, u.id"""
     )
     keys = ("id", "name", "created_at", "messages", "last_message_at")
     return [dict(zip(keys, row)) for row in rows]
@@ -209,7 +209,7 @@ def channel_overview(db: Database) -> list[dict]:
     rows = db.rows(
         """SELECT c.id, c.name, c.created_at, c.reply_policy, c.persona, count(m.id), max(m.created_at)
            FROM channels c LEFT JOIN messages m ON m.channel_id = c.id
-           GROUP BY ALL ORDER BY c.name_key, c.id"""
+           GROUP BY c.id, c.name, c.created_at, c.reply_policy, c.persona, c.name_key ORDER BY c.name_key, c.id"""
     )
     keys = ("id", "name", "created_at", "reply_policy", "persona", "messages", "last_activity")
     return [dict(zip(keys, row)) for row in rows]

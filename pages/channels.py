@@ -21,25 +21,9 @@ with st.form("create_channel", clear_on_submit=True):
         else:
             st.success(f"Created channel #{chat.get_channel(db, channel_id).name}.")
 
-channels = chat.channel_overview(db)
-st.caption(f"{len(channels)} channels")
-st.dataframe(
-    channels,
-    hide_index=True,
-    column_config={
-        "id": st.column_config.NumberColumn("Id", width="small"),
-        "name": st.column_config.TextColumn("Name"),
-        "created_at": st.column_config.DatetimeColumn("Created (UTC)", format="YYYY-MM-DD HH:mm"),
-        "reply_policy": st.column_config.TextColumn("AI replies"),
-        "persona": st.column_config.TextColumn("Persona", width="large"),
-        "messages": st.column_config.NumberColumn("Messages"),
-        "last_activity": st.column_config.DatetimeColumn("Last activity (UTC)", format="YYYY-MM-DD HH:mm"),
-    },
-)
-
-if channels:
+if channels := chat.list_channels(db):
     st.subheader("AI settings")
-    names = {c["id"]: f"# {c['name']}" for c in channels}
+    names = {c.id: f"# {c.name}" for c in channels}
     channel = chat.get_channel(db, st.selectbox("Channel", list(names), format_func=names.get, key="edit_channel"))
     with st.form(f"edit_channel_{channel.id}"):
         policy = st.radio("AI replies to", list(POLICY_LABELS), format_func=POLICY_LABELS.get,
@@ -54,3 +38,20 @@ if channels:
                 show_error(error)
             else:
                 st.success(f"Saved #{channel.name}.")
+
+overview = chat.channel_overview(db)
+st.subheader("All channels")
+st.caption(f"{len(overview)} channels")
+st.dataframe(
+    overview,
+    hide_index=True,
+    column_config={
+        "id": st.column_config.NumberColumn("Id", width="small"),
+        "name": st.column_config.TextColumn("Name"),
+        "created_at": st.column_config.DatetimeColumn("Created (UTC)", format="YYYY-MM-DD HH:mm"),
+        "reply_policy": st.column_config.TextColumn("AI replies"),
+        "persona": st.column_config.TextColumn("Persona", width="large"),
+        "messages": st.column_config.NumberColumn("Messages"),
+        "last_activity": st.column_config.DatetimeColumn("Last activity (UTC)", format="YYYY-MM-DD HH:mm"),
+    },
+)

@@ -1,10 +1,13 @@
 """Shared fixtures: a real DuckDB file per test, and a local OpenAI-compatible server."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from core.db import Database, connect
 
+ROOT = Path(__file__).resolve().parent.parent
 AI_VARIABLES = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_MODEL", "AI_WORKERS", "REFRESH_SECONDS",
                 "AI_TIMEOUT_SECONDS", "ADMIN_PASSWORD")
 
@@ -34,3 +37,45 @@ def fake_openai():
     server = FakeOpenAI().start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def app_test(monkeypatch):
+    """Build an AppTest of app.py; the app's cached database and AI worker are released afterwards.
+
+    AppTest resets Streamlit's "pages directory" flag before every run, so with a ``pages/`` folder
+    a rerun executes the page file alone (legacy multipage mode) instead of app.py. A real server
+    sets the flag to False once st.navigation runs and keeps it; the patch below does the same.
+    """
+    import streamlit as st
+    from streamlit.runtime.pages_manager import PagesManager
+    from streamlit.testing.v1 import AppTest
+
+    original_init = PagesManager.__init__
+
+    def init_as_server(self, *args, **kwargs):
+        original_init(self, *args, **kwargs)
+        PagesManager.uses_pages_directory = False
+
+    monkeypatch.setattr(PagesManager, "__init__", init_as_server)
+
+    def build(page: str | None = None, **session) -> AppTest:
+        at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=30)
+        for key, value in session.items():
+            at.session_state[key] = value
+        if page:
+            at.switch_page(page)
+        return at
+
+    yield build
+    st.cache_resource.clear()
+
+
+@pytest.fixture
+def app_db(isolated_settings):
+    """The database the app under AppTest uses (the same cached object), for seeding and checking."""
+    import os
+
+    from pages.common import _database
+
+    return _database(os.environ["CHAT_DB"])
