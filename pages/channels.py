@@ -9,6 +9,7 @@ POLICY_LABELS = {"every": "Every message (as the original)", "mention": "Only wh
 
 db = get_db()
 st.title("Channels")
+st.subheader("New channel")
 
 with st.form("create_channel", clear_on_submit=True):
     name = st.text_input("Name", placeholder="general")

@@ -43,14 +43,15 @@ def context_used(message: chat.Message) -> list[dict] | None:
 
 def draw(message: chat.Message) -> None:
     name = "AI" if message.is_ai else message.author_name or "Unknown user"
-    with st.chat_message("assistant" if message.is_ai else "user", avatar="🤖" if message.is_ai else None):
+    # A person's own name gives each speaker an avatar with their initial; the AI gets the preset look.
+    with st.chat_message("assistant" if message.is_ai else name, avatar=":material/smart_toy:" if message.is_ai else None):
         st.caption(f"**{escape_markdown(name)}** · {local_time(message.created_at)}")
         if message.status == "pending":
             st.caption("typing …")
         elif message.content:
             st.markdown(message.content + (f" {TYPING}" if message.status == "streaming" else ""))
         if message.status == "error":
-            st.error(message.error or "The reply failed.", icon="⚠️")
+            st.error(message.error or "The reply failed.", icon=":material/error:")
         if message.stopped:
             st.caption("Stopped.")
         if message.is_ai and message.status in replies.OPEN:

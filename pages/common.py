@@ -61,7 +61,7 @@ def get_responder() -> Responder:
 
 
 def show_error(error: ChatError) -> None:
-    st.error(str(error), icon="⚠️")
+    st.error(str(error), icon=":material/error:")
 
 
 def escape_markdown(text: str) -> str:
@@ -159,6 +159,6 @@ def draw_sidebar() -> None:
         st.divider()
         status = get_responder().status()
         if status["enabled"]:
-            st.caption(f"🟢 AI replies on · {status['model']} · {status['workers']} workers")
+            st.caption(f":material/bolt: AI replies on · {status['model']} · {status['workers']} workers")
         else:
-            st.caption(f"⚪ {status['reason']}")
+            st.caption(f":material/power_off: {status['reason']}")
