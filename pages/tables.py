@@ -1,0 +1,178 @@
+"""Tables: browse, chart and export the app's tables, with a read-only SQL console."""
+from functools import partial
+
+import streamlit as st
+from streamlit_autorefresh import st_autorefresh
+
+from core import chat, tables
+from core.errors import ChatError
+from pages.common import get_db, get_settings, show_error
+
+LIVE_SECONDS = (2, 5, 10, 30)  # refresh choices: a rerun over a million messages takes well under a second
+VIEWS = ("Browse", "Overview", "SQL console")
+
+db, settings = get_db(), get_settings()
+st.title("Tables")
+
+
+def admin_unlocked() -> bool:
+    """The console and exports need ADMIN_PASSWORD when it is set; the page says when they are open."""
+    if not settings.admin_password:
+        st.caption("🔓 No ADMIN_PASSWORD is set: the SQL console and exports are open to anyone who can open this page.")
+        return True
+    given = st.text_input("Admin password", type="password", key="tables_admin_password",
+                          help="Needed for the SQL console and exports (ADMIN_PASSWORD).")
+    unlocked = tables.password_ok(given, settings.admin_password)
+    if given and not unlocked:
+        st.error("Wrong admin password.")
+    return unlocked
+
+
+def column_config(columns: list[tables.Column]) -> dict:
+    """How each column of the browser is drawn, from its type in the catalog."""
+    config = {}
+    for name, kind in tables.column_kinds(columns).items():
+        if kind == "datetime":
+            config[name] = st.column_config.DatetimeColumn(name, format="YYYY-MM-DD HH:mm:ss", help="UTC")
+        elif kind == "long_text":
+            config[name] = st.column_config.TextColumn(
+                name, width="large", help=f"The first {tables.TEXT_PREVIEW_CHARS} characters; exports hold all of it")
+        elif kind == "status":
+            config[name] = st.column_config.TextColumn(name, width="small")
+        elif kind == "ms":
+            config[name] = st.column_config.NumberColumn(name, format="%.0f ms")
+        elif kind == "bool":
+            config[name] = st.column_config.CheckboxColumn(name, width="small")
+        elif kind == "number":
+            config[name] = st.column_config.NumberColumn(name)
+    return config
+
+
+def filter_widgets(table: str) -> tables.Filters:
+    """The filters that apply to ``table``, drawn side by side."""
+    support = tables.filter_support(db, table)
+    left, middle, right, when, text = st.columns(5)
+    channel_id = author_id = status = since = None
+    if "channel_id" in support:
+        channels = {c.id: f"# {c.name}" for c in chat.list_channels(db)}
+        channel_id = left.selectbox("Channel", [None, *channels], key="filter_channel",
+                                    format_func=lambda i: "All channels" if i is None else channels[i])
+    if "author_id" in support:
+        authors = {tables.AI_AUTHOR: "AI", **{u.id: u.name for u in chat.list_users(db)}}
+        author_id = middle.selectbox("Author", [None, *authors], key="filter_author",
+                                     format_func=lambda i: "Anyone" if i is None else authors[i])
+    if "status" in support:
+        status = right.selectbox("Status", [None, *tables.status_values(db, table)], key=f"filter_status_{table}",
+                                 format_func=lambda s: "Any status" if s is None else s)
+    if "since" in support:
+        since = tables.since_for(when.selectbox("Time range", list(tables.TIME_RANGES), key="filter_range"), db.clock())
+    contains = text.text_input("Text contains", key="filter_text")
+    return tables.Filters(channel_id=channel_id, author_id=author_id, status=status, since=since, text=contains or None)
+
+
+def browse() -> None:
+    counts = dict(tables.list_tables(db))
+    names = list(counts)
+    table = st.selectbox("Table", names, index=names.index(tables.MESSAGES) if tables.MESSAGES in names else 0,
+                         format_func=lambda n: f"{n} · {counts[n]:,} rows", key="tables_table")
+    filters = filter_widgets(table)
+    columns = tables.browse_columns(db, table)
+    column_names = [c.name for c in columns]
+    by, direction, size, page_at = st.columns([2, 2, 1, 1])
+    sort_column = by.selectbox("Sort by", column_names, key=f"sort_{table}",
+                               index=column_names.index("id") if "id" in column_names else 0)
+    descending = direction.radio("Order", ["Descending", "Ascending"], horizontal=True, key=f"order_{table}") == "Descending"
+    sort = tables.Sort(sort_column, descending)
+    page_size = size.selectbox("Rows per page", tables.PAGE_SIZES, key="page_size",
+                               index=tables.PAGE_SIZES.index(tables.DEFAULT_PAGE_SIZE))
+    pages = tables.page_count(tables.count_rows(db, table, filters), page_size)
+    page_key = f"page_{table}"
+    if st.session_state.get(page_key, 1) > pages:  # the filters left fewer pages than the one shown
+        st.session_state[page_key] = pages
+    page = page_at.number_input("Page", min_value=1, max_value=pages, step=1, key=page_key)
+    frame, total = tables.browse(db, table, filters, sort, int(page), page_size)
+    st.dataframe(frame, hide_index=True, column_config=column_config(columns))
+    first = (page - 1) * page_size
+    st.caption(f"Rows {min(first + 1, total):,}–{first + len(frame):,} of {total:,} · page {page:,} of {pages:,} · times in UTC")
+    export(table, filters, sort, total)
+
+
+def export(table: str, filters: tables.Filters, sort: tables.Sort, total: int) -> None:
+    if not unlocked:
+        st.caption("🔒 Exports need the admin password.")
+        return
+    csv, parquet = st.columns([1, 5])
+    # The files are made only when a button is pressed, on Streamlit's download thread.
+    csv.download_button("Download CSV", partial(tables.export_csv, db, table, filters, sort), file_name=f"{table}.csv",
+                        mime="text/csv", on_click="ignore", key="export_csv")
+    parquet.download_button("Download Parquet", partial(tables.export_parquet, db, table, filters, sort),
+                            file_name=f"{table}.parquet", mime="application/vnd.apache.parquet",
+                            on_click="ignore", key="export_parquet")
+    if total > tables.EXPORT_MAX_ROWS:
+        st.caption(f"Exports hold the first {tables.EXPORT_MAX_ROWS:,} of these {total:,} rows, in the order shown.")
+
+
+def overview() -> None:
+    per, span = st.columns(2)
+    bucket = per.radio("Per", tables.BUCKETS, horizontal=True, format_func=str.capitalize, key="overview_bucket")
+    since = tables.since_for(span.selectbox("Time range", list(tables.TIME_RANGES), key="overview_range"), db.clock())
+    totals = tables.overview_totals(db, since)
+    for column, (label, value) in zip(st.columns(5), [
+        ("Messages", f"{totals['messages']:,}"), ("AI replies", f"{totals['ai_replies']:,}"),
+        ("AI errors", f"{totals['errors']:,}"), ("Error rate", f"{totals['error_rate']:.1%}"),
+        ("Users · channels", f"{totals['users']:,} · {totals['channels']:,}"),
+    ]):
+        column.metric(label, value)
+    charts = [
+        ("Messages per channel", tables.messages_over_time(db, bucket, since), st.line_chart, "No messages yet."),
+        ("AI time to first token and total time (ms)", tables.ai_timings(db, bucket, since), st.line_chart,
+         "No timed AI replies yet."),
+        ("AI errors by reason (% of AI replies)", tables.error_reasons(db, since)[["error rate %"]], st.bar_chart,
+         "No AI errors."),
+        ("Tokens per day", tables.tokens_per_day(db, since), st.bar_chart, "No token counts yet."),
+    ]
+    for title, frame, chart, empty in charts:
+        st.subheader(title)
+        if frame.empty:
+            st.caption(empty)
+        else:
+            chart(frame)
+    st.subheader("Tables")
+    st.dataframe([info._asdict() for info in tables.list_tables(db)], hide_index=True)
+
+
+def console() -> None:
+    if not unlocked:
+        st.info("🔒 Enter the admin password above to use the SQL console.")
+        return
+    st.caption(f"One read-only SELECT over the app's tables; at most {tables.CONSOLE_MAX_ROWS:,} rows "
+               f"and {tables.CONSOLE_TIMEOUT_S:g} s. Files, settings and writes are refused.")
+    with st.form("sql_console"):
+        sql = st.text_area("SQL", value=tables.CONSOLE_EXAMPLE, height=140, key="console_sql")
+        run = st.form_submit_button("Run")
+    if run:
+        try:
+            st.session_state["console_result"] = tables.run_readonly_sql(db, sql)
+        except ChatError as error:
+            st.session_state.pop("console_result", None)
+            show_error(error)
+    result = st.session_state.get("console_result")  # this browser's own last answer survives a live refresh
+    if result is not None:
+        st.dataframe(result, hide_index=True)
+        note = f"{len(result):,} rows"
+        if result.attrs.get("truncated"):
+            note = f"Showing the first {len(result):,} rows; the query returned more."
+        st.caption(note)
+
+
+live, every, _ = st.columns([1, 1, 4])
+if live.toggle("Live", key="tables_live", help="Rerun the whole page every few seconds."):
+    seconds = every.selectbox("Every", LIVE_SECONDS, index=1, format_func=lambda s: f"every {s} s",
+                              label_visibility="collapsed", key="tables_live_seconds")
+    st_autorefresh(interval=seconds * 1000, key="tables_refresh")
+unlocked = admin_unlocked()
+view = st.radio("View", VIEWS, horizontal=True, label_visibility="collapsed", key="tables_view")
+try:
+    {"Browse": browse, "Overview": overview, "SQL console": console}[view]()
+except ChatError as error:
+    show_error(error)
