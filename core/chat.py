@@ -334,7 +334,7 @@ def _ensure_channel(db: Database, channel_id: int) -> None:
 
 def channel_version(db: Database, channel_id: int) -> int:
     """A number that changes whenever a message of the channel is added or updated (no database read)."""
-    return db.recent.version(channel_id)
+    return db.recent.version(check_id(channel_id, "Channel"))
 
 
 def get_message(db: Database, message_id: Any) -> Message:
@@ -357,7 +357,7 @@ def load_context(db: Database, channel_id: Any, upto: int | None = None) -> list
     params: list[Any] = [channel_id]
     if upto is not None:
         sql += " AND m.id <= ?"
-        params.append(upto)
+        params.append(check_id(upto, "Message"))
     rows = db.rows(sql + " ORDER BY m.id DESC LIMIT ?", [*params, RECENT_LIMIT])
     context = []
     for author_id, name, content in reversed(rows):

@@ -52,15 +52,21 @@ def pending_jobs(db: Database) -> int:
 
 def record_request(db: Database, reply_id: int, messages: list[dict], model: str) -> None:
     """Keep exactly what is sent to the model on the reply (the page's "context used")."""
-    db.write(
-        lambda tx: tx.execute(
-            "UPDATE messages SET context = ?, model = ? WHERE id = ?", [json.dumps(messages), model, reply_id]
+    reply_id = check_id(reply_id, "Message")
+
+    def work(tx: Transaction) -> None:
+        row = tx.one(
+            "UPDATE messages SET context = ?, model = ? WHERE id = ? RETURNING id", [json.dumps(messages), model, reply_id]
         )
-    )
+        if row is not None:
+            _refresh(db, tx, reply_id)  # the model shows on the message: keep the cache in step
+
+    db.write(work)
 
 
 def stream_reply(db: Database, reply_id: int, content: str) -> bool:
     """Write the text so far and mark the reply streaming; False when it was stopped meanwhile."""
+    reply_id = check_id(reply_id, "Message")
 
     def work(tx: Transaction) -> bool:
         row = tx.one(
@@ -202,9 +208,13 @@ def recover_interrupted(db: Database) -> dict[str, int]:
     def work(tx: Transaction) -> dict[str, int]:
         now = db.clock()
         requeued = closed = 0
-        for job_id, reply_id, attempts in tx.execute(
-            "SELECT id, reply_id, attempts FROM ai_jobs WHERE state = 'running'"
+        for job_id, reply_id, attempts, status in tx.execute(
+            "SELECT j.id, j.reply_id, j.attempts, m.status FROM ai_jobs j LEFT JOIN messages m ON m.id = j.reply_id "
+            "WHERE j.state = 'running'"
         ).fetchall():
+            if status not in OPEN:  # stopped while it ran: nothing is left to write
+                tx.execute("UPDATE ai_jobs SET state = 'done', finished_at = ? WHERE id = ?", [now, job_id])
+                continue
             if attempts < MAX_ATTEMPTS:
                 tx.execute("UPDATE ai_jobs SET state = 'pending', claimed_at = NULL WHERE id = ?", [job_id])
                 tx.execute(
