@@ -289,13 +289,16 @@ def write_agent_response(db: Database, channel_id: Any, content: Any) -> int:
 
 
 def _read_messages(db: Database, channel_id: int, limit: int, before_id: int | None = None) -> list[Message]:
-    sql = f"SELECT {MESSAGE_COLUMNS} FROM {MESSAGE_FROM} WHERE m.channel_id = ?"
+    # Pick the newest rows first, then join their authors: joined first, DuckDB scans the channel's whole
+    # history before the LIMIT (84 ms against 4 ms at 5M messages, measured by bench/hot_query.py).
+    newest = "SELECT * FROM messages WHERE channel_id = ?"
     params: list[Any] = [channel_id]
     if before_id is not None:
-        sql += " AND m.id < ?"
+        newest += " AND id < ?"
         params.append(before_id)
-    sql += " ORDER BY m.id DESC LIMIT ?"
+    newest += " ORDER BY id DESC LIMIT ?"
     params.append(limit)
+    sql = f"SELECT {MESSAGE_COLUMNS} FROM ({newest}) m LEFT JOIN users u ON u.id = m.author_id ORDER BY m.id DESC"
     return [Message(*row) for row in db.rows(sql, params)]
 
 

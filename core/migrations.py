@@ -46,7 +46,7 @@ def m002_ai_replies(cur: duckdb.DuckDBPyConnection) -> None:
         ("status", "VARCHAR DEFAULT 'complete'"),  # pending | streaming | complete | error
         ("error", "VARCHAR"),  # the readable reason when status = 'error'
         ("updated_at", "TIMESTAMP"),
-        ("stopped", "BOOLEAN DEFAULT false"),  # a person pressed Stop; the text so far is kept
+        ("stopped", "BOOLEAN"),  # a person pressed Stop; the text so far is kept (default set below)
         ("model", "VARCHAR"),
         ("prompt_tokens", "INTEGER"),
         ("completion_tokens", "INTEGER"),
@@ -55,6 +55,10 @@ def m002_ai_replies(cur: duckdb.DuckDBPyConnection) -> None:
         ("context", "VARCHAR"),  # JSON of exactly what was sent to the model
     ]:
         cur.execute(f"ALTER TABLE messages ADD COLUMN {column} {kind}")
+    # Not "ADD COLUMN stopped BOOLEAN DEFAULT false": DuckDB 1.5.6 then fails the commit of a table
+    # holding rows when another ADD COLUMN follows ("another transaction has altered this table").
+    cur.execute("ALTER TABLE messages ALTER COLUMN stopped SET DEFAULT false")
+    cur.execute("UPDATE messages SET stopped = false WHERE stopped IS NULL")
     cur.execute("UPDATE messages SET status = 'complete' WHERE status IS NULL")
     cur.execute("CREATE SEQUENCE ai_jobs_id_seq")
     cur.execute(
@@ -104,7 +108,10 @@ def migrate(connection: duckdb.DuckDBPyConnection, migrations: list[tuple[str, M
             connection.execute("INSERT INTO migrations VALUES (?, ?)", [name, utcnow()])
             connection.commit()
         except BaseException:
-            connection.rollback()
+            try:
+                connection.rollback()
+            except duckdb.Error:
+                pass  # a failed commit already ended the transaction; keep the original error
             raise
         now_applied.append(name)
     return now_applied

@@ -148,6 +148,9 @@ def retry_reply(db: Database, message_id: Any) -> bool:
             return False  # a second click while the first retry runs: nothing more to do
         if status == "complete" and not stopped:
             raise ValidationError("This reply is complete; only failed or stopped replies can be retried.")
+        latest = tx.one("SELECT state FROM ai_jobs WHERE reply_id = ? ORDER BY id DESC LIMIT 1", [message_id])
+        if latest is not None and latest[0] == "running":
+            return False  # the stopped run's worker still holds the job; it lets go at its next write
         now = db.clock()
         tx.execute(
             "UPDATE messages SET status = 'pending', content = '', error = NULL, stopped = false, prompt_tokens = NULL, "

@@ -1,0 +1,142 @@
+"""Settings from the environment and overrides, with readable errors for bad values."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from core.config import DEFAULT_DB, DEFAULT_MODEL, Settings, load_settings
+from core.errors import ValidationError
+
+
+def test_defaults(monkeypatch, tmp_path):
+    monkeypatch.delenv("CHAT_DB")
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings()
+    assert settings == Settings()
+    assert settings.db_path == DEFAULT_DB
+    assert settings.openai_model == DEFAULT_MODEL == "gpt-4o"
+    assert (settings.ai_workers, settings.refresh_seconds, settings.ai_timeout) == (4, 1.0, 60.0)
+    assert settings.openai_api_key is None and settings.admin_password is None
+    assert not settings.ai_enabled
+    assert (tmp_path / "data").is_dir()  # the default database's folder exists before DuckDB opens it
+
+
+def test_environment_is_read(monkeypatch, tmp_path):
+    env = {
+        "CHAT_DB": str(tmp_path / "env.duckdb"),
+        "OPENAI_API_KEY": "sk-env",
+        "OPENAI_BASE_URL": "http://127.0.0.1:9/v1",
+        "OPENAI_MODEL": "gpt-4o-mini",
+        "AI_WORKERS": " 8 ",
+        "REFRESH_SECONDS": "0.5",
+        "AI_TIMEOUT_SECONDS": "30",
+        "ADMIN_PASSWORD": "hunter2",
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert load_settings() == Settings(
+        db_path=str(tmp_path / "env.duckdb"),
+        openai_api_key="sk-env",
+        openai_base_url="http://127.0.0.1:9/v1",
+        openai_model="gpt-4o-mini",
+        ai_workers=8,
+        refresh_seconds=0.5,
+        ai_timeout=30.0,
+        admin_password="hunter2",
+    )
+    assert load_settings().ai_enabled
+
+
+def test_overrides_win_over_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-env")
+    monkeypatch.setenv("AI_WORKERS", "8")
+    monkeypatch.setenv("OPENAI_MODEL", "from-env")
+    overrides = {
+        "OPENAI_API_KEY": "sk-secret",
+        "AI_WORKERS": 2,
+        "REFRESH_SECONDS": 3.5,
+        "CHAT_DB": str(tmp_path / "secret.duckdb"),
+        "connections": {"duckdb": {"url": "ignored"}},  # a secrets section, not a setting
+    }
+    settings = load_settings(overrides)
+    assert settings.openai_api_key == "sk-secret"
+    assert settings.ai_workers == 2
+    assert settings.refresh_seconds == 3.5
+    assert settings.db_path == str(tmp_path / "secret.duckdb")
+    assert settings.openai_model == "from-env"  # not overridden: the environment still counts
+
+
+def test_blank_values_mean_unset(monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "   ")
+    monkeypatch.setenv("OPENAI_MODEL", "")
+    monkeypatch.setenv("AI_WORKERS", " ")
+    settings = load_settings()
+    assert settings.openai_api_key is None and not settings.ai_enabled
+    assert settings.openai_model == DEFAULT_MODEL
+    assert settings.ai_workers == 4
+
+
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("AI_WORKERS", "zero"),
+        ("AI_WORKERS", "0"),
+        ("AI_WORKERS", "65"),
+        ("AI_WORKERS", "2.5"),
+        ("AI_WORKERS", "-1"),
+        ("REFRESH_SECONDS", "soon"),
+        ("REFRESH_SECONDS", "0.1"),
+        ("REFRESH_SECONDS", "61"),
+        ("REFRESH_SECONDS", "nan"),
+        ("AI_TIMEOUT_SECONDS", "forever"),
+        ("AI_TIMEOUT_SECONDS", "0.5"),
+        ("AI_TIMEOUT_SECONDS", "601"),
+        ("AI_TIMEOUT_SECONDS", "inf"),
+    ],
+)
+def test_bad_number_names_the_variable(monkeypatch, name, value):
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError) as caught:
+        load_settings()
+    message = str(caught.value)
+    assert name in message
+    assert repr(value) in message  # the person sees what they typed
+    assert "between" in message
+
+
+@pytest.mark.parametrize("name, value", [("AI_WORKERS", 0), ("REFRESH_SECONDS", 100.0), ("AI_TIMEOUT_SECONDS", "x")])
+def test_bad_override_names_the_variable(name, value):
+    with pytest.raises(ValidationError, match=name):
+        load_settings({name: value})
+
+
+def test_limits_are_inclusive(monkeypatch):
+    settings = load_settings({"AI_WORKERS": "1", "REFRESH_SECONDS": "0.2", "AI_TIMEOUT_SECONDS": "600"})
+    assert (settings.ai_workers, settings.refresh_seconds, settings.ai_timeout) == (1, 0.2, 600.0)
+    settings = load_settings({"AI_WORKERS": 64, "REFRESH_SECONDS": 60, "AI_TIMEOUT_SECONDS": 1})
+    assert (settings.ai_workers, settings.refresh_seconds, settings.ai_timeout) == (64, 60.0, 1.0)
+
+
+def test_database_folder_is_created(monkeypatch, tmp_path):
+    path = tmp_path / "deep" / "er" / "chat.duckdb"
+    monkeypatch.setenv("CHAT_DB", str(path))
+    assert load_settings().db_path == str(path)
+    assert path.parent.is_dir()
+    assert not path.exists()  # only the folder: DuckDB creates the file
+
+
+def test_memory_database_is_allowed(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CHAT_DB", ":memory:")
+    assert load_settings().db_path == ":memory:"
+    assert os.listdir(tmp_path) == []
+
+
+def test_uncreatable_folder_names_chat_db(monkeypatch, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("CHAT_DB", str(blocker / "chat.duckdb"))
+    with pytest.raises(ValidationError, match="CHAT_DB") as caught:
+        load_settings()
+    assert str(blocker) in str(caught.value)

@@ -1,0 +1,209 @@
+"""Schema history on real DuckDB files: a blank file gets the whole schema, an old file opens under new code."""
+from __future__ import annotations
+
+from datetime import datetime
+
+import duckdb
+import pytest
+
+from core import chat
+from core.db import connect
+from core.migrations import MIGRATIONS, applied, migrate
+
+ALL_NAMES = [name for name, _ in MIGRATIONS]
+
+# (column, type, nullable) per table, in column order: the whole schema after every migration.
+SCHEMA = {
+    "migrations": [("name", "VARCHAR", False), ("applied_at", "TIMESTAMP", False)],
+    "users": [
+        ("id", "BIGINT", False),
+        ("name", "VARCHAR", False),
+        ("name_key", "VARCHAR", False),
+        ("created_at", "TIMESTAMP", False),
+    ],
+    "channels": [
+        ("id", "BIGINT", False),
+        ("name", "VARCHAR", False),
+        ("name_key", "VARCHAR", False),
+        ("created_at", "TIMESTAMP", False),
+        ("reply_policy", "VARCHAR", True),
+        ("persona", "VARCHAR", True),
+    ],
+    "messages": [
+        ("id", "BIGINT", False),
+        ("channel_id", "BIGINT", False),
+        ("author_id", "BIGINT", True),
+        ("content", "VARCHAR", False),
+        ("created_at", "TIMESTAMP", False),
+        ("status", "VARCHAR", True),
+        ("error", "VARCHAR", True),
+        ("updated_at", "TIMESTAMP", True),
+        ("stopped", "BOOLEAN", True),
+        ("model", "VARCHAR", True),
+        ("prompt_tokens", "INTEGER", True),
+        ("completion_tokens", "INTEGER", True),
+        ("ttft_ms", "DOUBLE", True),
+        ("total_ms", "DOUBLE", True),
+        ("context", "VARCHAR", True),
+    ],
+    "ai_jobs": [
+        ("id", "BIGINT", False),
+        ("channel_id", "BIGINT", False),
+        ("trigger_id", "BIGINT", False),
+        ("reply_id", "BIGINT", False),
+        ("state", "VARCHAR", False),
+        ("attempts", "INTEGER", False),
+        ("created_at", "TIMESTAMP", False),
+        ("claimed_at", "TIMESTAMP", True),
+        ("finished_at", "TIMESTAMP", True),
+    ],
+}
+
+
+def schema_of(con) -> dict[str, list[tuple]]:
+    rows = con.execute(
+        "SELECT table_name, column_name, data_type, is_nullable FROM information_schema.columns "
+        "WHERE table_schema = 'main' ORDER BY table_name, ordinal_position"
+    ).fetchall()
+    schema: dict[str, list[tuple]] = {}
+    for table, column, kind, nullable in rows:
+        schema.setdefault(table, []).append((column, kind, nullable == "YES"))
+    return schema
+
+
+def defaults_of(con, table: str) -> dict[str, str | None]:
+    rows = con.execute(
+        "SELECT column_name, column_default FROM information_schema.columns WHERE table_name = ?", [table]
+    ).fetchall()
+    return dict(rows)
+
+
+def test_migrate_blank_creates_whole_schema(tmp_path):
+    con = duckdb.connect(str(tmp_path / "blank.duckdb"))
+    assert migrate(con) == ALL_NAMES
+    assert schema_of(con) == SCHEMA
+    assert applied(con) == ALL_NAMES
+
+    primary = con.execute(
+        "SELECT table_name, constraint_column_names FROM duckdb_constraints() WHERE constraint_type = 'PRIMARY KEY'"
+    ).fetchall()
+    assert sorted((t, tuple(c)) for t, c in primary) == sorted(
+        [("migrations", ("name",)), ("users", ("id",)), ("channels", ("id",)), ("messages", ("id",)), ("ai_jobs", ("id",))]
+    )
+    unique = con.execute(
+        "SELECT table_name, constraint_column_names FROM duckdb_constraints() WHERE constraint_type = 'UNIQUE'"
+    ).fetchall()
+    assert sorted((t, tuple(c)) for t, c in unique) == [("channels", ("name_key",)), ("users", ("name_key",))]
+    sequences = {row[0] for row in con.execute("SELECT sequence_name FROM duckdb_sequences()").fetchall()}
+    assert sequences == {"users_id_seq", "channels_id_seq", "messages_id_seq", "ai_jobs_id_seq"}
+
+    messages = defaults_of(con, "messages")
+    assert "messages_id_seq" in messages["id"]
+    assert "complete" in messages["status"]
+    assert con.execute(f"SELECT {messages['stopped']}").fetchone() == (False,)
+    assert "every" in defaults_of(con, "channels")["reply_policy"]
+    assert defaults_of(con, "ai_jobs")["attempts"] == "0"
+    con.close()
+
+
+def test_migrate_twice_applies_nothing(tmp_path):
+    con = duckdb.connect(str(tmp_path / "twice.duckdb"))
+    assert migrate(con) == ALL_NAMES
+    assert migrate(con) == []
+    assert con.execute("SELECT name, count(*) FROM migrations GROUP BY name ORDER BY name").fetchall() == [
+        (name, 1) for name in ALL_NAMES
+    ]
+    con.close()
+
+
+def test_migrate_in_memory(tmp_path):
+    con = duckdb.connect(":memory:")
+    assert migrate(con) == ALL_NAMES
+    assert schema_of(con) == SCHEMA
+
+
+def test_connect_migrates_a_blank_file(tmp_path):
+    db = connect(str(tmp_path / "fresh.duckdb"))
+    assert [row[0] for row in db.rows("SELECT name FROM migrations ORDER BY name")] == ALL_NAMES
+    with db.cursor() as cur:
+        assert schema_of(cur) == SCHEMA
+    db.close()
+
+
+def build_old_file(path: str) -> None:
+    """A file as the first version of the app left it: only the initial migration, with data."""
+    con = duckdb.connect(path)
+    assert migrate(con, MIGRATIONS[:1]) == ["001_initial"]
+    when = datetime(2024, 5, 1, 12, 0, 0)
+    for name in ("Ann", "Bob"):
+        con.execute("INSERT INTO users (name, name_key, created_at) VALUES (?, ?, ?)", [name, name.casefold(), when])
+    for name in ("general", "random"):
+        con.execute("INSERT INTO channels (name, name_key, created_at) VALUES (?, ?, ?)", [name, name, when])
+    rows = [(1, 1, "hello"), (1, None, "Hi Ann, I am the AI."), (1, 2, "hey all"), (2, 2, "quiet in here")]
+    for channel_id, author_id, content in rows:
+        con.execute(
+            "INSERT INTO messages (channel_id, author_id, content, created_at) VALUES (?, ?, ?, ?)",
+            [channel_id, author_id, content, when],
+        )
+    con.close()
+
+
+def test_old_schema_file_opens_under_new_code(tmp_path):
+    path = str(tmp_path / "old.duckdb")
+    build_old_file(path)
+
+    db = connect(path)
+    assert db.rows("SELECT name, count(*) FROM migrations GROUP BY name ORDER BY name") == [
+        (name, 1) for name in ALL_NAMES
+    ]
+    assert [u.name for u in chat.list_users(db)] == ["Ann", "Bob"]
+    channels = chat.list_channels(db)
+    assert [(c.name, c.reply_policy, c.persona) for c in channels] == [("general", "every", None), ("random", "every", None)]
+    assert db.rows("SELECT id, author_id, content, status, error, stopped, prompt_tokens FROM messages ORDER BY id") == [
+        (1, 1, "hello", "complete", None, False, None),
+        (2, None, "Hi Ann, I am the AI.", "complete", None, False, None),
+        (3, 2, "hey all", "complete", None, False, None),
+        (4, 2, "quiet in here", "complete", None, False, None),
+    ]
+    listed = chat.list_messages(db, 1)
+    assert [(m.id, m.author_name, m.content, m.status, m.is_ai) for m in listed] == [
+        (3, "Bob", "hey all", "complete", False),
+        (2, None, "Hi Ann, I am the AI.", "complete", True),
+        (1, "Ann", "hello", "complete", False),
+    ]
+    assert chat.load_context(db, 1) == [
+        {"role": "user", "content": "Ann: hello"},
+        {"role": "assistant", "content": "Hi Ann, I am the AI."},
+        {"role": "user", "content": "Bob: hey all"},
+    ]
+
+    # New code works on the migrated file: ids continue after the old rows, defaults fill new rows.
+    new_id = chat.send_message(db, 2, 1, "back again")
+    assert new_id == 5
+    assert db.one("SELECT stopped, status FROM messages WHERE id = ?", [new_id]) == (False, "complete")
+    assert db.one("SELECT count(*) FROM ai_jobs WHERE channel_id = 2")[0] == 1
+    assert chat.create_user(db, "Cy") == 3
+    db.close()
+
+    # Opening again applies nothing new.
+    again = connect(path)
+    assert again.rows("SELECT name, count(*) FROM migrations GROUP BY name ORDER BY name") == [
+        (name, 1) for name in ALL_NAMES
+    ]
+    assert [m.content for m in chat.list_messages(again, 2)] == ["", "back again", "quiet in here"]
+    again.close()
+
+
+def test_failed_migration_rolls_back_and_keeps_its_error(tmp_path):
+    con = duckdb.connect(str(tmp_path / "broken.duckdb"))
+
+    def broken(cur):
+        cur.execute("CREATE TABLE half_done (x INTEGER)")
+        raise RuntimeError("step went wrong")
+
+    with pytest.raises(RuntimeError, match="step went wrong"):
+        migrate(con, [*MIGRATIONS[:1], ("002_broken", broken)])
+    assert applied(con) == ["001_initial"]
+    assert con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'half_done'").fetchone() == (0,)
+    assert migrate(con) == ALL_NAMES[1:]
+    con.close()

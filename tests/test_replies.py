@@ -1,0 +1,306 @@
+"""The life of an AI reply on a real DuckDB file: claim, stream, finish, fail, stop, retry, recover."""
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+
+from core import chat, replies
+from core.errors import NotFound, ValidationError
+from core.replies import INTERRUPTED, MAX_ATTEMPTS, STOPPED_EMPTY
+
+
+@pytest.fixture
+def ann(db):
+    return chat.create_user(db, "Ann")
+
+
+@pytest.fixture
+def general(db):
+    return chat.create_channel(db, "general")
+
+
+def ask(db, channel_id, user_id, text="hello @ai"):
+    """Send a message in an answering channel; return (message id, reply id)."""
+    message_id = chat.send_message(db, channel_id, user_id, text)
+    (reply_id,) = db.one("SELECT reply_id FROM ai_jobs WHERE trigger_id = ?", [message_id])
+    return message_id, reply_id
+
+
+def job_row(db, reply_id):
+    return db.one("SELECT state, attempts, claimed_at IS NOT NULL, finished_at IS NOT NULL FROM ai_jobs WHERE reply_id = ?",
+                  [reply_id])
+
+
+def coherent(db, channel_id):
+    """The cached page equals DuckDB's answer."""
+    for limit in (10, 50, 60):
+        assert chat.list_messages(db, channel_id, limit=limit) == chat.read_messages_uncached(db, channel_id, limit)
+    return True
+
+
+# claiming --------------------------------------------------------------------
+def test_claim_takes_the_oldest_pending_job_once(db, ann, general):
+    assert replies.claim_next_job(db) is None
+    first, first_reply = ask(db, general, ann, "one")
+    second, second_reply = ask(db, general, ann, "two")
+    assert replies.pending_jobs(db) == 2
+    job = replies.claim_next_job(db)
+    assert (job.channel_id, job.trigger_id, job.reply_id, job.attempts) == (general, first, first_reply, 1)
+    assert job_row(db, first_reply) == ("running", 1, True, False)
+    assert replies.claim_next_job(db).reply_id == second_reply
+    assert replies.claim_next_job(db) is None
+    assert replies.pending_jobs(db) == 0
+
+
+def test_eight_threads_claim_each_job_exactly_once(db, ann, general):
+    expected = {ask(db, general, ann, f"question {i}")[1] for i in range(60)}
+    claimed: list[int] = []
+    errors: list[BaseException] = []
+    start = threading.Barrier(8)
+
+    def worker():
+        try:
+            start.wait()
+            while (job := replies.claim_next_job(db)) is not None:
+                claimed.append(job.reply_id)
+        except BaseException as error:  # noqa: BLE001 - collected and asserted below
+            errors.append(error)
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert sorted(claimed) == sorted(expected)
+    assert db.rows("SELECT state, attempts, count(*) FROM ai_jobs GROUP BY ALL") == [("running", 1, 60)]
+
+
+# streaming and finishing -----------------------------------------------------
+def test_stream_then_finish(db, ann, general):
+    _, reply_id = ask(db, general, ann)
+    job = replies.claim_next_job(db)
+    version = chat.channel_version(db, general)
+    assert replies.stream_reply(db, reply_id, "Hel") is True
+    message = chat.get_message(db, reply_id)
+    assert (message.status, message.content) == ("streaming", "Hel")
+    assert chat.channel_version(db, general) != version
+    assert chat.list_messages(db, general)[0] == message
+    assert replies.stream_reply(db, reply_id, "Hello Ann") is True
+    replies.finish_reply(db, job, "Hello Ann!", prompt_tokens=12, completion_tokens=3, ttft_ms=40.5, total_ms=120.25)
+    message = chat.get_message(db, reply_id)
+    assert (message.status, message.content, message.error, message.stopped) == ("complete", "Hello Ann!", None, False)
+    assert (message.prompt_tokens, message.completion_tokens, message.ttft_ms, message.total_ms) == (12, 3, 40.5, 120.25)
+    assert job_row(db, reply_id) == ("done", 1, True, True)
+    assert replies.stream_reply(db, reply_id, "late chunk") is False  # a closed reply takes no more text
+    assert chat.get_message(db, reply_id).content == "Hello Ann!"
+    assert coherent(db, general)
+
+
+def test_fail_keeps_partial_text_and_a_readable_reason(db, ann, general):
+    _, reply_id = ask(db, general, ann)
+    job = replies.claim_next_job(db)
+    replies.stream_reply(db, reply_id, "The answer is")
+    replies.fail_reply(db, job, "The AI service closed the stream.", content="The answer is", total_ms=99.0)
+    message = chat.get_message(db, reply_id)
+    assert (message.status, message.error, message.content, message.total_ms) == (
+        "error", "The AI service closed the stream.", "The answer is", 99.0)
+    assert job_row(db, reply_id)[0] == "done"
+    assert coherent(db, general)
+
+
+def test_fail_without_content_keeps_what_was_streamed(db, ann, general):
+    _, reply_id = ask(db, general, ann)
+    job = replies.claim_next_job(db)
+    replies.stream_reply(db, reply_id, "partial")
+    replies.fail_reply(db, job, "Timed out.")
+    assert (chat.get_message(db, reply_id).status, chat.get_message(db, reply_id).content) == ("error", "partial")
+
+
+def test_record_request_keeps_the_context_and_model(db, ann, general):
+    _, reply_id = ask(db, general, ann)
+    replies.claim_next_job(db)
+    chat.list_messages(db, general)
+    version = chat.channel_version(db, general)
+    sent = [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "Ann: hello @ai"}]
+    replies.record_request(db, reply_id, sent, "gpt-4o")
+    assert json.loads(db.one("SELECT context FROM messages WHERE id = ?", [reply_id])[0]) == sent
+    assert chat.reply_context(db, reply_id) == sent
+    assert chat.list_messages(db, general)[0].model == "gpt-4o"  # the cache saw it too
+    assert chat.channel_version(db, general) != version
+    assert coherent(db, general)
+
+
+# stopping --------------------------------------------------------------------
+def test_stop_keeps_the_partial_text(db, ann, general):
+    _, reply_id = ask(db, general, ann)
+    job = replies.claim_next_job(db)
+    replies.stream_reply(db, reply_id, "Half a thou")
+    assert replies.stop_reply(db, reply_id) is True
+    message = chat.get_message(db, reply_id)
+    assert (message.status, message.content, message.stopped, message.error) == ("complete", "Half a thou", True, None)
+    assert replies.stream_reply(db, reply_id, "Half a thought, finished") is False  # the worker learns of the stop
+    replies.finish_reply(db, job, "Half a thought, finished", ttft_ms=5.0, total_ms=50.0)
+    message = chat.get_message(db, reply_id)
+    assert (message.status, message.content, message.stopped) == ("complete", "Half a thou", True)
+    assert replies.stop_reply(db, reply_id) is False  # already ended
+    assert coherent(db, general)
+
+
+def test_stop_of_an_empty_pending_reply_is_an_error_with_a_reason(db, ann, general):
+    _, reply_id = ask(db, general, ann)
+    assert replies.stop_reply(db, reply_id) is True
+    message = chat.get_message(db, reply_id)
+    assert (message.status, message.error, message.content, message.stopped) == ("error", STOPPED_EMPTY, "", True)
+    assert "Stopped" in message.error
+    assert job_row(db, reply_id)[0] == "done"  # an unclaimed job never runs
+    assert replies.claim_next_job(db) is None
+    assert coherent(db, general)
+
+
+def test_stop_of_a_user_message_is_refused(db, ann, general):
+    message_id, _ = ask(db, general, ann)
+    with pytest.raises(ValidationError, match="Only AI replies"):
+        replies.stop_reply(db, message_id)
+    with pytest.raises(ValidationError, match="Only AI replies"):
+        replies.retry_reply(db, message_id)
+    with pytest.raises(NotFound, match="Message 9999 not found"):
+        replies.stop_reply(db, 9999)
+
+
+# retrying --------------------------------------------------------------------
+def test_retry_of_a_failed_reply_runs_it_again_in_place(db, ann, general):
+    message_id, reply_id = ask(db, general, ann)
+    job = replies.claim_next_job(db)
+    replies.stream_reply(db, reply_id, "oops")
+    replies.fail_reply(db, job, "Server error.", content="oops", total_ms=10.0)
+    assert replies.retry_reply(db, reply_id) is True
+    message = chat.get_message(db, reply_id)
+    assert (message.status, message.content, message.error, message.total_ms, message.stopped) == (
+        "pending", "", None, None, False)
+    assert job_row(db, reply_id) == ("pending", 0, False, False)
+    assert db.one("SELECT count(*) FROM ai_jobs")[0] == 1  # the same job, not a second one
+    assert replies.retry_reply(db, reply_id) is False  # a double click does nothing more
+    again = replies.claim_next_job(db)
+    assert (again.id, again.trigger_id, again.reply_id, again.attempts) == (job.id, message_id, reply_id, 1)
+    replies.finish_reply(db, again, "Fixed.")
+    assert chat.get_message(db, reply_id).status == "complete"
+    assert coherent(db, general)
+
+
+def test_retry_of_a_stopped_reply(db, ann, general):
+    _, reply_id = ask(db, general, ann)
+    job = replies.claim_next_job(db)
+    replies.stream_reply(db, reply_id, "some")
+    replies.stop_reply(db, reply_id)
+    assert replies.stream_reply(db, reply_id, "some more") is False  # the worker sees the stop and lets go
+    replies.finish_reply(db, job, "some more")
+    assert replies.retry_reply(db, reply_id) is True
+    message = chat.get_message(db, reply_id)
+    assert (message.status, message.content, message.stopped) == ("pending", "", False)
+    assert replies.claim_next_job(db).reply_id == reply_id
+
+
+def test_retry_of_a_complete_reply_is_refused(db, ann, general):
+    _, reply_id = ask(db, general, ann)
+    replies.finish_reply(db, replies.claim_next_job(db), "Done.")
+    with pytest.raises(ValidationError, match="only failed or stopped replies can be retried"):
+        replies.retry_reply(db, reply_id)
+    agent = chat.write_agent_response(db, general, "From the agent")
+    with pytest.raises(ValidationError, match="complete"):
+        replies.retry_reply(db, agent)
+    assert chat.get_message(db, reply_id).content == "Done."
+
+
+def test_retry_of_a_reply_without_a_job_answers_the_last_user_message(db, ann, general):
+    quiet = chat.create_channel(db, "quiet", reply_policy="off")
+    question = chat.send_message(db, quiet, ann, "anyone?")
+    reply_id = db.write(
+        lambda tx: tx.one(
+            "INSERT INTO messages (channel_id, author_id, content, status, created_at) "
+            "VALUES (?, NULL, '', 'streaming', ?) RETURNING id", [quiet, db.clock()]
+        )[0]
+    )
+    assert replies.recover_interrupted(db) == {"requeued": 0, "closed": 1}  # an orphan, closed
+    assert chat.get_message(db, reply_id).error == INTERRUPTED
+    assert replies.retry_reply(db, reply_id) is True
+    job = replies.claim_next_job(db)
+    assert (job.channel_id, job.trigger_id, job.reply_id) == (quiet, question, reply_id)
+
+
+# recovering after a crash ----------------------------------------------------
+def test_recover_requeues_running_jobs_then_gives_up(db, ann, general):
+    _, reply_id = ask(db, general, ann)
+    for attempt in range(1, MAX_ATTEMPTS):
+        job = replies.claim_next_job(db)
+        assert job.attempts == attempt
+        replies.stream_reply(db, reply_id, "partial before the crash")
+        assert replies.recover_interrupted(db) == {"requeued": 1, "closed": 0}
+        message = chat.get_message(db, reply_id)
+        assert (message.status, message.content) == ("pending", "")
+        assert job_row(db, reply_id)[:3] == ("pending", attempt, False)
+        assert coherent(db, general)
+    job = replies.claim_next_job(db)
+    assert job.attempts == MAX_ATTEMPTS
+    assert replies.recover_interrupted(db) == {"requeued": 0, "closed": 1}
+    message = chat.get_message(db, reply_id)
+    assert (message.status, message.error) == ("error", INTERRUPTED)
+    assert "Retry" in message.error
+    assert job_row(db, reply_id)[0] == "done"
+    assert replies.claim_next_job(db) is None
+    assert replies.recover_interrupted(db) == {"requeued": 0, "closed": 0}
+    assert coherent(db, general)
+    assert replies.retry_reply(db, reply_id) is True  # a person can still ask again
+    assert replies.claim_next_job(db).attempts == 1
+
+
+def test_recover_leaves_pending_jobs_alone(db, ann, general):
+    _, reply_id = ask(db, general, ann)
+    assert replies.recover_interrupted(db) == {"requeued": 0, "closed": 0}
+    assert chat.get_message(db, reply_id).status == "pending"
+    assert job_row(db, reply_id)[:2] == ("pending", 0)
+
+
+def test_recover_closes_orphan_open_replies(db, ann, general):
+    _, reply_id = ask(db, general, ann)
+    db.write(lambda tx: tx.execute("UPDATE ai_jobs SET state = 'done' WHERE reply_id = ?", [reply_id]))
+    assert replies.recover_interrupted(db) == {"requeued": 0, "closed": 1}
+    assert (chat.get_message(db, reply_id).status, chat.get_message(db, reply_id).error) == ("error", INTERRUPTED)
+    assert coherent(db, general)
+
+
+def test_recover_does_not_rerun_a_reply_stopped_while_running(db, ann, general):
+    """The worker died after the person pressed Stop: the kept text must not be run (and billed) again."""
+    _, reply_id = ask(db, general, ann)
+    replies.claim_next_job(db)
+    replies.stream_reply(db, reply_id, "kept")
+    replies.stop_reply(db, reply_id)
+    assert replies.recover_interrupted(db) == {"requeued": 0, "closed": 0}
+    assert job_row(db, reply_id)[0] == "done"
+    assert replies.claim_next_job(db) is None
+    message = chat.get_message(db, reply_id)
+    assert (message.status, message.content, message.stopped) == ("complete", "kept", True)
+
+
+def test_retry_right_after_stop_does_not_let_the_old_run_write(db, ann, general):
+    """Stop, then Retry before the worker's next write: the stopped run must not become the retried reply."""
+    _, reply_id = ask(db, general, ann)
+    old = replies.claim_next_job(db)
+    replies.stream_reply(db, reply_id, "old run: Once upon")
+    replies.stop_reply(db, reply_id)
+    retried = replies.retry_reply(db, reply_id)
+    # The old worker, unaware, writes its next chunk and then closes its job.
+    old_write = replies.stream_reply(db, reply_id, "old run: Once upon a time")
+    replies.finish_reply(db, old, "old run: Once upon a time, the end")
+    if retried:
+        assert not old_write, "the stopped run wrote into the retried reply"
+    new = replies.claim_next_job(db) if retried else None
+    if new is None:  # retry was refused while the old run held the job: it works once that run ended
+        assert replies.retry_reply(db, reply_id) is True
+        new = replies.claim_next_job(db)
+    assert new is not None and new.reply_id == reply_id
+    assert replies.stream_reply(db, reply_id, "new run: Hello") is True
+    replies.finish_reply(db, new, "new run: Hello Ann")
+    assert chat.get_message(db, reply_id).content == "new run: Hello Ann"
