@@ -80,6 +80,8 @@ def clean_name(name: Any, what: str = "Name") -> str:
         raise ValidationError(f"{what} is too long: {len(name)} characters; the limit is {NAME_MAX}.")
     if any(unicodedata.category(ch) == "Cc" or ch in "\u2028\u2029" for ch in name):
         raise ValidationError(f"{what} cannot contain control characters such as line breaks or tabs.")
+    if all(unicodedata.category(ch)[0] in "CZ" for ch in name):  # only spaces and invisible marks
+        raise ValidationError(f"{what} needs at least one visible character.")
     return name
 
 

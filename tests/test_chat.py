@@ -77,6 +77,8 @@ def test_name_length_limit(db, create, what):
         ("Ann\x85Lee", "control characters"),
         ("Ann\u2028Lee", "control characters"),
         ("Ann\u2029Lee", "control characters"),
+        ("\u200b", "visible character"),
+        ("\u200e\u200f \u2060", "visible character"),
         (None, "must be text"),
         (42, "must be text"),
         (b"Ann", "must be text"),
