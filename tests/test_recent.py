@@ -195,3 +195,22 @@ def test_cache_matches_duckdb_after_any_mix_of_writes(tmp_path, seed):
     for channel_id in run.channels:
         assert chat.list_messages(reopened, channel_id, limit=60) == pages[channel_id]
     reopened.close()
+
+
+def test_live_page_tick_touches_no_duckdb(db):
+    """What the chat page does every second (version check, cached list) opens no DuckDB cursor."""
+    from core import chat
+
+    ann, general = chat.create_user(db, "Ann"), chat.create_channel(db, "general", reply_policy="off")
+    chat.send_message(db, general, ann, "hello")
+    chat.list_messages(db, general)  # first use fills the cache from DuckDB
+    before = db.cursors_opened
+    for _ in range(100):
+        chat.channel_version(db, general)
+        chat.list_messages(db, general)
+    assert db.cursors_opened == before
+    chat.send_message(db, general, ann, "again")  # a write does use DuckDB ...
+    assert db.cursors_opened > before
+    after_write = db.cursors_opened
+    assert [m.content for m in chat.list_messages(db, general)] == ["again", "hello"]  # ... the read after it does not
+    assert db.cursors_opened == after_write
