@@ -21,7 +21,7 @@ from core import chat  # noqa: E402
 from core import tables as t  # noqa: E402
 from core.db import connect  # noqa: E402
 
-PAGE = str(ROOT / "pages" / "tables.py")
+PAGE = str(ROOT / "views" / "tables.py")
 SIZES = (10_000, 1_000_000)
 RUNS = 5  # reruns timed per case; the median is reported
 USERS, CHANNELS = 20, 5

@@ -40,24 +40,10 @@ def fake_openai():
 
 
 @pytest.fixture
-def app_test(monkeypatch):
-    """Build an AppTest of app.py; the app's cached database and AI worker are released afterwards.
-
-    AppTest resets Streamlit's "pages directory" flag before every run, so with a ``pages/`` folder
-    a rerun executes the page file alone (legacy multipage mode) instead of app.py. A real server
-    sets the flag to False once st.navigation runs and keeps it; the patch below does the same.
-    """
+def app_test():
+    """Build an AppTest of app.py; the app's cached database and AI worker are released afterwards."""
     import streamlit as st
-    from streamlit.runtime.pages_manager import PagesManager
     from streamlit.testing.v1 import AppTest
-
-    original_init = PagesManager.__init__
-
-    def init_as_server(self, *args, **kwargs):
-        original_init(self, *args, **kwargs)
-        PagesManager.uses_pages_directory = False
-
-    monkeypatch.setattr(PagesManager, "__init__", init_as_server)
 
     def build(page: str | None = None, **session) -> AppTest:
         at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=30)
@@ -76,6 +62,6 @@ def app_db(isolated_settings):
     """The database the app under AppTest uses (the same cached object), for seeding and checking."""
     import os
 
-    from pages.common import _database
+    from views.common import _database
 
     return _database(os.environ["CHAT_DB"])

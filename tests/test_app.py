@@ -7,8 +7,8 @@ import time
 
 from core import chat
 
-CHANNELS = "pages/channels.py"
-USERS = "pages/users.py"
+CHANNELS = "views/channels.py"
+USERS = "views/users.py"
 
 
 def _click(at, label: str):

@@ -1,4 +1,4 @@
-"""pages/tables.py under AppTest: every table renders, filters narrow, exports parse back, the console and its gate."""
+"""views/tables.py under AppTest: every table renders, filters narrow, exports parse back, the console and its gate."""
 from __future__ import annotations
 
 import io
@@ -16,7 +16,7 @@ from core import chat, replies
 from core import tables as t
 from core.db import connect
 
-PAGE = str(Path(__file__).resolve().parent.parent / "pages" / "tables.py")
+PAGE = str(Path(__file__).resolve().parent.parent / "views" / "tables.py")
 RUN_TIMEOUT = 60  # seconds: generous for the million-row run on 2 shared cores
 
 

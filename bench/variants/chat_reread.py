@@ -9,7 +9,7 @@ sys.path.insert(0, str(ROOT))
 import streamlit as st  # noqa: E402
 
 from core import chat  # noqa: E402
-from pages.common import draw_sidebar  # noqa: E402
+from views.common import draw_sidebar  # noqa: E402
 
 if not getattr(chat, "_bench_reread", False):  # patch once per process: no version gate, no cache
     ticks = itertools.count()
@@ -17,6 +17,6 @@ if not getattr(chat, "_bench_reread", False):  # patch once per process: no vers
     chat.list_messages = lambda db, channel_id, limit=10, before_id=None: chat.read_messages_uncached(db, channel_id, limit)
     chat._bench_reread = True
 
-page = st.navigation([st.Page(str(ROOT / "pages" / "chat.py"), title="Chat", default=True)])
+page = st.navigation([st.Page(str(ROOT / "views" / "chat.py"), title="Chat", default=True)])
 draw_sidebar()
 page.run()

@@ -3,7 +3,7 @@ import streamlit as st
 
 from core import chat
 from core.errors import ChatError
-from pages.common import get_db, show_error
+from views.common import get_db, show_error
 
 POLICY_LABELS = {"every": "Every message (as the original)", "mention": "Only when someone writes @ai", "off": "Never"}
 

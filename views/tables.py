@@ -6,7 +6,7 @@ from streamlit_autorefresh import st_autorefresh
 
 from core import chat, tables
 from core.errors import ChatError
-from pages.common import get_db, get_settings, show_error
+from views.common import get_db, get_settings, show_error
 
 LIVE_SECONDS = (2, 5, 10, 30)  # refresh choices: a rerun over a million messages takes well under a second
 VIEWS = ("Browse", "Overview", "SQL console")
@@ -18,7 +18,7 @@ st.title("Tables")
 def admin_unlocked() -> bool:
     """The console and exports need ADMIN_PASSWORD when it is set; the page says when they are open."""
     if not settings.admin_password:
-        st.caption("🔓 No ADMIN_PASSWORD is set: the SQL console and exports are open to anyone who can open this page.")
+        st.caption(":material/lock_open: No ADMIN_PASSWORD is set: the SQL console and exports are open to anyone who can open this page.")
         return True
     given = st.text_input("Admin password", type="password", key="tables_admin_password",
                           help="Needed for the SQL console and exports (ADMIN_PASSWORD).")
