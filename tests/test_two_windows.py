@@ -165,7 +165,7 @@ def test_html_and_script_in_a_message_stay_inert(open_window):
         assert not any(re.match(r"\s*javascript:", h, re.I) for h in hrefs)
 
 
-def test_deep_link_on_a_fresh_server_opens_the_app_with_its_sidebar(tmp_path):
+def test_deep_link_on_a_fresh_server_opens_the_app_with_its_sidebar(world, tmp_path):
     """The first visitor of a new server arrives on /users: the app's navigation and sidebar, not bare files.
 
     (With the pages in a folder named `pages/`, Streamlit's legacy multipage mode ran `/users` alone,
@@ -174,11 +174,12 @@ def test_deep_link_on_a_fresh_server_opens_the_app_with_its_sidebar(tmp_path):
     db = connect(str(tmp_path / "chat.duckdb"))
     chat.create_user(db, "Ann")
     db.close()
-    with streamlit_server(tmp_path / "chat.duckdb", log_dir=tmp_path) as app, chromium() as browser:
-        page = browser.new_page(viewport=VIEWPORT)
+    with streamlit_server(tmp_path / "chat.duckdb", log_dir=tmp_path) as app:
+        page = world["browser"].new_page(viewport=VIEWPORT)
         page.goto(f"{app.url}/users")
         page.wait_for_selector("[data-testid=stSidebar] [data-testid=stSelectbox]", timeout=30_000)
         nav = page.locator("[data-testid=stSidebarNav]").inner_text()
         lines = {line.strip() for line in nav.split("\n")}
         assert {"Chat", "Users", "Channels", "Tables"} <= lines and not {"app", "common", "users"} & lines
         assert page.get_by_role("heading", name="Users").count() == 1
+        page.close()
