@@ -162,7 +162,7 @@ def test_users_page_creates_and_counts(app_test, app_db):
     at = app_test(page=USERS).run()
     at.text_input[0].input("Bob")
     at = _click(at, "Create user")
-    assert "Created user 'Bob'" in at.success[0].value
+    assert "Created user Bob" in at.success[0].value
     table = at.dataframe[0].value
     assert dict(zip(table["name"], table["messages"])) == {"Ann": 2, "Bob": 0}
     at.text_input[0].input("x" * 81)
@@ -186,6 +186,16 @@ def test_channels_page_creates_and_edits_persona(app_test, app_db):
     channel = chat.get_channel(app_db, channel.id)
     assert (channel.reply_policy, channel.persona) == ("off", "You are a pirate.")
     assert at.dataframe[0].value["reply_policy"].tolist() == ["off"]
+
+
+def test_markdown_in_a_name_is_stored_exactly_and_drawn_literally(app_test, app_db):
+    at = app_test(page=CHANNELS).run()
+    at.text_input[0].input("**not bold** <i>x</i>")
+    at = _click(at, "Create channel")
+    assert chat.list_channels(app_db)[0].name == "**not bold** <i>x</i>"
+    assert at.success[0].value == "Created channel #\\*\\*not bold\\*\\* \\<i\\>x\\</i\\>."  # escaped: shown as typed
+    at = app_test(channel_id=chat.list_channels(app_db)[0].id).run()
+    assert at.header[0].value == "# \\*\\*not bold\\*\\* \\<i\\>x\\</i\\>"
 
 
 def test_locked_database_shows_clear_page(app_test, isolated_settings):

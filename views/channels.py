@@ -3,7 +3,7 @@ import streamlit as st
 
 from core import chat
 from core.errors import ChatError
-from views.common import get_db, show_error
+from views.common import escape_markdown, get_db, show_error
 
 POLICY_LABELS = {"every": "Every message (as the original)", "mention": "Only when someone writes @ai", "off": "Never"}
 
@@ -20,7 +20,7 @@ with st.form("create_channel", clear_on_submit=True):
         except ChatError as error:
             show_error(error)
         else:
-            st.success(f"Created channel #{chat.get_channel(db, channel_id).name}.")
+            st.success(f"Created channel #{escape_markdown(chat.get_channel(db, channel_id).name)}.")
 
 if channels := chat.list_channels(db):
     st.subheader("AI settings")
@@ -38,7 +38,7 @@ if channels := chat.list_channels(db):
             except ChatError as error:
                 show_error(error)
             else:
-                st.success(f"Saved #{channel.name}.")
+                st.success(f"Saved #{escape_markdown(channel.name)}.")
 
 overview = chat.channel_overview(db)
 st.subheader("All channels")

@@ -14,7 +14,7 @@ if channel is None:
     st.info("Create a channel in the sidebar to start chatting.")
     st.stop()
 
-st.header(f"# {channel.name}", divider="gray")
+st.header(f"# {escape_markdown(channel.name)}", divider="gray")
 if user is None:
     st.info("Create a user in the sidebar to write in this channel.")
 elif prompt := st.chat_input(f"Message #{channel.name} as {user.name}", key=f"draft_{channel.id}"):
@@ -61,7 +61,7 @@ def draw(message: chat.Message) -> None:
             st.button("Stop", key=f"stop_{message.id}", on_click=act, args=(replies.stop_reply, message.id))
         if message.is_ai and (message.status == "error" or message.stopped):
             st.button("Retry", key=f"retry_{message.id}", on_click=act, args=(replies.retry_reply, message.id))
-        if message.is_ai and message.status == "complete" and (context := context_used(message)):
+        if message.is_ai and message.status not in replies.OPEN and (context := context_used(message)):
             with st.expander("Context used"):
                 st.json(context, expanded=True)
 

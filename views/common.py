@@ -82,22 +82,23 @@ def local_time(moment: datetime | None) -> str:
     return local.strftime("%H:%M") if local.date() == today else local.strftime("%d %b %H:%M")
 
 
-def current_user(db: Database) -> chat.User | None:
-    """The user this browser session speaks as, if still there."""
-    user_id = st.session_state.get("user_id")
+def _chosen(db: Database, key: str, get):
+    """The user or channel this browser session has chosen, if it still exists."""
+    chosen = st.session_state.get(key)
     try:
-        return chat.get_user(db, user_id) if user_id is not None else None
+        return get(db, chosen) if chosen is not None else None
     except ChatError:
         return None
+
+
+def current_user(db: Database) -> chat.User | None:
+    """The user this browser session speaks as."""
+    return _chosen(db, "user_id", chat.get_user)
 
 
 def current_channel(db: Database) -> chat.Channel | None:
-    """The channel this browser session looks at, if still there."""
-    channel_id = st.session_state.get("channel_id")
-    try:
-        return chat.get_channel(db, channel_id) if channel_id is not None else None
-    except ChatError:
-        return None
+    """The channel this browser session looks at."""
+    return _chosen(db, "channel_id", chat.get_channel)
 
 
 def _create(kind: str) -> None:

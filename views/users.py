@@ -3,7 +3,7 @@ import streamlit as st
 
 from core import chat
 from core.errors import ChatError
-from views.common import get_db, show_error
+from views.common import escape_markdown, get_db, show_error
 
 db = get_db()
 st.title("Users")
@@ -16,7 +16,7 @@ with st.form("create_user", clear_on_submit=True):
         except ChatError as error:
             show_error(error)
         else:
-            st.success(f"Created user {chat.get_user(db, user_id).name!r}.")
+            st.success(f"Created user {escape_markdown(chat.get_user(db, user_id).name)}.")
 
 users = chat.user_overview(db)
 st.caption(f"{len(users)} users")
