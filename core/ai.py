@@ -293,7 +293,7 @@ class Responder:
             if reply.parts and reply.first_at is None:
                 reply.first_at = now
             if reply.unwritten and (reply.written_at is None or now - reply.written_at >= STREAM_WRITE_INTERVAL):
-                if not stream_reply(self.db, job.reply_id, reply.text):
+                if not stream_reply(self.db, job.reply_id, reply.text, job_id=job.id):
                     reply.stopped = True  # a person pressed Stop: pull no more chunks
                     return
                 reply.written_at = time.monotonic()  # after the write, so writes stay an interval apart

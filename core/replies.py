@@ -64,11 +64,19 @@ def record_request(db: Database, reply_id: int, messages: list[dict], model: str
     db.write(work)
 
 
-def stream_reply(db: Database, reply_id: int, content: str) -> bool:
-    """Write the text so far and mark the reply streaming; False when it was stopped meanwhile."""
+def _holds(tx: Transaction, job_id: int) -> bool:
+    """Whether a worker's job is still its reply's live attempt (a Retry after Stop supersedes it)."""
+    row = tx.one("SELECT state FROM ai_jobs WHERE id = ?", [job_id])
+    return row is not None and row[0] == "running"
+
+
+def stream_reply(db: Database, reply_id: int, content: str, job_id: int | None = None) -> bool:
+    """Write the text so far and mark the reply streaming; False when it was stopped or retried meanwhile."""
     reply_id = check_id(reply_id, "Message")
 
     def work(tx: Transaction) -> bool:
+        if job_id is not None and not _holds(tx, job_id):
+            return False
         row = tx.one(
             "UPDATE messages SET content = ?, status = 'streaming', updated_at = ? "
             "WHERE id = ? AND status IN ('pending', 'streaming') RETURNING id",
@@ -95,6 +103,8 @@ def finish_reply(
     """Close a reply as complete with its final text and figures, and the job as done."""
 
     def work(tx: Transaction) -> None:
+        if not _holds(tx, job.id):
+            return  # a Retry superseded this attempt: the new one writes the reply
         now = db.clock()
         tx.execute(
             "UPDATE messages SET content = CASE WHEN status IN ('pending', 'streaming') THEN ? ELSE content END, "
@@ -112,6 +122,8 @@ def fail_reply(db: Database, job: Job, reason: str, content: str | None = None, 
     """Close a reply as an error with a readable reason, keeping any partial text; the job is done."""
 
     def work(tx: Transaction) -> None:
+        if not _holds(tx, job.id):
+            return  # a Retry superseded this attempt: the new one writes the reply
         now = db.clock()
         params: list[Any] = [reason, now, total_ms]
         keep = ""
@@ -148,17 +160,21 @@ def retry_reply(db: Database, message_id: Any) -> bool:
             return False  # a second click while the first retry runs: nothing more to do
         if status == "complete" and not stopped:
             raise ValidationError("This reply is complete; only failed or stopped replies can be retried.")
-        latest = tx.one("SELECT state FROM ai_jobs WHERE reply_id = ? ORDER BY id DESC LIMIT 1", [message_id])
-        if latest is not None and latest[0] == "running":
-            return False  # the stopped run's worker still holds the job; it lets go at its next write
         now = db.clock()
         tx.execute(
             "UPDATE messages SET status = 'pending', content = '', error = NULL, stopped = false, prompt_tokens = NULL, "
             "completion_tokens = NULL, ttft_ms = NULL, total_ms = NULL, updated_at = ? WHERE id = ?",
             [now, message_id],
         )
-        job = tx.one("SELECT id FROM ai_jobs WHERE reply_id = ? ORDER BY id DESC LIMIT 1", [message_id])
-        if job is not None:
+        job = tx.one("SELECT id, state, trigger_id FROM ai_jobs WHERE reply_id = ? ORDER BY id DESC LIMIT 1", [message_id])
+        if job is not None and job[1] == "running":
+            # Stopped, but its worker has not noticed yet: retire that attempt (its writes are refused) and queue a new one.
+            tx.execute("UPDATE ai_jobs SET state = 'done', finished_at = ? WHERE id = ?", [now, job[0]])
+            tx.execute(
+                "INSERT INTO ai_jobs (channel_id, trigger_id, reply_id, state, created_at) VALUES (?, ?, ?, 'pending', ?)",
+                [channel_id, job[2], message_id, now],
+            )
+        elif job is not None:
             tx.execute(
                 "UPDATE ai_jobs SET state = 'pending', attempts = 0, claimed_at = NULL, finished_at = NULL WHERE id = ?",
                 [job[0]],

@@ -352,6 +352,29 @@ def test_stop_while_streaming_keeps_the_text_and_the_worker_stops_reading(db, fa
     assert stop_reply(db, reply_id) is False
 
 
+def test_retry_right_after_stop_reruns_the_reply_and_the_stopped_run_writes_nothing(db, fake_openai, responders):
+    words = [f"old{i} " for i in range(40)]
+    fake_openai.push(Script(chunks=words, chunk_delay=0.1), Script(text="A fresh answer, written slowly.", chunk_delay=0.2))
+    channel, reply_id = one_message(db)
+    responders()
+    wait_until(lambda: get_message(db, reply_id).content, what="some text")
+    assert stop_reply(db, reply_id) is True
+    assert retry_reply(db, reply_id) is True  # at once, before the stopped run's worker noticed
+    seen = []  # what a reader sees of the retried reply, until it completes
+
+    def retried_reply_done():
+        message = get_message(db, reply_id)
+        seen.append(message.content)
+        return message.status == "complete" and not message.stopped and message
+
+    reply = wait_until(retried_reply_done, what="the retried reply")
+    assert not [text for text in seen if "old" in text], "the stopped run wrote into the retried reply"
+    assert reply.content == "A fresh answer, written slowly."
+    assert len(ai_messages(db, channel)) == 1 and len(fake_openai.requests) == 2
+    wait_until(lambda: running_jobs(db) == 0, 3, "every job to end")
+    assert get_message(db, reply_id).content == "A fresh answer, written slowly."  # the old run's last words never landed
+
+
 def test_stop_before_a_worker_is_free_means_no_request(db, fake_openai, responders):
     fake_openai.push(Script(chunks=list("abcdefgh"), chunk_delay=0.1))
     ann, channel = create_user(db, "Ann"), create_channel(db, "general")

@@ -292,7 +292,7 @@ def test_retry_right_after_stop_does_not_let_the_old_run_write(db, ann, general)
     replies.stop_reply(db, reply_id)
     retried = replies.retry_reply(db, reply_id)
     # The old worker, unaware, writes its next chunk and then closes its job.
-    old_write = replies.stream_reply(db, reply_id, "old run: Once upon a time")
+    old_write = replies.stream_reply(db, reply_id, "old run: Once upon a time", job_id=old.id)
     replies.finish_reply(db, old, "old run: Once upon a time, the end")
     if retried:
         assert not old_write, "the stopped run wrote into the retried reply"

@@ -27,12 +27,9 @@ elif prompt := st.chat_input(f"Message #{channel.name} as {user.name}", key=f"dr
 def act(verb, message_id: int) -> None:
     """Button callback for Retry and Stop: errors become a message, not a traceback."""
     try:
-        done = verb(db, message_id)
+        verb(db, message_id)
     except ChatError as error:
         st.session_state["chat_error"] = str(error)
-        return
-    if not done and verb is replies.retry_reply:
-        st.session_state["chat_error"] = "That reply is still running or closing; try Retry again in a moment."
 
 
 def context_used(message: chat.Message) -> list[dict] | None:
