@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import itertools
 import threading
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 CACHE_DEPTH = 50  # newest messages kept per channel: the page's 10 plus a few pages of "load older"
 
@@ -36,9 +35,6 @@ class Message:
     @property
     def is_ai(self) -> bool:
         return self.author_id is None
-
-    def changed(self, **fields: Any) -> "Message":
-        return replace(self, **fields)
 
 
 class RecentMessages:
@@ -80,14 +76,6 @@ class RecentMessages:
             if current is not None:
                 self._lists[message.channel_id] = tuple(message if m.id == message.id else m for m in current)
             self._bump(message.channel_id)
-
-    def forget(self, channel_id: int | None = None) -> None:
-        """Drop cached lists (all, or one channel) so the next read refills from DuckDB."""
-        with self._lock:
-            if channel_id is None:
-                self._lists.clear()
-            else:
-                self._lists.pop(channel_id, None)
 
     def _bump(self, channel_id: int) -> None:
         self._versions[channel_id] = next(self._counter)

@@ -52,10 +52,6 @@ def test_replace_and_versions():
     assert recent.version(1) > one and recent.version(2) == two
     recent.replace(message(99, content="not cached"))  # too old to be cached: only the version moves
     assert [m.id for m in recent.get(1)] == [2, 1]
-    recent.forget(1)
-    assert recent.get(1) is None and recent.get(2) is not None
-    recent.forget()
-    assert recent.get(2) is None
 
 
 # coherence with DuckDB --------------------------------------------------------
