@@ -7,6 +7,8 @@ For each variant of the chat page and each number N of open windows, it starts `
 sender page, and measures:
 - propagation: from the message's created_at in DuckDB (server side) to the moment a MutationObserver
   in each other page saw its text (performance.timeOrigin + performance.now()), p50/p95/max;
+- delivery: messages stored but never shown in a window (missed), and sends typed in the sender
+  window that never reached DuckDB (lost sends);
 - idle cost: the server process's CPU (utime+stime from /proc) over a window with no sends, per
   session and per rerun ((N + 1) x seconds / refresh interval reruns: the sender page polls too),
   and its RSS growth per window after the first.
@@ -120,17 +122,19 @@ def run_case(browser, variant: str, sessions: int, seconds: float, folder: Path,
         token = message.content.split()[-1]
         sent[token] = message.created_at.replace(tzinfo=timezone.utc).timestamp() * 1000
     db.close()
+    lost = [token for token in tokens if token not in sent]  # typed and sent, but never stored
     latencies, missed = [], 0
     for page_seen in seen:
         for token in tokens:
             if token in page_seen and token in sent:
                 latencies.append(page_seen[token] - sent[token])
-            else:
-                missed += 1
+            elif token in sent:
+                missed += 1  # stored, but this window never showed it
     polling = sessions + 1  # the sender page polls too
     reruns = polling * seconds / REFRESH
     return {
         "variant": variant, "sessions": sessions, "samples": len(latencies), "missed": missed,
+        "lost": len(lost), "sent": len(tokens),
         "p50": percentile(latencies, 0.5) if latencies else float("nan"),
         "p95": percentile(latencies, 0.95) if latencies else float("nan"),
         "max": max(latencies) if latencies else float("nan"),
@@ -142,14 +146,15 @@ def run_case(browser, variant: str, sessions: int, seconds: float, folder: Path,
 
 def table(rows: list[dict]) -> str:
     lines = [
-        "| variant | windows | p50 ms | p95 ms | max ms | missed | server CPU % of a core per idle window "
+        "| variant | windows | p50 ms | p95 ms | max ms | missed | lost sends | server CPU % of a core per idle window "
         "| CPU ms per rerun | idle windows per core | server RSS MB per window |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         per_core = 100 / r["cpu_pct_per_session"] if r["cpu_pct_per_session"] > 0 else float("inf")
         lines.append(
             f"| {r['variant']} | {r['sessions']} | {r['p50']:.0f} | {r['p95']:.0f} | {r['max']:.0f} | {r['missed']} "
+            f"| {r['lost']}/{r['sent']} "
             f"| {r['cpu_pct_per_session']:.2f} | {r['ms_per_rerun']:.2f} | {per_core:.0f} | {r['rss_per_session']:.1f} |"
         )
     return "\n".join(lines)

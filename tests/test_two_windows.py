@@ -19,6 +19,9 @@ REPLY = "Hello Ann and Bob! " + " ".join(WORDS) + "."
 ARTIFACTS = ROOT / "artifacts"
 MESSAGE = "[data-testid=stChatMessage]"
 INPUT = "[data-testid=stChatInput] textarea"
+# A message's own text: its Markdown, not the caption (name · time), an error box, a button or the expander.
+BODY = ("[data-testid=stChatMessageContent] > [data-testid=stVerticalBlock] > [data-testid=stElementContainer]"
+        " > [data-testid=stMarkdown] [data-testid=stMarkdownContainer]")
 
 
 @pytest.fixture(scope="module")
@@ -86,6 +89,12 @@ def _wait(page, condition, timeout: float = 15.0, what: str = "condition"):
         page.wait_for_timeout(50)
 
 
+def _last_body(page) -> str:
+    """The text of the newest chat message as drawn (the typing mark included while it streams)."""
+    last = page.locator(MESSAGE).last
+    return " ".join(last.locator(BODY).all_inner_texts()) if page.locator(MESSAGE).count() else ""
+
+
 def _is_ai(text: str) -> bool:
     """A chat message's text starts with its avatar, then 'Name · time'."""
     return re.search(r"^AI · ", text, re.M) is not None
@@ -116,8 +125,7 @@ def test_message_and_growing_ai_reply_reach_the_other_window(open_window):
     partial = {n for n in seen if 0 < n < len(WORDS)}
     assert len(partial) >= 2, f"B saw the reply at lengths {sorted(seen)}: it should grow while streaming"
     for page in (a, b):
-        _wait(page, lambda p: REPLY.rstrip(".") in " ".join(_texts(p)[-1].split()) and "▌" not in _texts(p)[-1],
-              what="the complete reply")
+        _wait(page, lambda p: _last_body(p) == REPLY, what="the complete reply")
         assert sum(_is_ai(t) for t in _texts(page)) == 2  # one reply per message
     _shoot(a, "chat-ann")
     _shoot(b, "chat-bob")
@@ -134,8 +142,7 @@ def test_cut_stream_shows_error_and_retry_mends_it_in_both_windows(world, open_w
         assert "This reply breaks" in _texts(page)[-1]  # the partial text is kept
     b.get_by_role("button", name="Retry").click()
     for page in (a, b):
-        _wait(page, lambda p: REPLY.rstrip(".") in " ".join(_texts(p)[-1].split()) and "▌" not in _texts(p)[-1],
-              timeout=30, what="the mended reply")
+        _wait(page, lambda p: _last_body(p) == REPLY, timeout=30, what="the mended reply")
         assert len(_texts(page)) == 2 and "closed the stream" not in " ".join(_texts(page))
     _shoot(b, "retry-mended")
 
