@@ -5,12 +5,16 @@ A migration is a function of a ``Migrator``: ``m.execute(sql)`` for SQL both bac
 """
 from __future__ import annotations
 
+import logging
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Sequence
 
 import duckdb
 
 from core.db import Dialect, DuckDialect, utcnow
+
+log = logging.getLogger(__name__)
+CLASH_MARK = "\x01"  # in a name key: no typed name holds a control character (see core.chat.clean_name)
 
 
 class Migrator:
@@ -155,11 +159,43 @@ def m004_job_leases(m: Migrator) -> None:
     m.create_index("ai_jobs_reply", "ai_jobs", "reply_id")  # retry and stop find a reply's jobs
 
 
+def m007_name_keys(m: Migrator) -> None:
+    """Names compare in a normalised form (``core.chat.name_key``: NFKC, case folded, invisible marks dropped).
+
+    Recomputes every stored key. Where two existing names now compare equal, the older keeps the plain key
+    and the newer one's key gets a suffix no typed name can produce, so both stay as they are and a third
+    cannot be added; each clash is logged.
+    """
+    from core.chat import name_key
+
+    for table in ("users", "channels"):
+        rows = m.execute(f"SELECT id, name, name_key FROM {table} ORDER BY created_at, id").fetchall()
+        holder: dict[str, tuple[int, str]] = {}
+        wanted: dict[int, str] = {}
+        for row_id, name, old_key in rows:
+            key = name_key(name)
+            if key in holder:
+                first_id, first_name = holder[key]
+                log.warning("%s %d %r and %d %r now compare as one name; both are kept, no third can be added",
+                            table, first_id, first_name, row_id, name)
+                key = f"{key}{CLASH_MARK}{row_id}"
+            else:
+                holder[key] = (row_id, name)
+            if key != old_key:
+                wanted[row_id] = key
+        # Two passes, so a key moving to a row never meets the same key still held by another row.
+        for row_id in wanted:
+            m.execute(f"UPDATE {table} SET name_key = ? WHERE id = ?", [f"{CLASH_MARK}{row_id}", row_id])
+        for row_id, key in wanted.items():
+            m.execute(f"UPDATE {table} SET name_key = ? WHERE id = ?", [key, row_id])
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("001_initial", m001_initial),
     ("002_ai_replies", m002_ai_replies),
     ("003_channel_settings", m003_channel_settings),
     ("004_job_leases", m004_job_leases),
+    ("007_name_keys", m007_name_keys),
 ]
 
 

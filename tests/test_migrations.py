@@ -8,6 +8,7 @@ import pytest
 
 from core import chat
 from core.db import connect
+from core.errors import ValidationError
 from core.migrations import MIGRATIONS, applied, migrate
 
 ALL_NAMES = [name for name, _ in MIGRATIONS]
@@ -209,3 +210,31 @@ def test_failed_migration_rolls_back_and_keeps_its_error(tmp_path):
     assert con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'half_done'").fetchone() == (0,)
     assert migrate(con) == ALL_NAMES[1:]
     con.close()
+
+
+def test_name_keys_are_recomputed_and_clashes_kept(tmp_path, caplog):
+    """007: keys of names stored under the old rule (casefold only) become the normalised key."""
+    path = str(tmp_path / "keys.duckdb")
+    con = duckdb.connect(path)
+    before = [name for name, _ in MIGRATIONS].index("007_name_keys")
+    migrate(con, MIGRATIONS[:before])
+    when = datetime(2024, 5, 1, 12, 0, 0)
+    names = ["Ada", "ada\u200b", "ＢＯＢ", "Jose\u0301", "José", "Cy"]  # 2 clashes: Ada/ada+ZWSP, José NFD/NFC
+    for i, name in enumerate(names):
+        con.execute("INSERT INTO users (name, name_key, created_at) VALUES (?, ?, ?)", [name, name.casefold(), when])
+        con.execute("INSERT INTO channels (name, name_key, created_at) VALUES (?, ?, ?)", [name, name.casefold(), when])
+    con.close()
+
+    with caplog.at_level("WARNING", logger="core.migrations"):
+        db = connect(path)
+    keys = db.rows("SELECT id, name, name_key FROM users ORDER BY id")
+    assert [k for _, _, k in keys] == ["ada", "ada\x012", "bob", "josé", "josé\x015", "cy"]
+    assert db.rows("SELECT name_key FROM channels ORDER BY id") == [(k,) for _, _, k in keys]
+    assert [u.name for u in chat.list_users(db)][:2] == ["Ada", "ada\u200b"]  # both kept, names untouched
+    clashes = [r.getMessage() for r in caplog.records if "compare as one name" in r.getMessage()]
+    assert len(clashes) == 4 and "'Ada'" in clashes[0] and "'ada\\u200b'" in clashes[0]
+    for name in ("ADA", "Bob", "josé", "Ada\u2060"):
+        with pytest.raises(ValidationError, match="already exists"):
+            chat.create_user(db, name)
+    assert chat.create_user(db, "Dee")
+    db.close()

@@ -108,6 +108,9 @@ def test_sends_30_ms_apart_are_all_stored(browser, tmp_path):
         print(f"second send waited {sorted(waits)[len(waits) // 2] * 1000:.0f} ms (median), {max(waits) * 1000:.0f} ms (max)")
         missing = _shown(page, texts)
         notices = _notices(page)
+        _send(page, "\u200b\u200b")  # accepted by the box, refused by the app: the person is told
+        page.wait_for_selector("[data-testid=stAlert]:has-text('was not sent')", timeout=15_000)
+        assert "no visible characters" in _notices(page)
         log = app.log()
         page.close()
     stored = _stored(path)
