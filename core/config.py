@@ -5,6 +5,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from core.db import is_postgres_url
 from core.errors import ValidationError
 
 DEFAULT_DB = "data/chat.duckdb"
@@ -45,6 +46,14 @@ def _number(name: str, raw: Any, kind: type, low: float, high: float) -> Any:
     return value
 
 
+def _connection_url(overrides: Mapping[str, Any] | None) -> str | None:
+    """``url`` of a ``[connections.chat]`` secrets section (Streamlit's convention for connections), if any."""
+    try:
+        return _text(overrides["connections"]["chat"]["url"]) if overrides else None
+    except (KeyError, TypeError):
+        return None
+
+
 def load_settings(overrides: Mapping[str, Any] | None = None) -> Settings:
     """Read settings from the environment; keys in ``overrides`` win."""
     source: dict[str, Any] = {k: v for k, v in os.environ.items()}
@@ -55,8 +64,8 @@ def load_settings(overrides: Mapping[str, Any] | None = None) -> Settings:
     def get(name: str) -> Any:
         return _text(source.get(name))
 
-    db_path = get("CHAT_DB") or DEFAULT_DB
-    if db_path != ":memory:":
+    db_path = get("CHAT_DB") or _connection_url(overrides) or DEFAULT_DB
+    if db_path != ":memory:" and not is_postgres_url(db_path):
         folder = os.path.dirname(os.path.abspath(db_path))
         try:
             os.makedirs(folder, exist_ok=True)
