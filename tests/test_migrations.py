@@ -212,29 +212,49 @@ def test_failed_migration_rolls_back_and_keeps_its_error(tmp_path):
     con.close()
 
 
-def test_name_keys_are_recomputed_and_clashes_kept(tmp_path, caplog):
-    """007: keys of names stored under the old rule (casefold only) become the normalised key."""
-    path = str(tmp_path / "keys.duckdb")
-    con = duckdb.connect(path)
+@pytest.fixture
+def before_007(backend, tmp_path, request):
+    """A database of either backend migrated up to (not including) 007, and a way to run SQL on it."""
     before = [name for name, _ in MIGRATIONS].index("007_name_keys")
-    migrate(con, MIGRATIONS[:before])
+    if backend == "duckdb":
+        target = str(tmp_path / "keys.duckdb")
+        con = duckdb.connect(target)
+        migrate(con, MIGRATIONS[:before])
+        yield target, lambda sql, params: con.execute(sql, params), con.close
+        return
+    import psycopg
+
+    from core.pg import PgMigrator
+
+    target = request.getfixturevalue("pg_server").create_database()
+    with psycopg.connect(target, autocommit=True) as con:
+        m = PgMigrator(con)
+        migrate(m, MIGRATIONS[:before])
+        yield target, m.execute, lambda: None
+
+
+def test_name_keys_are_recomputed_and_clashes_kept(before_007, caplog):
+    """007: keys of names stored under the old rule (casefold only) become the normalised key, on both backends."""
+    target, execute, done = before_007
     when = datetime(2024, 5, 1, 12, 0, 0)
     names = ["Ada", "ada\u200b", "ＢＯＢ", "Jose\u0301", "José", "Cy"]  # 2 clashes: Ada/ada+ZWSP, José NFD/NFC
-    for i, name in enumerate(names):
-        con.execute("INSERT INTO users (name, name_key, created_at) VALUES (?, ?, ?)", [name, name.casefold(), when])
-        con.execute("INSERT INTO channels (name, name_key, created_at) VALUES (?, ?, ?)", [name, name.casefold(), when])
-    con.close()
+    for name in names:
+        execute("INSERT INTO users (name, name_key, created_at) VALUES (?, ?, ?)", [name, name.casefold(), when])
+        execute("INSERT INTO channels (name, name_key, created_at) VALUES (?, ?, ?)", [name, name.casefold(), when])
+    done()
 
     with caplog.at_level("WARNING", logger="core.migrations"):
-        db = connect(path)
-    keys = db.rows("SELECT id, name, name_key FROM users ORDER BY id")
-    assert [k for _, _, k in keys] == ["ada", "ada\x012", "bob", "josé", "josé\x015", "cy"]
-    assert db.rows("SELECT name_key FROM channels ORDER BY id") == [(k,) for _, _, k in keys]
-    assert [u.name for u in chat.list_users(db)][:2] == ["Ada", "ada\u200b"]  # both kept, names untouched
-    clashes = [r.getMessage() for r in caplog.records if "compare as one name" in r.getMessage()]
-    assert len(clashes) == 4 and "'Ada'" in clashes[0] and "'ada\\u200b'" in clashes[0]
-    for name in ("ADA", "Bob", "josé", "Ada\u2060"):
-        with pytest.raises(ValidationError, match="already exists"):
-            chat.create_user(db, name)
-    assert chat.create_user(db, "Dee")
-    db.close()
+        db = connect(target)
+    try:
+        keys = db.rows("SELECT id, name, name_key FROM users ORDER BY id")
+        assert [k for _, _, k in keys] == ["ada", "ada\x012", "bob", "josé", "josé\x015", "cy"]
+        assert db.rows("SELECT name_key FROM channels ORDER BY id") == [(k,) for _, _, k in keys]
+        assert [u.name for u in chat.list_users(db)][:2] == ["Ada", "ada\u200b"]  # both kept, names untouched
+        clashes = [r.getMessage() for r in caplog.records if "compare as one name" in r.getMessage()]
+        assert len(clashes) == 4 and "'Ada'" in clashes[0] and "'ada\\u200b'" in clashes[0]
+        for name in ("ADA", "Bob", "josé", "Ada\u2060"):
+            with pytest.raises(ValidationError, match="already exists"):
+                chat.create_user(db, name)
+        assert chat.create_user(db, "Dee")
+    finally:
+        db.close()
