@@ -1,7 +1,7 @@
 """Channel Chat: route to the pages and draw the shared sidebar."""
 import streamlit as st
 
-from views.common import draw_sidebar
+from views.common import draw_sidebar, frame
 
 st.set_page_config(page_title="Channel Chat", page_icon=":material/forum:", layout="wide")
 page = st.navigation(
@@ -12,5 +12,6 @@ page = st.navigation(
         st.Page("views/tables.py", title="Tables", icon=":material/table:"),
     ]
 )
-draw_sidebar()
-page.run()
+with frame():  # an error that escapes the sidebar or the page is shown as a sentence
+    draw_sidebar()
+    page.run()

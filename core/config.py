@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping
+from urllib.parse import urlsplit
 
 from core.db import is_postgres_url
 from core.errors import ValidationError
@@ -54,6 +55,27 @@ def _connection_url(overrides: Mapping[str, Any] | None) -> str | None:
         return None
 
 
+def _base_url(raw: str | None) -> str | None:
+    """OPENAI_BASE_URL as given, if it is an http(s) URL the SDK can use (named without any password if not)."""
+    if raw is None:
+        return None
+    try:
+        parts = urlsplit(raw)
+    except ValueError:  # a broken [IPv6] host
+        parts = None
+    try:
+        usable = parts is not None and parts.scheme in ("http", "https") and bool(parts.hostname) and (
+            parts.port or 0) >= 0
+    except ValueError:  # a port that is not a number
+        usable = False
+    if not usable:
+        shown = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl() if parts else raw.rpartition("@")[2]
+        raise ValidationError(
+            f"OPENAI_BASE_URL must be an http(s) address such as https://api.openai.com/v1, not {shown!r}."
+        )
+    return raw
+
+
 def load_settings(overrides: Mapping[str, Any] | None = None) -> Settings:
     """Read settings from the environment; keys in ``overrides`` win."""
     source: dict[str, Any] = {k: v for k, v in os.environ.items()}
@@ -75,7 +97,7 @@ def load_settings(overrides: Mapping[str, Any] | None = None) -> Settings:
     return Settings(
         db_path=db_path,
         openai_api_key=get("OPENAI_API_KEY"),
-        openai_base_url=get("OPENAI_BASE_URL"),
+        openai_base_url=_base_url(get("OPENAI_BASE_URL")),
         openai_model=get("OPENAI_MODEL") or DEFAULT_MODEL,
         ai_workers=_number("AI_WORKERS", get("AI_WORKERS") or 4, int, 1, 64),
         refresh_seconds=_number("REFRESH_SECONDS", get("REFRESH_SECONDS") or 1.0, float, 0.2, 60.0),

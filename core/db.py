@@ -40,6 +40,11 @@ STORAGE_FAULTS = (
     ("input/output error", "the disk reported an input/output error",
      "Check the disk; if the file is damaged, restore it from a backup."),
 )
+# Below this much free space on the database's disk, writes are refused before DuckDB tries them: in
+# DuckDB 1.5.5 and 1.5.6 a commit whose log write fails half-way aborts the whole process (undoing an
+# UPDATE on a table with a primary key hits an internal error; tests/test_db_faults.py shows it). 8 MB
+# holds the largest commit (a 1 MB message and its log record) several times over.
+DISK_RESERVE = 8 * 1024 * 1024
 # DuckDB's words for a file it cannot read as a database.
 DAMAGE = ("corrupt database file", "checksum", "could not read enough bytes", "failure while replaying wal",
           "invalid block", "serialization error", "deserializ")
@@ -209,6 +214,7 @@ class DuckDatabase(Database):
         self._connection = connection
         self._write_lock = FairLock()
         self._broken = False  # DuckDB stopped after a fatal error: reopen before the next query
+        self._folder = None if path == ":memory:" else os.path.dirname(os.path.abspath(path))
 
     @contextmanager
     def cursor(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -260,6 +266,9 @@ class DuckDatabase(Database):
         with self._write_lock:
             if not self._broken or self._closed:
                 return
+            if not os.path.isfile(self.path):  # never start an empty database in place of a missing one
+                raise DatabaseDamaged(f"The database file {self.path!r} is gone (moved or deleted while the app "
+                                      "ran). Put it back, or restart the app to start an empty database there.")
             try:
                 self._connection.close()
             except duckdb.Error:
@@ -270,9 +279,23 @@ class DuckDatabase(Database):
             self.recent.invalidate_all()  # a commit that failed late may have landed: re-read every channel
             log.warning("database %s reopened after a fatal error", self.path)
 
+    def _check_room(self) -> None:
+        """Refuse a write while the database's disk is (nearly) full: see DISK_RESERVE."""
+        if self._folder is None:
+            return
+        try:
+            stats = os.statvfs(self._folder)
+        except OSError:
+            return  # cannot tell: let DuckDB try
+        if stats.f_bavail * stats.f_frsize < DISK_RESERVE:
+            said, advice = _fault("no space left on device")
+            raise StorageError(f"The database {self.path!r} could not be written: {said} (less than "
+                               f"{DISK_RESERVE // 2**20} MB free). Nothing was saved. {advice}")
+
     def write(self, work: Callable[[Transaction], T]) -> T:
         """Run ``work`` in one transaction, retrying DuckDB's write conflicts; then run its on-commit actions."""
         with self._write_lock, self._storage("write"):
+            self._check_room()
             pause = RETRY_PAUSE
             for attempt in range(1, WRITE_ATTEMPTS + 1):
                 with self.cursor() as cur:

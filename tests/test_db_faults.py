@@ -12,6 +12,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
+import core.db
 from core import chat
 from core.db import connect
 from core.errors import ChatError, DatabaseDamaged, DatabaseLocked, StorageError
@@ -105,3 +106,152 @@ def test_an_unreplayable_log_is_replayed_not_thrown_away(tmp_path):
     con.execute("INSERT INTO t (x) VALUES (4)")
     assert con.execute("SELECT max(id) FROM t").fetchone() == (4,)  # the sequence carried on
     con.close()
+
+
+# a full disk -----------------------------------------------------------------
+@pytest.fixture
+def disk(tmp_path):
+    """A 16 MB tmpfs: room for a small database and the app's reserve, quickly filled."""
+    from faultfs import tmpfs
+
+    with tmpfs(tmp_path / "disk", "16m") as folder:
+        yield folder
+
+
+LARGE = "y" * 20_000  # a message larger than the space a file's last page may still hold
+
+
+def _contents(db, channel_id) -> list[str]:
+    return [m.content for m in reversed(chat.list_messages(db, channel_id, limit=50))]
+
+
+@pytest.mark.parametrize("reserve", ["app", "none"])
+def test_writes_on_a_full_disk_fail_readably_and_work_again_when_space_returns(disk, reserve, monkeypatch):
+    """Refused by the app's free-space reserve, or (reserve off, inserts only) by DuckDB's failed log write."""
+    from faultfs import fill
+
+    if reserve == "none":
+        monkeypatch.setattr(core.db, "DISK_RESERVE", 0)
+
+    db = connect(str(disk / "chat.duckdb"))
+    ann, quiet = chat.create_user(db, "Ann"), chat.create_channel(db, "quiet", reply_policy="off")
+    chat.send_message(db, quiet, ann, "before")
+    ballast = fill(disk)
+    for _ in range(3):
+        with pytest.raises(StorageError) as caught:
+            chat.send_message(db, quiet, ann, LARGE)
+    said = str(caught.value)
+    assert "chat.duckdb" in said and "the disk is full" in said and "Nothing was saved" in said
+    assert "Error:" not in said  # DuckDB's own text is translated
+    assert _contents(db, quiet) == ["before"]  # reading goes on
+    ballast.unlink()
+    chat.send_message(db, quiet, ann, "after")
+    assert _contents(db, quiet) == ["before", "after"]
+    db.close()
+    again = connect(str(disk / "chat.duckdb"))
+    assert _contents(again, quiet) == ["before", "after"] and [u.name for u in chat.list_users(again)] == ["Ann"]
+    again.close()
+
+
+def test_a_checkpoint_on_a_full_disk_stops_duckdb_and_the_app_reopens_it(disk):
+    """DuckDB invalidates a database whose checkpoint failed; the app reopens the file once it can."""
+    from faultfs import fill
+
+    db = connect(str(disk / "chat.duckdb"))
+    ann, quiet = chat.create_user(db, "Ann"), chat.create_channel(db, "quiet", reply_policy="off")
+    for i in range(20):
+        chat.send_message(db, quiet, ann, f"message {i} " + "x" * 2000)  # in the log, not yet in the file
+    ballast = fill(disk)
+    with pytest.raises(StorageError) as caught:
+        db.rows("CHECKPOINT")
+    assert "the disk is full" in str(caught.value) and "reopens it" in str(caught.value)
+    with pytest.raises(StorageError):  # reopened (the log replays in memory), but nothing fits on the disk
+        chat.send_message(db, quiet, ann, LARGE)
+    ballast.unlink()
+    chat.send_message(db, quiet, ann, "after")  # reopened: the log replays every committed send
+    contents = _contents(db, quiet)
+    assert [c.split(" ", 2)[:2] for c in contents[:20]] == [["message", str(i)] for i in range(20)]
+    assert contents[20:] == ["after"]
+    db.close()
+
+
+def test_replies_open_while_the_disk_was_full_end_within_a_sweep_once_space_returns(disk, fake_openai):
+    """The running Responder's sweep (lease-based requeue) mends replies whose writes failed, without a restart."""
+    from fake_openai import Script
+    from faultfs import fill
+
+    from core.ai import LEASE_BEATS, Responder
+    from core.config import Settings
+
+    lease = 2.0  # seconds: a sweep every lease / LEASE_BEATS
+    sweep = lease / LEASE_BEATS
+    words = [f"word{i} " for i in range(60)]
+    for _ in range(3):  # the first attempts stream slowly, so the disk fills mid-reply; later ones are quick
+        fake_openai.push(Script(chunks=words, chunk_delay=0.1))
+    db = connect(str(disk / "chat.duckdb"))
+    ann, busy = chat.create_user(db, "Ann"), chat.create_channel(db, "busy")
+    settings = Settings(openai_api_key="test-key", openai_base_url=fake_openai.base_url, ai_workers=3,
+                        ai_lease_seconds=lease)
+    responder = Responder(db, settings).start()
+    try:
+        for i in range(3):
+            chat.send_message(db, busy, ann, f"question {i} " + "q" * 3000)
+
+        def replies():
+            return [m for m in chat.read_messages_uncached(db, busy, limit=20) if m.is_ai]
+
+        deadline = time.monotonic() + 20
+        while sum(m.status == "streaming" and m.content != "" for m in replies()) < 3:
+            assert time.monotonic() < deadline, f"replies never streamed: {[m.status for m in replies()]}"
+            time.sleep(0.05)
+        ballast = fill(disk)
+        time.sleep(2 * lease)  # the streams' writes fail meanwhile; their leases run out
+        ballast.unlink()
+        back = time.monotonic()
+        while any(m.status in ("pending", "streaming") for m in replies()):
+            assert time.monotonic() - back < sweep + 3.0, f"replies still open: {[(m.status, m.error) for m in replies()]}"
+            time.sleep(0.05)
+        ended = replies()
+        assert len(ended) == 3 and all(m.status in ("complete", "error") for m in ended)
+        assert all(m.error is None or "disk is full" in m.error for m in ended)  # a closed one says why
+        assert db.one("SELECT count(*) FROM ai_jobs WHERE state IN ('pending', 'running')") == (0,)
+    finally:
+        responder.stop(grace=0)
+        db.close()
+
+
+CRASH = """
+import os, sys
+sys.path.insert(0, {root!r})
+import core.db
+from core import chat, replies
+from faultfs import fill
+from pathlib import Path
+core.db.DISK_RESERVE = int(sys.argv[2])
+db = core.db.connect(sys.argv[1])
+ann, busy = chat.create_user(db, "Ann"), chat.create_channel(db, "busy")
+chat.send_message(db, busy, ann, "hello")
+job = replies.claim_next_job(db)
+replies.stream_reply(db, job.reply_id, "word ", job_id=job.id)
+fill(Path(sys.argv[1]).parent)
+for i in range(20):  # small writes: the first ones may still fit in the log's last page
+    try:
+        replies.stream_reply(db, job.reply_id, "word " * (i + 2), job_id=job.id)
+    except core.db.StorageError:
+        print("refused", flush=True)
+print("alive", flush=True)
+"""
+
+
+def test_the_reserve_keeps_duckdb_from_aborting_on_a_half_written_commit(disk):
+    """Why DISK_RESERVE exists: without it, DuckDB 1.5 aborts the process when a commit's log write fails half-way."""
+    script = CRASH.format(root=str(Path(__file__).resolve().parent.parent))
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent)}
+    without = subprocess.run([sys.executable, "-c", script, str(disk / "a.duckdb"), "0"], capture_output=True,
+                             text=True, env=env, timeout=120)
+    assert without.returncode == -signal.SIGABRT and "alive" not in without.stdout, without.stderr[-2000:]
+    assert "FatalException" in without.stderr  # "terminate called after throwing an instance of ..."
+    (disk / "ballast").unlink()
+    kept = subprocess.run([sys.executable, "-c", script, str(disk / "b.duckdb"), str(core.db.DISK_RESERVE)],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert kept.returncode == 0 and kept.stdout.split() == ["refused"] * 20 + ["alive"], kept.stderr[-2000:]

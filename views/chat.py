@@ -3,7 +3,8 @@ import streamlit as st
 
 from core import chat, replies
 from core.errors import ChatError
-from views.common import current_channel, current_user, escape_markdown, get_db, get_settings, local_time, show_error
+from views.common import (current_channel, current_user, escape_markdown, get_db, get_settings, guarded, local_time,
+                          show_error)
 
 PAGE = chat.RECENT_LIMIT  # messages per "load older" step, as many as the original lists
 TYPING = "▌"  # drawn after a reply that is still being written
@@ -98,6 +99,7 @@ def draw(message: chat.Message) -> None:
 
 
 @st.fragment(run_every=settings.refresh_seconds)
+@guarded
 def live_messages(channel_id: int) -> None:
     """Re-reads the channel only when its version changed; redraws every tick."""
     state = st.session_state

@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import atexit
+import functools
 import logging
 import re
+from contextlib import contextmanager
 from datetime import datetime, timezone
+from typing import Any, Callable, Iterator
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import streamlit as st
@@ -14,20 +17,47 @@ from core import chat
 from core.ai import Responder
 from core.config import Settings, load_settings
 from core.db import Database, connect
-from core.errors import ChatError, DatabaseUnavailable
+from core.errors import ChatError, DatabaseDamaged, DatabaseUnavailable, StorageError
 
 log = logging.getLogger(__name__)
-RECONNECT_SECONDS = 5  # how often a page retries a database server that was unreachable
+RECONNECT_SECONDS = 5  # how often a page retries a database server that was unreachable (or a full disk)
+LINKED_ID = re.compile(r"[0-9]{1,18}")  # ?channel=3: ASCII digits that fit a BIGINT ("²".isdigit() is true)
 MARKDOWN_SPECIALS = re.compile(r"([\\`*_{}\[\]()#+\-.!|>~<&])")
 
 
 def get_settings() -> Settings:
-    """Settings from the environment, with st.secrets (if any) taking precedence."""
+    """Settings from the environment, with st.secrets (if any) taking precedence; a bad one stops the page readably."""
     try:
         secrets = {key: st.secrets[key] for key in st.secrets}
-    except (FileNotFoundError, st.errors.StreamlitSecretNotFoundError):
-        secrets = {}
-    return load_settings(secrets)
+    except FileNotFoundError as error:  # StreamlitSecretNotFoundError is one too
+        if getattr(error, "error_id", None) in (None, "no-secrets-found"):
+            secrets = {}  # no secrets file: the environment alone
+        else:  # a secrets file that cannot be read: say where, never its text (it holds secrets)
+            log.warning("could not read the secrets (%s)", error.error_id)
+            why = "it is not valid TOML" if error.error_id == "failed-parsing-secrets-file" else "its path cannot be read"
+            st.error(f"Cannot read .streamlit/secrets.toml: {why}. Fix it or remove it, then reload.",
+                     icon=":material/settings:")
+            st.stop()
+    try:
+        return load_settings(secrets)
+    except ChatError as error:
+        st.error(f"A setting needs fixing: {error}", icon=":material/settings:")
+        st.stop()
+
+
+@contextmanager
+def frame() -> Iterator[None]:
+    """Around the sidebar and the page (app.py): a ChatError that escapes them is a sentence, never a traceback.
+
+    A storage fault (a full disk, a file moved away, a database server that is down) also reloads the
+    page every RECONNECT_SECONDS, so it comes back by itself once the fault is mended.
+    """
+    try:
+        yield
+    except ChatError as error:
+        show_error(error)
+        if isinstance(error, (StorageError, DatabaseUnavailable, DatabaseDamaged)):
+            st_autorefresh(interval=int(RECONNECT_SECONDS * 1000), key="fault_reload")
 
 
 @st.cache_resource(show_spinner=False, on_release=lambda db: db.close())
@@ -64,6 +94,19 @@ def get_responder() -> Responder:
     settings = get_settings()
     get_db()
     return _responder(settings.db_path, settings)
+
+
+def guarded(draw: Callable[..., None]) -> Callable[..., None]:
+    """For a live fragment: a ChatError on a tick (a full disk, a server that is down) is drawn in its place."""
+
+    @functools.wraps(draw)
+    def run(*args: Any, **kwargs: Any) -> None:
+        try:
+            draw(*args, **kwargs)
+        except ChatError as error:
+            show_error(error)
+
+    return run
 
 
 def show_error(error: ChatError) -> None:
@@ -134,8 +177,8 @@ def _channel_from_link(channels: list[chat.Channel]) -> None:
     if st.session_state.get("_link_read"):
         return
     st.session_state["_link_read"] = True
-    wanted = st.query_params.get("channel")
-    if wanted and wanted.isdigit() and any(c.id == int(wanted) for c in channels):
+    wanted = st.query_params.get("channel") or ""
+    if LINKED_ID.fullmatch(wanted) and any(c.id == int(wanted) for c in channels):
         st.session_state["channel_id"] = int(wanted)
 
 
