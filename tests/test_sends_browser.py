@@ -115,3 +115,17 @@ def test_sends_30_ms_apart_are_all_stored(browser, tmp_path):
         page.close()
     stored = _stored(path)
     assert sorted(stored) == sorted(texts), f"stored {stored}; page missing {missing}; notices {notices!r}\n{log}"
+
+
+def test_unknown_paths_and_odd_links_open_the_chat_page(browser, tmp_path):
+    """A deep link to a page that does not exist, or an odd ?channel=, still shows the app (never blank)."""
+    path = tmp_path / "chat.duckdb"
+    _seed(path)
+    with streamlit_server(path, log_dir=tmp_path) as app:
+        for link in ["/nope", "/Users", "/%E2%80%AE", "/?channel=%C2%B2", "/?channel=99999999999999999999999"]:
+            page = browser.new_page(viewport=VIEWPORT)
+            page.goto(app.url + link)
+            page.wait_for_selector(INPUT, timeout=30_000)  # the chat page, with its box
+            assert page.get_by_role("heading", name="# burst").count() == 1
+            assert "This app has encountered an error" not in page.locator("body").inner_text()
+            page.close()
