@@ -11,7 +11,7 @@ from typing import Any
 
 from core.db import Database, Transaction
 from core.errors import NotFound, ValidationError
-from core.recent import CACHE_DEPTH, Message
+from core.recent import CACHE_DEPTH, DIRECTORY, Message
 
 NAME_MAX = 80  # characters: fits a sidebar and a chat header
 CONTENT_MAX_BYTES = 1_000_000  # UTF-8 bytes: the original's (Convex) value size limit
@@ -119,6 +119,7 @@ def _insert_named(db: Database, table: str, what: str, name: Any, extra: dict[st
             raise ValidationError(f"A {what.lower()} named {name!r} already exists (names ignore case).")
         marks = ", ".join("?" for _ in columns)
         row = tx.one(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks}) RETURNING id", list(columns.values()))
+        tx.on_commit(lambda: db.recent.touch(DIRECTORY))
         return int(row[0])
 
     return db.write(work)
@@ -340,6 +341,11 @@ def _ensure_channel(db: Database, channel_id: int) -> None:
 def channel_version(db: Database, channel_id: int) -> int:
     """A number that changes whenever a message of the channel is added or updated (no database read)."""
     return db.recent.version(check_id(channel_id, "Channel"))
+
+
+def directory_version(db: Database) -> int:
+    """A number that changes whenever a user or channel is created (the sidebar's lists)."""
+    return db.recent.version(DIRECTORY)
 
 
 def get_message(db: Database, message_id: Any) -> Message:

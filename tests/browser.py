@@ -84,6 +84,7 @@ def streamlit_server(
     script: str = "app.py",
     log_dir: str | Path | None = None,
     extra_env: dict[str, str] | None = None,
+    port: int | None = None,
 ) -> Iterator[Server]:
     """Run `streamlit run <script>` on 127.0.0.1 with the app's settings in its environment; yield a Server."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "STREAMLIT_"))}
@@ -98,7 +99,7 @@ def streamlit_server(
     if openai_base_url:
         env["OPENAI_BASE_URL"] = openai_base_url
     env.update(extra_env or {})
-    port = free_port()
+    port = port or free_port()
     log_path = Path(log_dir or os.path.dirname(os.path.abspath(db_path))) / f"streamlit-{port}.log"
     command = [
         sys.executable, "-m", "streamlit", "run", script,
