@@ -21,6 +21,7 @@ class Settings:
     refresh_seconds: float = 15.0  # the fallback check; pushed changes arrive at once
     live_push: bool = True
     ai_timeout: float = 60.0
+    ai_lease_seconds: float = 30.0
     admin_password: str | None = None
 
     @property
@@ -79,5 +80,6 @@ def load_settings(overrides: Mapping[str, Any] | None = None) -> Settings:
         refresh_seconds=_number("REFRESH_SECONDS", get("REFRESH_SECONDS") or 15.0, float, 0.2, 60.0),
         live_push=_switch("LIVE_PUSH", get("LIVE_PUSH") or "on"),
         ai_timeout=_number("AI_TIMEOUT_SECONDS", get("AI_TIMEOUT_SECONDS") or 60.0, float, 1.0, 600.0),
+        ai_lease_seconds=_number("AI_LEASE_SECONDS", get("AI_LEASE_SECONDS") or 30.0, float, 1.0, 3600.0),
         admin_password=get("ADMIN_PASSWORD"),
     )

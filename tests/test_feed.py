@@ -158,3 +158,13 @@ def test_feed_stops_listening_when_closed(db):
     feed.close()
     chat.create_user(db, "Ann")
     assert subscription.closed and subscription.take() == []
+
+
+def test_a_lost_listener_connection_tells_everyone_to_reread(db):
+    channel = chat.create_channel(db, "c", reply_policy="off")
+    feed = feed_of(db)
+    subscription = feed.subscribe([channel])
+    before = feed.current(channel)
+    db.recent.invalidate_all()  # what a Postgres backend does when its LISTEN connection was lost
+    assert subscription.take() == [REREAD]
+    assert feed.current(channel) != before  # a page that re-reads by stamp sees that it must redraw
