@@ -47,12 +47,13 @@ export default function ({ data, parentElement, setTriggerValue }) {
       const want = JSON.stringify(live.latest);
       if (want === live.asked && Date.now() - live.askedAt < ASK_AGAIN_MS) return;  // one rerun in flight
       live.asked = want; live.askedAt = Date.now();
+      window.__channelChatReruns = (window.__channelChatReruns || 0) + 1;
       live.trigger("changed", want);
     };
     live.connect = () => {
       const scheme = location.protocol === "https:" ? "wss:" : "ws:";
       const socket = live.socket = new WebSocket(`${scheme}//${location.host}${live.path}`);
-      window.__channelChatSockets = (window.__channelChatSockets || 0) + 1;  // tests and the benchmark count them
+      window.__channelChatSockets = (window.__channelChatSockets || 0) + 1;  // tests and the benchmark count these
       socket.onmessage = (event) => {
         live.failures = 0;
         Object.assign(live.latest, JSON.parse(event.data));
