@@ -11,7 +11,7 @@ from typing import Any
 
 from core.db import Database, Transaction
 from core.errors import NotFound, ValidationError
-from core.recent import CACHE_DEPTH, Message
+from core.recent import CACHE_DEPTH, DIRECTORY, Message
 
 NAME_MAX = 80  # characters: fits a sidebar and a chat header
 CONTENT_MAX_BYTES = 1_000_000  # UTF-8 bytes: the original's (Convex) value size limit
@@ -394,6 +394,11 @@ def _ensure_channel(db: Database, channel_id: int) -> None:
 def channel_version(db: Database, channel_id: int) -> int:
     """A number that changes whenever a message of the channel is added or updated, in any process (no database read)."""
     return db.recent.version(check_id(channel_id, "Channel"))
+
+
+def directory_version(db: Database) -> int:
+    """A number that changes whenever a user or channel is created (the sidebar's lists)."""
+    return db.recent.version(DIRECTORY)
 
 
 def get_message(db: Database, message_id: Any) -> Message:

@@ -20,7 +20,8 @@ class Settings:
     openai_base_url: str | None = None
     openai_model: str = DEFAULT_MODEL
     ai_workers: int = 4
-    refresh_seconds: float = 1.0
+    refresh_seconds: float = 15.0  # the fallback check; pushed changes arrive at once
+    live_push: bool = True
     ai_timeout: float = 60.0
     ai_lease_seconds: float = 30.0
     admin_password: str | None = field(default=None, repr=False)
@@ -76,6 +77,13 @@ def _base_url(raw: str | None) -> str | None:
     return raw
 
 
+def _switch(name: str, raw: str) -> bool:
+    value = raw.lower()
+    if value not in ("on", "off", "true", "false", "1", "0", "yes", "no"):
+        raise ValidationError(f"{name} must be on or off, not {raw!r}.")
+    return value in ("on", "true", "1", "yes")
+
+
 def load_settings(overrides: Mapping[str, Any] | None = None) -> Settings:
     """Read settings from the environment; keys in ``overrides`` win."""
     source: dict[str, Any] = {k: v for k, v in os.environ.items()}
@@ -100,7 +108,8 @@ def load_settings(overrides: Mapping[str, Any] | None = None) -> Settings:
         openai_base_url=_base_url(get("OPENAI_BASE_URL")),
         openai_model=get("OPENAI_MODEL") or DEFAULT_MODEL,
         ai_workers=_number("AI_WORKERS", get("AI_WORKERS") or 4, int, 1, 64),
-        refresh_seconds=_number("REFRESH_SECONDS", get("REFRESH_SECONDS") or 1.0, float, 0.2, 60.0),
+        refresh_seconds=_number("REFRESH_SECONDS", get("REFRESH_SECONDS") or 15.0, float, 0.2, 60.0),
+        live_push=_switch("LIVE_PUSH", get("LIVE_PUSH") or "on"),
         ai_timeout=_number("AI_TIMEOUT_SECONDS", get("AI_TIMEOUT_SECONDS") or 60.0, float, 1.0, 600.0),
         ai_lease_seconds=_number("AI_LEASE_SECONDS", get("AI_LEASE_SECONDS") or 30.0, float, 1.0, 3600.0),
         admin_password=get("ADMIN_PASSWORD"),

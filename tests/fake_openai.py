@@ -376,6 +376,7 @@ class _Handler(BaseHTTPRequestHandler):
             if i > 0:
                 self._sleep(script.chunk_delay)
             event({"content": piece}, None)
+            self._fake._sent(piece)
         if script.cut_after is not None:
             self._cut()  # cut_after >= len(chunks): everything sent, but no finish / [DONE]
 
@@ -405,6 +406,7 @@ class FakeOpenAI:
     def __init__(self, default: Script | None = None):
         self.default: Script = default if default is not None else Script()
         self.requests: list[dict] = []
+        self.chunks_sent: list[tuple[float, str]] = []  # (time.time(), content) of each streamed piece, as written
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         self._queue: deque[list[Any]] = deque()  # [script, remaining uses]
@@ -475,6 +477,7 @@ class FakeOpenAI:
         with self._lock:
             self._queue.clear()
             self.requests.clear()
+            self.chunks_sent.clear()
 
     @property
     def pending(self) -> int:
@@ -498,6 +501,10 @@ class FakeOpenAI:
         with self._cond:
             self.requests.append(body)
             self._cond.notify_all()
+
+    def _sent(self, piece: str) -> None:
+        with self._lock:
+            self.chunks_sent.append((time.time(), piece))
 
     def _track(self, conn: socket.socket, *, add: bool) -> None:
         with self._lock:

@@ -3,6 +3,7 @@ import streamlit as st
 
 from core import chat, replies
 from core.errors import ChatError
+from views import live
 from views.common import (current_channel, current_user, escape_markdown, get_db, get_settings, guarded, local_time,
                           show_error)
 
@@ -15,6 +16,7 @@ db, settings = get_db(), get_settings()
 user, channel = current_user(db), current_channel(db)
 if channel is None:
     st.info("Create a channel in the sidebar to start chatting.")
+    live.follow_directory(db, settings)
     st.stop()
 
 
@@ -101,9 +103,10 @@ def draw(message: chat.Message) -> None:
 @st.fragment(run_every=settings.refresh_seconds)
 @guarded
 def live_messages(channel_id: int) -> None:
-    """Re-reads the channel only when its version changed; redraws every tick."""
+    """Re-reads the channel only when its version changed; a pushed change reruns it at once."""
     state = st.session_state
     shown = (channel_id, chat.channel_version(db, channel_id), state.get("pages", 1))
+    live.follow(db, settings, channel_id, shown[1])
     if state.get("shown") != shown:
         state["messages"] = chat.list_messages(db, channel_id, limit=PAGE * shown[2])
         state["shown"] = shown

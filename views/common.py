@@ -185,6 +185,7 @@ def _channel_from_link(channels: list[chat.Channel]) -> None:
 def draw_sidebar() -> None:
     """Who am I, which channel, and whether the AI is on: drawn once by app.py for every page."""
     db = get_db()
+    st.session_state["directory_shown"] = chat.directory_version(db)  # read first: a change after it is news
     users, channels = chat.list_users(db), chat.list_channels(db)
     _channel_from_link(channels)
     with st.sidebar:
