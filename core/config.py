@@ -21,6 +21,7 @@ class Settings:
     refresh_seconds: float = 1.0
     ai_timeout: float = 60.0
     admin_password: str | None = None
+    image_hosts: frozenset[str] = frozenset()  # hosts whose images messages may show; others are shown as links
 
     @property
     def ai_enabled(self) -> bool:
@@ -32,6 +33,12 @@ def _text(raw: Any) -> str | None:
         return None
     value = str(raw).strip()
     return value or None
+
+
+def _words(raw: str | None, lower: bool = False) -> list[str]:
+    """A comma- or space-separated list, e.g. 'a.example, b.example'."""
+    words = [word for word in (raw or "").replace(",", " ").split() if word]
+    return [word.lower() for word in words] if lower else words
 
 
 def _number(name: str, raw: Any, kind: type, low: float, high: float) -> Any:
@@ -71,4 +78,5 @@ def load_settings(overrides: Mapping[str, Any] | None = None) -> Settings:
         refresh_seconds=_number("REFRESH_SECONDS", get("REFRESH_SECONDS") or 1.0, float, 0.2, 60.0),
         ai_timeout=_number("AI_TIMEOUT_SECONDS", get("AI_TIMEOUT_SECONDS") or 60.0, float, 1.0, 600.0),
         admin_password=get("ADMIN_PASSWORD"),
+        image_hosts=frozenset(_words(get("IMAGE_HOSTS"), lower=True)),
     )

@@ -1,7 +1,7 @@
 """Chat: the channel's recent messages, live, and a box to write in."""
 import streamlit as st
 
-from core import chat, replies
+from core import chat, render, replies
 from core.errors import ChatError
 from views.common import current_channel, current_user, escape_markdown, get_db, get_settings, local_time, show_error
 
@@ -49,7 +49,8 @@ def draw(message: chat.Message) -> None:
         if message.status == "pending":
             st.caption("typing …")
         elif message.content:
-            st.markdown(message.content + (f" {TYPING}" if message.status == "streaming" else ""))
+            st.markdown(render.message_markdown(message.content, settings.image_hosts)
+                        + (f" {TYPING}" if message.status == "streaming" else ""))
         if message.status == "error":
             st.error(message.error or "The reply failed.", icon=":material/error:")
         if message.stopped:
