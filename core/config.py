@@ -21,6 +21,8 @@ class Settings:
     refresh_seconds: float = 1.0
     ai_timeout: float = 60.0
     admin_password: str | None = None
+    console_seconds: float = 5.0  # a console query's time cap, its process's start-up included
+    console_memory_mb: int = 256  # what a console query may use on top of its process's ~90 MB
     image_hosts: frozenset[str] = frozenset()  # hosts whose images messages may show; others are shown as links
 
     @property
@@ -78,5 +80,7 @@ def load_settings(overrides: Mapping[str, Any] | None = None) -> Settings:
         refresh_seconds=_number("REFRESH_SECONDS", get("REFRESH_SECONDS") or 1.0, float, 0.2, 60.0),
         ai_timeout=_number("AI_TIMEOUT_SECONDS", get("AI_TIMEOUT_SECONDS") or 60.0, float, 1.0, 600.0),
         admin_password=get("ADMIN_PASSWORD"),
+        console_seconds=_number("CONSOLE_TIMEOUT_SECONDS", get("CONSOLE_TIMEOUT_SECONDS") or 5.0, float, 1.0, 120.0),
+        console_memory_mb=_number("CONSOLE_MEMORY_MB", get("CONSOLE_MEMORY_MB") or 256, int, 32, 8192),
         image_hosts=frozenset(_words(get("IMAGE_HOSTS"), lower=True)),
     )

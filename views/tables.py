@@ -5,6 +5,7 @@ import streamlit as st
 from streamlit_autorefresh import st_autorefresh
 
 from core import chat, tables
+from core.console import SNAPSHOT_MAX_AGE
 from core.errors import ChatError
 from views.common import get_db, get_settings, show_error
 
@@ -145,14 +146,16 @@ def console() -> None:
     if not unlocked:
         st.info("🔒 Enter the admin password above to use the SQL console.")
         return
-    st.caption(f"One read-only SELECT over the app's tables; at most {tables.CONSOLE_MAX_ROWS:,} rows "
-               f"and {tables.CONSOLE_TIMEOUT_S:g} s. Files, settings and writes are refused.")
+    st.caption(f"One read-only SELECT over a copy of the app's tables (refreshed every {SNAPSHOT_MAX_AGE:g} s), "
+               f"run in its own process: at most {tables.CONSOLE_MAX_ROWS:,} rows, {settings.console_seconds:g} s and "
+               f"{settings.console_memory_mb:,} MB. Files, settings and writes are refused.")
     with st.form("sql_console"):
         sql = st.text_area("SQL", value=tables.CONSOLE_EXAMPLE, height=140, key="console_sql")
         run = st.form_submit_button("Run")
     if run:
         try:
-            st.session_state["console_result"] = tables.run_readonly_sql(db, sql)
+            st.session_state["console_result"] = tables.run_readonly_sql(
+                db, sql, timeout_s=settings.console_seconds, memory_mb=settings.console_memory_mb)
         except ChatError as error:
             st.session_state.pop("console_result", None)
             show_error(error)
@@ -162,7 +165,8 @@ def console() -> None:
         note = f"{len(result):,} rows"
         if result.attrs.get("truncated"):
             note = f"Showing the first {len(result):,} rows; the query returned more."
-        st.caption(note)
+        st.caption(f"{note} · data as of {result.attrs['as_of']} UTC · {result.attrs['seconds']:.1f} s · "
+                   f"peak {result.attrs['peak_mb']:,.0f} MB")
 
 
 live, every, _ = st.columns([1, 1, 4])
