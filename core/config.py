@@ -5,6 +5,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from core.db import is_postgres_url
 from core.errors import ValidationError
 
 DEFAULT_DB = "data/chat.duckdb"
@@ -20,6 +21,7 @@ class Settings:
     ai_workers: int = 4
     refresh_seconds: float = 1.0
     ai_timeout: float = 60.0
+    ai_lease_seconds: float = 30.0
     admin_password: str | None = None
     console_seconds: float = 5.0  # a console query's time cap, its process's start-up included
     console_memory_mb: int = 256  # what a console query may use on top of its process's ~90 MB
@@ -53,6 +55,14 @@ def _number(name: str, raw: Any, kind: type, low: float, high: float) -> Any:
     return value
 
 
+def _connection_url(overrides: Mapping[str, Any] | None) -> str | None:
+    """``url`` of a ``[connections.chat]`` secrets section (Streamlit's convention for connections), if any."""
+    try:
+        return _text(overrides["connections"]["chat"]["url"]) if overrides else None
+    except (KeyError, TypeError):
+        return None
+
+
 def load_settings(overrides: Mapping[str, Any] | None = None) -> Settings:
     """Read settings from the environment; keys in ``overrides`` win."""
     source: dict[str, Any] = {k: v for k, v in os.environ.items()}
@@ -63,8 +73,8 @@ def load_settings(overrides: Mapping[str, Any] | None = None) -> Settings:
     def get(name: str) -> Any:
         return _text(source.get(name))
 
-    db_path = get("CHAT_DB") or DEFAULT_DB
-    if db_path != ":memory:":
+    db_path = get("CHAT_DB") or _connection_url(overrides) or DEFAULT_DB
+    if db_path != ":memory:" and not is_postgres_url(db_path):
         folder = os.path.dirname(os.path.abspath(db_path))
         try:
             os.makedirs(folder, exist_ok=True)
@@ -79,6 +89,7 @@ def load_settings(overrides: Mapping[str, Any] | None = None) -> Settings:
         ai_workers=_number("AI_WORKERS", get("AI_WORKERS") or 4, int, 1, 64),
         refresh_seconds=_number("REFRESH_SECONDS", get("REFRESH_SECONDS") or 1.0, float, 0.2, 60.0),
         ai_timeout=_number("AI_TIMEOUT_SECONDS", get("AI_TIMEOUT_SECONDS") or 60.0, float, 1.0, 600.0),
+        ai_lease_seconds=_number("AI_LEASE_SECONDS", get("AI_LEASE_SECONDS") or 30.0, float, 1.0, 3600.0),
         admin_password=get("ADMIN_PASSWORD"),
         console_seconds=_number("CONSOLE_TIMEOUT_SECONDS", get("CONSOLE_TIMEOUT_SECONDS") or 5.0, float, 1.0, 120.0),
         console_memory_mb=_number("CONSOLE_MEMORY_MB", get("CONSOLE_MEMORY_MB") or 256, int, 32, 8192),

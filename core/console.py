@@ -138,7 +138,8 @@ def duckdb_source(db, max_age: float = SNAPSHOT_MAX_AGE) -> Iterator[tuple[dict[
 
 
 def run(source: dict[str, Any], sql: str, *, max_rows: int, timeout_s: float, memory_mb: int) -> Answer:
-    """Run one checked SELECT in a child process over ``source`` ({"duckdb": path} or {"postgres": url})."""
+    """Run one checked SELECT in a child process over ``source`` (``Database.console_source``: a DuckDB snapshot
+    file, or a Postgres DSN to attach read-only)."""
     job = {"source": source, "sql": sql, "max_rows": max_rows, "memory_mb": memory_mb,
            "deadline_s": timeout_s, "threads": CHILD_THREADS, "temp_mb": TEMP_MAX_MB}
     env = {k: v for k, v in os.environ.items() if k in CHILD_ENV_KEEP}
@@ -241,11 +242,16 @@ def _open(duckdb, job: dict):
         connection = duckdb.connect(source["duckdb"], read_only=True, config=config)
         connection.execute("SET enable_external_access = false")  # after temp_directory, which it would refuse
         return connection
+    config.update(extension_directory=source["extension_directory"], autoinstall_known_extensions=False,
+                  autoload_known_extensions=False)
     connection = duckdb.connect(":memory:", config=config)
-    connection.execute("LOAD postgres")
-    connection.execute("ATTACH ? AS app (TYPE postgres, READ_ONLY)", [source["postgres"]])
-    connection.execute("USE app")
-    connection.execute("SET enable_external_access = false")
+    connection.execute("LOAD postgres_scanner")
+    # The server ends the query at the cap as well (a killed child's scan would otherwise run on).
+    dsn = f"{source['postgres']} options='{source['options']} -c statement_timeout={int(job['deadline_s'] * 1000)}'"
+    catalog = source["schema"].partition(".")[0]
+    connection.execute(f"ATTACH '{dsn.replace(chr(39), chr(39) * 2)}' AS {catalog} (TYPE postgres, READ_ONLY)")
+    connection.execute(f"USE {source['schema']}")
+    connection.execute("SET enable_external_access = false")  # attached: from here on no files, no other servers
     return connection
 
 
@@ -263,7 +269,7 @@ def child_main() -> None:
         return
     limit = (_vm_kb("VmSize") + job["memory_mb"] * 1024) * 1024
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    cursor = connection.cursor()
+    cursor = connection  # not a .cursor(): that is a new DuckDB connection, without the USE above
     # The cap counts from the app's spawn, start-up included; the app kills us EXIT_GRACE later anyway.
     timer = threading.Timer(max(0.0, job["started"] + job["deadline_s"] - time.monotonic()), cursor.interrupt)
     timer.start()

@@ -89,7 +89,8 @@ def test_chat_stores_and_answers_while_a_console_query_runs(db, fake_openai):
     assert answered < outcome["stopped"][0] and outcome["stopped"][1] == "time"  # answered while the query ran
 
 
-def test_console_reads_a_snapshot_that_follows_the_database(db):
+def test_console_reads_a_snapshot_that_follows_the_database(duck_db):
+    db = duck_db
     ann, general = chat.create_user(db, "Ann"), chat.create_channel(db, "general", reply_policy="off")
     chat.send_message(db, general, ann, "first")
     with console.duckdb_source(db, max_age=0) as (source, _):
@@ -103,7 +104,8 @@ def test_console_reads_a_snapshot_that_follows_the_database(db):
     assert counts == [1, 2]
 
 
-def test_retired_snapshots_are_deleted(db):
+def test_retired_snapshots_are_deleted(duck_db):
+    db = duck_db
     for _ in range(3):
         with console.duckdb_source(db, max_age=0):
             pass
