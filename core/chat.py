@@ -11,6 +11,7 @@ from typing import Any
 
 from core.db import Database, Transaction
 from core.errors import NotFound, ValidationError
+from core.limits import Limits, check_send
 from core.recent import CACHE_DEPTH, Message
 
 NAME_MAX = 80  # characters: fits a sidebar and a chat header
@@ -85,6 +86,11 @@ def clean_name(name: Any, what: str = "Name") -> str:
     return name
 
 
+def name_key(name: str) -> str:
+    """The form in which names are unique (they ignore case)."""
+    return name.casefold()
+
+
 def check_content(content: Any) -> str:
     """Check a message body; it is stored exactly as given."""
     if not isinstance(content, str):
@@ -111,7 +117,7 @@ def check_id(value: Any, what: str) -> int:
 # users and channels ----------------------------------------------------------
 def _insert_named(db: Database, table: str, what: str, name: Any, extra: dict[str, Any] | None = None) -> int:
     name = clean_name(name, f"{what} name")
-    key = name.casefold()
+    key = name_key(name)
     columns = {"name": name, "name_key": key, "created_at": db.clock(), **(extra or {})}
 
     def work(tx: Transaction) -> int:
@@ -224,8 +230,11 @@ def wants_reply(policy: str, content: str) -> bool:
     return policy == "every" or (policy == "mention" and MENTION.search(content) is not None)
 
 
-def send_message(db: Database, channel_id: Any, author_id: Any, content: Any) -> int:
-    """Store a user's message and, in the same transaction, schedule the AI reply; return the message id."""
+def send_message(db: Database, channel_id: Any, author_id: Any, content: Any, limits: Limits | None = None) -> int:
+    """Store a user's message and, in the same transaction, schedule the AI reply; return the message id.
+
+    With ``limits`` (core.limits), a send over a person's rate limit raises RateLimited and stores nothing.
+    """
     channel_id = check_id(channel_id, "Channel")
     author_id = check_id(author_id, "User")
     content = check_content(content)
@@ -238,6 +247,8 @@ def send_message(db: Database, channel_id: Any, author_id: Any, content: Any) ->
         if author is None:
             raise NotFound(f"User {author_id} not found.")
         now = db.clock()
+        if limits is not None:
+            check_send(db, tx, limits, author_id, wants_reply(channel[0] or "every", content), now)
         (message_id,) = tx.one(
             "INSERT INTO messages (channel_id, author_id, content, status, created_at, updated_at) "
             "VALUES (?, ?, ?, 'complete', ?, ?) RETURNING id",

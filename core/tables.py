@@ -20,6 +20,7 @@ import pyarrow as pa
 from core import console
 from core.db import Database
 from core.errors import NotFound, ValidationError
+from core.limits import TOKENS_USED
 
 PAGE_SIZES = (25, 50, 100, 250)  # rows per page: a page is one LIMIT/OFFSET query, never the whole table
 DEFAULT_PAGE_SIZE = 50
@@ -480,6 +481,29 @@ def tokens_per_day(db: Database, since: datetime | None = None) -> pd.DataFrame:
             params,
         ).df()
     return frame.set_index("day")
+
+
+def usage_by_person(db: Database, since: datetime | None = None) -> pd.DataFrame:
+    """Per person: messages sent, AI replies their messages asked for, and those replies' tokens, most tokens first.
+
+    Tokens are the model's reported usage, or the estimate core.limits counts against the daily budget.
+    """
+    sent_since, sent_params = _since_clause(since, "created_at")
+    reply_since, reply_params = _since_clause(since, "m.created_at")
+    with db.analytics() as cur:
+        frame = cur.execute(
+            f"WITH sent AS (SELECT author_id, count(*) AS messages, max(created_at) AS last_message FROM messages "
+            f"WHERE author_id IS NOT NULL{sent_since} GROUP BY author_id), "
+            "asked AS (SELECT DISTINCT j.reply_id, t.author_id FROM ai_jobs j JOIN messages t ON t.id = j.trigger_id), "
+            f"spent AS (SELECT a.author_id, count(*) AS ai_replies, {TOKENS_USED} AS tokens FROM asked a "
+            f"JOIN messages m ON m.id = a.reply_id WHERE true{reply_since} GROUP BY a.author_id) "
+            'SELECT u.name AS person, coalesce(s.messages, 0) AS messages, coalesce(p.ai_replies, 0) AS "AI replies", '
+            'coalesce(p.tokens, 0) AS "AI tokens", s.last_message AS "last message" '
+            "FROM users u LEFT JOIN sent s ON s.author_id = u.id LEFT JOIN spent p ON p.author_id = u.id "
+            'WHERE s.author_id IS NOT NULL OR p.author_id IS NOT NULL ORDER BY "AI tokens" DESC, messages DESC, person',
+            [*sent_params, *reply_params],
+        ).df()
+    return frame
 
 
 # admin gate ------------------------------------------------------------------

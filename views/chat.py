@@ -19,7 +19,7 @@ if user is None:
     st.info("Create a user in the sidebar to write in this channel.")
 elif prompt := st.chat_input(f"Message #{channel.name} as {user.name}", key=f"draft_{channel.id}"):
     try:
-        chat.send_message(db, channel.id, user.id, prompt)
+        chat.send_message(db, channel.id, user.id, prompt, limits=settings.limits)
     except ChatError as error:
         show_error(error)
 

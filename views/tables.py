@@ -4,7 +4,7 @@ from functools import partial
 import streamlit as st
 from streamlit_autorefresh import st_autorefresh
 
-from core import chat, tables
+from core import chat, limits, tables
 from core.console import SNAPSHOT_MAX_AGE
 from core.errors import ChatError
 from views.common import get_db, get_settings, show_error
@@ -138,6 +138,15 @@ def overview() -> None:
             st.caption(empty)
         else:
             chart(frame)
+    st.subheader("Usage per person")
+    limit = settings.ai_tokens_per_day
+    st.caption(f"AI tokens today (UTC): {limits.tokens_today(db):,}" + (f" of {limit:,}" if limit else " (no daily budget)"))
+    usage = tables.usage_by_person(db, since)
+    if usage.empty:
+        st.caption("Nobody has written yet.")
+    else:
+        st.dataframe(usage, hide_index=True, column_config={
+            "last message": st.column_config.DatetimeColumn("last message", format="YYYY-MM-DD HH:mm", help="UTC")})
     st.subheader("Tables")
     st.dataframe([info._asdict() for info in tables.list_tables(db)], hide_index=True)
 
