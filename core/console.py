@@ -244,6 +244,8 @@ def _open(duckdb, job: dict):
         return connection
     config.update(extension_directory=source["extension_directory"], autoinstall_known_extensions=False,
                   autoload_known_extensions=False)
+    if source.get("password"):
+        os.environ["PGPASSWORD"] = source["password"]  # libpq reads it; the DSN a query can see carries none
     connection = duckdb.connect(":memory:", config=config)
     connection.execute("LOAD postgres_scanner")
     # The server ends the query at the cap as well (a killed child's scan would otherwise run on).

@@ -36,6 +36,7 @@ CONSOLE_EXAMPLE = (
 SQL_MAX_CHARS = 20_000  # a console query longer than this is a paste accident
 AI_AUTHOR = 0  # ids start at 1, so author 0 selects the AI's messages (author_id IS NULL)
 MESSAGES = "messages"
+PRIVATE_TABLES = frozenset({"identities"})  # people's e-mail addresses and account ids: admins only
 BUCKETS = ("hour", "day")
 TIME_RANGES: dict[str, timedelta | None] = {
     "All time": None,

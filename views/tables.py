@@ -7,7 +7,7 @@ from streamlit_autorefresh import st_autorefresh
 from core import chat, limits, tables
 from core.console import SNAPSHOT_MAX_AGE
 from core.errors import ChatError
-from views.common import get_db, get_settings, show_error
+from views.common import get_db, get_settings, is_admin, show_error
 
 LIVE_SECONDS = (2, 5, 10, 30)  # refresh choices: a rerun over a million messages takes well under a second
 VIEWS = ("Browse", "Overview", "SQL console")
@@ -17,7 +17,12 @@ st.title("Tables")
 
 
 def admin_unlocked() -> bool:
-    """The console and exports need ADMIN_PASSWORD when it is set; the page says when they are open."""
+    """Login mode: the console and exports are for admins (ADMIN_EMAILS). Open mode: ADMIN_PASSWORD when set."""
+    if settings.login:
+        if is_admin():
+            return True
+        st.caption(":material/lock: The SQL console, exports and the identities table are for admins (ADMIN_EMAILS).")
+        return False
     if not settings.admin_password:
         st.caption(":material/lock_open: No ADMIN_PASSWORD is set: the SQL console and exports are open to anyone who can open this page.")
         return True
@@ -72,8 +77,10 @@ def filter_widgets(table: str) -> tables.Filters:
 
 
 def browse() -> None:
-    counts = dict(tables.list_tables(db))
+    counts = {name: rows for name, rows in tables.list_tables(db) if unlocked or name not in tables.PRIVATE_TABLES}
     names = list(counts)
+    if st.session_state.get("tables_table") not in names:
+        st.session_state.pop("tables_table", None)
     table = st.selectbox("Table", names, index=names.index(tables.MESSAGES) if tables.MESSAGES in names else 0,
                          format_func=lambda n: f"{n} · {counts[n]:,} rows", key="tables_table")
     filters = filter_widgets(table)
@@ -184,7 +191,10 @@ if live.toggle("Live", key="tables_live", help="Rerun the whole page every few s
                               label_visibility="collapsed", key="tables_live_seconds")
     st_autorefresh(interval=seconds * 1000, key="tables_refresh")
 unlocked = admin_unlocked()
-view = st.radio("View", VIEWS, horizontal=True, label_visibility="collapsed", key="tables_view")
+views = VIEWS if unlocked or not settings.login else VIEWS[:2]  # in login mode the console is not even offered
+if st.session_state.get("tables_view") not in views:
+    st.session_state["tables_view"] = views[0]
+view = st.radio("View", views, horizontal=True, label_visibility="collapsed", key="tables_view")
 try:
     {"Browse": browse, "Overview": overview, "SQL console": console}[view]()
 except ChatError as error:
