@@ -21,7 +21,7 @@ NOT_PROVIDERS = ("client_kwargs",)  # tables inside [auth] that configure a prov
 
 @dataclass(frozen=True)
 class Settings:
-    db_path: str = DEFAULT_DB
+    db_path: str = field(default=DEFAULT_DB, repr=False)  # a Postgres URL may carry a password
     openai_api_key: str | None = field(default=None, repr=False)  # never in a log line or a page
     openai_base_url: str | None = None
     openai_model: str = DEFAULT_MODEL
