@@ -35,6 +35,7 @@ from core.chat import Job, get_channel, load_context, system_prompt
 from core.config import Settings
 from core.db import Database
 from core.errors import ChatError
+from core.limits import budget_spent
 from core.replies import (
     claim_next_job,
     renew_leases,
@@ -260,6 +261,8 @@ class Responder:
         try:
             if self.client is None:
                 fail_reply(self.db, job, NO_KEY_REPLY)
+            elif spent := budget_spent(self.db, self.settings.limits):  # today's AI token budget is used up
+                fail_reply(self.db, job, spent)
             else:
                 self._answer(run, job)
         except _Abandoned:

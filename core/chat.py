@@ -11,6 +11,7 @@ from typing import Any
 
 from core.db import Database, Transaction
 from core.errors import NotFound, ValidationError
+from core.limits import Limits, check_send
 from core.recent import CACHE_DEPTH, DIRECTORY, Message
 
 NAME_MAX = 80  # characters: fits a sidebar and a chat header
@@ -130,6 +131,11 @@ def clean_name(name: Any, what: str = "Name") -> str:
     if any(unicodedata.category(ch) == "Cc" or ch in "\u2028\u2029" for ch in name):
         raise ValidationError(f"{what} cannot contain control characters such as line breaks or tabs.")
     return name
+
+
+def name_key(name: str) -> str:
+    """The form in which names are unique (they ignore case)."""
+    return name.casefold()
 
 
 def check_content(content: Any) -> str:
@@ -276,8 +282,11 @@ def wants_reply(policy: str, content: str) -> bool:
     return policy == "every" or (policy == "mention" and MENTION.search(content) is not None)
 
 
-def send_message(db: Database, channel_id: Any, author_id: Any, content: Any) -> int:
-    """Store a user's message and, in the same transaction, schedule the AI reply; return the message id."""
+def send_message(db: Database, channel_id: Any, author_id: Any, content: Any, limits: Limits | None = None) -> int:
+    """Store a user's message and, in the same transaction, schedule the AI reply; return the message id.
+
+    With ``limits`` (core.limits), a send over a person's rate limit raises RateLimited and stores nothing.
+    """
     channel_id = check_id(channel_id, "Channel")
     author_id = check_id(author_id, "User")
     content = check_content(content)
@@ -290,6 +299,8 @@ def send_message(db: Database, channel_id: Any, author_id: Any, content: Any) ->
         if author is None:
             raise NotFound(f"User {author_id} not found.")
         now = db.clock()
+        if limits is not None:
+            check_send(db, tx, limits, author_id, wants_reply(channel[0] or "every", content), now)
         (message_id,) = tx.one(
             "INSERT INTO messages (channel_id, author_id, content, status, created_at, updated_at) "
             "VALUES (?, ?, ?, 'complete', ?, ?) RETURNING id",

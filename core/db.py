@@ -174,6 +174,12 @@ class Database:
         raise NotImplementedError
         yield  # pragma: no cover
 
+    @contextmanager
+    def console_source(self) -> Iterator[tuple[dict[str, Any], datetime]]:
+        """What a SQL console child process opens (``core.console``), and the time its data is from."""
+        raise NotImplementedError
+        yield  # pragma: no cover
+
     # writes --------------------------------------------------------------
     def write(self, work: Callable[[Transaction], T]) -> T:
         raise NotImplementedError
@@ -291,6 +297,14 @@ class DuckDatabase(Database):
             said, advice = _fault("no space left on device")
             raise StorageError(f"The database {self.path!r} could not be written: {said} (less than "
                                f"{DISK_RESERVE // 2**20} MB free). Nothing was saved. {advice}")
+
+    @contextmanager
+    def console_source(self) -> Iterator[tuple[dict[str, Any], datetime]]:
+        # The child cannot open this file (this process holds DuckDB's lock on it): it gets a snapshot.
+        from core.console import duckdb_source
+
+        with duckdb_source(self) as source:
+            yield source
 
     def write(self, work: Callable[[Transaction], T]) -> T:
         """Run ``work`` in one transaction, retrying DuckDB's write conflicts; then run its on-commit actions."""

@@ -159,6 +159,20 @@ def m004_job_leases(m: Migrator) -> None:
     m.create_index("ai_jobs_reply", "ai_jobs", "reply_id")  # retry and stop find a reply's jobs
 
 
+def m005_identities_and_limits(m: Migrator) -> None:
+    """Users bound to an OIDC issuer + subject (login mode), and what the rate limits read."""
+    m.execute(
+        """CREATE TABLE identities (
+            issuer VARCHAR NOT NULL,      -- the ID token's iss: subjects are unique only within one provider
+            subject VARCHAR NOT NULL,     -- the ID token's sub: stable for a person, unlike a name or an email
+            user_id BIGINT NOT NULL UNIQUE,
+            email VARCHAR,                -- as the provider last gave it (roles read it)
+            created_at TIMESTAMP NOT NULL,
+            PRIMARY KEY (issuer, subject))"""
+    )
+    m.create_index("messages_author_created", "messages", "author_id, created_at")  # a person's recent sends; AI tokens today
+    m.create_index("ai_jobs_created", "ai_jobs", "created_at")  # AI replies in the last hour
+
 def m007_name_keys(m: Migrator) -> None:
     """Names compare in a normalised form (``core.chat.name_key``: NFKC, case folded, invisible marks dropped).
 
@@ -195,6 +209,7 @@ MIGRATIONS: list[tuple[str, Migration]] = [
     ("002_ai_replies", m002_ai_replies),
     ("003_channel_settings", m003_channel_settings),
     ("004_job_leases", m004_job_leases),
+    ("005_identities_and_limits", m005_identities_and_limits),
     ("007_name_keys", m007_name_keys),
 ]
 

@@ -217,6 +217,16 @@ class PostgresDatabase(Database):
         finally:
             cur.close()
 
+    @contextmanager
+    def console_source(self) -> Iterator[tuple[dict[str, Any], datetime]]:
+        # The child attaches the database itself, read-only, live; Postgres stops the query at the cap too.
+        # The password travels apart from the DSN: DuckDB shows an attached database's DSN in duckdb_databases().
+        parts = conninfo_to_dict(self.path)
+        password = parts.pop("password", None)
+        yield {"postgres": make_conninfo(**parts, connect_timeout=CONNECT_TIMEOUT_S), "password": password,
+               "options": READ_ONLY_OPTIONS, "extension_directory": extension_directory(),
+               "schema": f"{ATTACHED}.public"}, self.clock()
+
     # writes --------------------------------------------------------------
     def write(self, work: Callable[[Transaction], T]) -> T:
         """Run ``work`` in one transaction, retrying serialization failures, deadlocks and unique clashes.

@@ -60,6 +60,13 @@ SCHEMA = {
         ("lease_until", "TIMESTAMP", True),
         ("owner", "VARCHAR", True),
     ],
+    "identities": [
+        ("issuer", "VARCHAR", False),
+        ("subject", "VARCHAR", False),
+        ("user_id", "BIGINT", False),
+        ("email", "VARCHAR", True),
+        ("created_at", "TIMESTAMP", False),
+    ],
 }
 
 
@@ -91,12 +98,14 @@ def test_migrate_blank_creates_whole_schema(tmp_path):
         "SELECT table_name, constraint_column_names FROM duckdb_constraints() WHERE constraint_type = 'PRIMARY KEY'"
     ).fetchall()
     assert sorted((t, tuple(c)) for t, c in primary) == sorted(
-        [("migrations", ("name",)), ("users", ("id",)), ("channels", ("id",)), ("messages", ("id",)), ("ai_jobs", ("id",))]
+        [("migrations", ("name",)), ("users", ("id",)), ("channels", ("id",)), ("messages", ("id",)), ("ai_jobs", ("id",)),
+         ("identities", ("issuer", "subject"))]
     )
     unique = con.execute(
         "SELECT table_name, constraint_column_names FROM duckdb_constraints() WHERE constraint_type = 'UNIQUE'"
     ).fetchall()
-    assert sorted((t, tuple(c)) for t, c in unique) == [("channels", ("name_key",)), ("users", ("name_key",))]
+    assert sorted((t, tuple(c)) for t, c in unique) == [
+        ("channels", ("name_key",)), ("identities", ("user_id",)), ("users", ("name_key",))]
     sequences = {row[0] for row in con.execute("SELECT sequence_name FROM duckdb_sequences()").fetchall()}
     assert sequences == {"users_id_seq", "channels_id_seq", "messages_id_seq", "ai_jobs_id_seq"}
 

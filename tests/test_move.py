@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from core import chat, replies
+from core import accounts, chat, replies
 from core.db import connect
 from core.errors import ValidationError
 from core.move import move
 
 ROOT = Path(__file__).resolve().parent.parent
+ORDER = {"identities": "user_id"}  # tables without an id column
 
 
 def seeded_file(path: str, messages: int) -> dict:
@@ -25,7 +26,9 @@ def seeded_file(path: str, messages: int) -> dict:
         job = replies.claim_next_job(db)
         replies.stream_reply(db, job.reply_id, "half an answer", job_id=job.id)
         replies.fail_reply(db, job, "The AI service had an error (HTTP 500). Try again.", "half an answer")
-        return {table: db.rows(f"SELECT * FROM {table} ORDER BY id") for table in ("users", "channels", "messages", "ai_jobs")}
+        accounts.user_for(db, accounts.Identity("https://issuer.example", "dee", "dee@example.com", True, "Dee"))
+        return {table: db.rows(f"SELECT * FROM {table} ORDER BY {ORDER.get(table, 'id')}")
+                for table in ("users", "channels", "messages", "ai_jobs", "identities")}
     finally:
         db.close()
 
@@ -39,7 +42,7 @@ def test_move_copies_every_row_and_new_rows_get_fresh_ids(tmp_path, pg_server):
     db = connect(target)
     try:
         for table, rows in before.items():
-            assert db.rows(f"SELECT * FROM {table} ORDER BY id") == rows, table
+            assert db.rows(f"SELECT * FROM {table} ORDER BY {ORDER.get(table, 'id')}") == rows, table
         general = before["channels"][0][0]
         newest = max(row[0] for row in before["messages"])
         new_id = chat.send_message(db, general, before["users"][0][0], "first message on Postgres")

@@ -1,7 +1,7 @@
 """Chat: the channel's recent messages, live, and a box to write in."""
 import streamlit as st
 
-from core import chat, replies
+from core import chat, render, replies
 from core.errors import ChatError
 from views import live
 from views.common import (current_channel, current_user, escape_markdown, get_db, get_settings, guarded, local_time,
@@ -36,7 +36,7 @@ def send(channel_id: int, user_id: int, key: str) -> None:
 def store(channel_id: int, user_id: int, prompt: str) -> bool:
     """Send; or keep a notice that says the message was not sent and why, and return False."""
     try:
-        chat.send_message(get_db(), channel_id, user_id, prompt)
+        chat.send_message(get_db(), channel_id, user_id, prompt, limits=get_settings().limits)
     except ChatError as error:
         st.session_state[NOT_SENT] = f"Your message was not sent: {error}"
         return False
@@ -86,7 +86,8 @@ def draw(message: chat.Message) -> None:
         if message.status == "pending":
             st.caption("typing …")
         elif message.content:
-            st.markdown(message.content + (f" {TYPING}" if message.status == "streaming" else ""))
+            st.markdown(render.message_markdown(message.content, settings.image_hosts)
+                        + (f" {TYPING}" if message.status == "streaming" else ""))
         if message.status == "error":
             st.error(message.error or "The reply failed.", icon=":material/error:")
         if message.stopped:
