@@ -133,11 +133,6 @@ def clean_name(name: Any, what: str = "Name") -> str:
     return name
 
 
-def name_key(name: str) -> str:
-    """The form in which names are unique (they ignore case)."""
-    return name.casefold()
-
-
 def check_content(content: Any) -> str:
     """Check a message body; it is stored exactly as given."""
     if not isinstance(content, str):

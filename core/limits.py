@@ -79,7 +79,7 @@ def check_send(db: Database, tx: Transaction, limits: Limits, author_id: int, wa
         if len(times) >= limits.messages_per_minute:
             retry_at = times[-1] + MINUTE
             raise RateLimited(
-                f"Not sent: you have sent {limits.messages_per_minute} messages in the last minute, the limit. "
+                f"You have sent {limits.messages_per_minute} messages in the last minute, the limit. "
                 f"You can send again in {wait_words((retry_at - now).total_seconds())}.",
                 retry_at,
             )
@@ -92,7 +92,7 @@ def check_send(db: Database, tx: Transaction, limits: Limits, author_id: int, wa
         if len(times) >= limits.ai_replies_per_hour:
             retry_at = times[-1] + HOUR
             raise RateLimited(
-                f"Not sent: your messages got {limits.ai_replies_per_hour} AI replies in the last hour, the limit. "
+                f"Your messages got {limits.ai_replies_per_hour} AI replies in the last hour, the limit. "
                 f"You can send again in {wait_words((retry_at - now).total_seconds())}, or now in a channel "
                 "where the AI does not answer this message.",
                 retry_at,

@@ -56,7 +56,7 @@ def test_the_limit_th_message_passes_and_the_next_is_refused_storing_nothing(cdb
     clock.now = START + timedelta(seconds=25)
     with pytest.raises(RateLimited) as refused:
         chat.send_message(cdb, quiet, ann, "one too many", limits=rules)
-    assert str(refused.value) == ("Not sent: you have sent 3 messages in the last minute, the limit. "
+    assert str(refused.value) == ("You have sent 3 messages in the last minute, the limit. "
                                   "You can send again in 35 s.")
     assert refused.value.retry_at == START + timedelta(minutes=1)
     assert _counts(cdb) == before and "one too many" not in [m.content for m in chat.list_messages(cdb, quiet)]
@@ -85,7 +85,7 @@ def test_ai_replies_per_hour_refuse_only_sends_that_ask_for_a_reply(cdb, clock):
     chat.send_message(cdb, mention, ann, "@ai two", limits=rules)
     clock.now = START + timedelta(minutes=20)
     before = _counts(cdb)
-    with pytest.raises(RateLimited, match=r"^Not sent: your messages got 2 AI replies in the last hour, the limit\. "
+    with pytest.raises(RateLimited, match=r"^Your messages got 2 AI replies in the last hour, the limit\. "
                                           r"You can send again in 40 min, or now in a channel where"):
         chat.send_message(cdb, every, ann, "three", limits=rules)
     assert _counts(cdb) == before
@@ -201,12 +201,12 @@ def test_the_chat_page_says_why_and_when_and_stores_nothing_also_after_a_restart
         at.chat_input[0].set_value(text).run()
         assert not at.error
     at.chat_input[0].set_value("three").run()
-    assert at.error[0].value.startswith("Not sent: you have sent 2 messages in the last minute, the limit. "
+    assert at.error[0].value.startswith("Your message was not sent. You have sent 2 messages in the last minute, the limit. "
                                         "You can send again in ")
     assert not at.exception
     st.cache_resource.clear()  # the app restarts: a new database object, no memory of the sends
     at.chat_input[0].set_value("four").run()
-    assert at.error[0].value.startswith("Not sent: you have sent 2 messages")
+    assert at.error[0].value.startswith("Your message was not sent. You have sent 2 messages")
     from views.common import _database
     import os
 

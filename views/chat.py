@@ -38,7 +38,7 @@ def store(channel_id: int, user_id: int, prompt: str) -> bool:
     try:
         chat.send_message(get_db(), channel_id, user_id, prompt, limits=get_settings().limits)
     except ChatError as error:
-        st.session_state[NOT_SENT] = f"Your message was not sent: {error}"
+        st.session_state[NOT_SENT] = f"Your message was not sent. {error}"
         return False
     return True
 
