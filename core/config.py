@@ -9,6 +9,7 @@ from core.errors import ValidationError
 
 DEFAULT_DB = "data/chat.duckdb"
 DEFAULT_MODEL = "gpt-4o"  # the original's model
+DEFAULT_EMBEDDING_MODEL = "text-embedding-3-small"  # OpenAI's cheapest; "wordllama" keeps embeddings local
 
 
 @dataclass(frozen=True)
@@ -21,6 +22,7 @@ class Settings:
     refresh_seconds: float = 1.0
     ai_timeout: float = 60.0
     admin_password: str | None = None
+    embedding_model: str = DEFAULT_EMBEDDING_MODEL
 
     @property
     def ai_enabled(self) -> bool:
@@ -71,4 +73,5 @@ def load_settings(overrides: Mapping[str, Any] | None = None) -> Settings:
         refresh_seconds=_number("REFRESH_SECONDS", get("REFRESH_SECONDS") or 1.0, float, 0.2, 60.0),
         ai_timeout=_number("AI_TIMEOUT_SECONDS", get("AI_TIMEOUT_SECONDS") or 60.0, float, 1.0, 600.0),
         admin_password=get("ADMIN_PASSWORD"),
+        embedding_model=get("EMBEDDING_MODEL") or DEFAULT_EMBEDDING_MODEL,
     )

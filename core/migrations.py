@@ -6,6 +6,7 @@ from typing import Callable
 import duckdb
 
 from core.db import utcnow
+from core.embeddings import DIMENSIONS
 
 Migration = Callable[[duckdb.DuckDBPyConnection], None]
 
@@ -82,10 +83,40 @@ def m003_channel_settings(cur: duckdb.DuckDBPyConnection) -> None:
     cur.execute("UPDATE channels SET reply_policy = 'every' WHERE reply_policy IS NULL")
 
 
+def m006_search(m) -> None:
+    """Message vectors for semantic search, the jobs that compute them, and search's own state."""
+    vector = f"FLOAT[{DIMENSIONS}]"  # a fixed-size array: DuckDB reads it back as one Arrow block
+    m.execute("CREATE SEQUENCE message_vectors_seq")
+    m.execute(
+        f"""CREATE TABLE message_vectors (
+            message_id BIGINT PRIMARY KEY,
+            channel_id BIGINT NOT NULL,
+            provider VARCHAR NOT NULL,   -- which model made it: vectors of two providers are never compared
+            seq BIGINT NOT NULL,         -- from message_vectors_seq at every write: readers load what is newer
+            vector {vector} NOT NULL,
+            created_at TIMESTAMP NOT NULL)"""
+    )
+    m.execute(
+        """CREATE TABLE embedding_jobs (
+            message_id BIGINT NOT NULL,
+            provider VARCHAR NOT NULL,
+            state VARCHAR NOT NULL,      -- pending | running | failed; a done job is deleted as its vector is written
+            attempts INTEGER NOT NULL DEFAULT 0,
+            claimed_by VARCHAR,          -- the worker holding it: only that worker may write its vector
+            claimed_at TIMESTAMP,
+            error VARCHAR,
+            created_at TIMESTAMP NOT NULL,
+            PRIMARY KEY (message_id, provider))"""
+    )
+    # Watermarks (scanned:<provider>) and the provider whose vectors cover all history (active_provider).
+    m.execute("CREATE TABLE search_state (name VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)")
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("001_initial", m001_initial),
     ("002_ai_replies", m002_ai_replies),
     ("003_channel_settings", m003_channel_settings),
+    ("006_search", m006_search),
 ]
 
 
