@@ -285,3 +285,20 @@ def related_messages(
     )
     semantic = _semantic_ids(db, text, channel, limit, exclude=exclude, before_id=before) if text.strip() else []
     return _hits(db, _fuse(keyword, semantic)[:limit], words)
+
+
+AROUND = 5  # messages shown on each side of a result opened in its channel
+
+
+def messages_around(db: Database, message_id: Any, radius: int = AROUND) -> list:
+    """A message with up to ``radius`` messages of its channel before and after it, oldest first."""
+    from core.chat import MESSAGE_COLUMNS, MESSAGE_FROM, Message
+
+    message_id = check_id(message_id, "Message")
+    row = db.one("SELECT channel_id FROM messages WHERE id = ?", [message_id])
+    if row is None:
+        raise NotFound(f"Message {message_id} not found.")
+    base = f"SELECT {MESSAGE_COLUMNS} FROM {MESSAGE_FROM} WHERE m.channel_id = ?"
+    before = db.rows(f"{base} AND m.id <= ? ORDER BY m.id DESC LIMIT ?", [row[0], message_id, radius + 1])
+    after = db.rows(f"{base} AND m.id > ? ORDER BY m.id LIMIT ?", [row[0], message_id, radius])
+    return [Message(*r) for r in [*reversed(before), *after]]
