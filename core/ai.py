@@ -21,6 +21,8 @@ Decisions:
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -35,6 +37,7 @@ from core.db import Database
 from core.errors import ChatError
 from core.replies import (
     claim_next_job,
+    renew_leases,
     fail_reply,
     finish_reply,
     pending_jobs,
@@ -50,6 +53,7 @@ IDLE_WAIT = 1.0  # seconds the dispatcher sleeps between looks when no job signa
 STOP_GRACE = 3.0  # seconds stop() lets running replies finish before aborting them
 ABORT_WAIT = 2.0  # seconds stop() then waits for workers to notice the abort (one chunk gap)
 SDK_RETRIES = 2  # the SDK's own retries of 408/409/429/5xx and timeouts
+LEASE_BEATS = 3  # lease renewals (and sweeps) per lease period: two can fail before a live job looks orphaned
 
 NO_KEY = "AI replies are off: no OPENAI_API_KEY is set."
 NO_KEY_REPLY = NO_KEY + " Add it to the environment or .streamlit/secrets.toml, then press Retry."
@@ -122,6 +126,7 @@ class _Run:
         self.active: dict[int, Job] = {}
         self.lock = threading.Lock()
         self.dispatcher: threading.Thread | None = None
+        self.keeper: threading.Thread | None = None
 
     def running(self) -> int:
         with self.lock:
@@ -154,6 +159,7 @@ class Responder:
         self.host = _host(client.base_url) if hasattr(client, "base_url") else ""
         self._lock = threading.Lock()
         self._run: _Run | None = None
+        self.owner = f"{socket.gethostname()}:{os.getpid()}"  # shown in ai_jobs.owner
 
     @property
     def enabled(self) -> bool:
@@ -165,7 +171,7 @@ class Responder:
         with self._lock:
             if self._run is not None:
                 return self
-            recovered = recover_interrupted(self.db)
+            recovered = recover_interrupted(self.db, owner=self.owner)
             if recovered["requeued"] or recovered["closed"]:
                 log.info("AI replies after a restart: %(requeued)d requeued, %(closed)d closed", recovered)
             if not self.enabled:
@@ -173,6 +179,8 @@ class Responder:
             run = self._run = _Run(self.workers)
             run.dispatcher = threading.Thread(target=self._dispatch, args=(run,), name="ai-dispatcher", daemon=True)
             run.dispatcher.start()
+            run.keeper = threading.Thread(target=self._keep, args=(run,), name="ai-keeper", daemon=True)
+            run.keeper.start()
         return self
 
     def stop(self, grace: float = STOP_GRACE) -> None:
@@ -205,13 +213,32 @@ class Responder:
             "started": run is not None,
         }
 
+    # leases ---------------------------------------------------------------------
+    def _keep(self, run: _Run) -> None:
+        """Renew the leases of the jobs in hand and, every so often, requeue jobs whose lease expired.
+
+        The sweep finds replies whose process died (another replica, or this one before a restart) and
+        replies a failed write left open (e.g. while the disk was full), without waiting for a restart.
+        """
+        beat = self.settings.ai_lease_seconds / LEASE_BEATS
+        while not run.closing.wait(beat):
+            with run.lock:
+                in_hand = list(run.active)
+            try:
+                renew_leases(self.db, in_hand, self.settings.ai_lease_seconds)
+                swept = recover_interrupted(self.db, everything=False)
+                if swept["requeued"] or swept["closed"]:
+                    log.info("AI replies whose lease expired: %(requeued)d requeued, %(closed)d closed", swept)
+            except Exception:
+                log.exception("could not renew AI job leases or sweep expired ones")
+
     # dispatching ---------------------------------------------------------------
     def _dispatch(self, run: _Run) -> None:
         while not run.closing.is_set():
             if not run.free.acquire(timeout=IDLE_WAIT):
                 continue  # every worker busy
             try:
-                job = None if run.closing.is_set() else claim_next_job(self.db)
+                job = None if run.closing.is_set() else claim_next_job(self.db, self.settings.ai_lease_seconds, self.owner)
             except Exception:
                 log.exception("could not claim an AI job")
                 run.free.release()

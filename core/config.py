@@ -5,6 +5,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from core.db import is_postgres_url
 from core.errors import ValidationError
 
 DEFAULT_DB = "data/chat.duckdb"
@@ -21,6 +22,7 @@ class Settings:
     ai_workers: int = 4
     refresh_seconds: float = 1.0
     ai_timeout: float = 60.0
+    ai_lease_seconds: float = 30.0
     admin_password: str | None = None
     embedding_model: str = DEFAULT_EMBEDDING_MODEL
 
@@ -46,6 +48,14 @@ def _number(name: str, raw: Any, kind: type, low: float, high: float) -> Any:
     return value
 
 
+def _connection_url(overrides: Mapping[str, Any] | None) -> str | None:
+    """``url`` of a ``[connections.chat]`` secrets section (Streamlit's convention for connections), if any."""
+    try:
+        return _text(overrides["connections"]["chat"]["url"]) if overrides else None
+    except (KeyError, TypeError):
+        return None
+
+
 def load_settings(overrides: Mapping[str, Any] | None = None) -> Settings:
     """Read settings from the environment; keys in ``overrides`` win."""
     source: dict[str, Any] = {k: v for k, v in os.environ.items()}
@@ -56,8 +66,8 @@ def load_settings(overrides: Mapping[str, Any] | None = None) -> Settings:
     def get(name: str) -> Any:
         return _text(source.get(name))
 
-    db_path = get("CHAT_DB") or DEFAULT_DB
-    if db_path != ":memory:":
+    db_path = get("CHAT_DB") or _connection_url(overrides) or DEFAULT_DB
+    if db_path != ":memory:" and not is_postgres_url(db_path):
         folder = os.path.dirname(os.path.abspath(db_path))
         try:
             os.makedirs(folder, exist_ok=True)
@@ -72,6 +82,7 @@ def load_settings(overrides: Mapping[str, Any] | None = None) -> Settings:
         ai_workers=_number("AI_WORKERS", get("AI_WORKERS") or 4, int, 1, 64),
         refresh_seconds=_number("REFRESH_SECONDS", get("REFRESH_SECONDS") or 1.0, float, 0.2, 60.0),
         ai_timeout=_number("AI_TIMEOUT_SECONDS", get("AI_TIMEOUT_SECONDS") or 60.0, float, 1.0, 600.0),
+        ai_lease_seconds=_number("AI_LEASE_SECONDS", get("AI_LEASE_SECONDS") or 30.0, float, 1.0, 3600.0),
         admin_password=get("ADMIN_PASSWORD"),
         embedding_model=get("EMBEDDING_MODEL") or DEFAULT_EMBEDDING_MODEL,
     )

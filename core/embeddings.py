@@ -43,7 +43,9 @@ MAX_ATTEMPTS = 3  # a message the provider keeps refusing is marked failed, not 
 DISCOVER_CHUNK = 50_000  # message ids turned into jobs per transaction (a provider switch covers all history)
 IDLE_WAIT = 1.0  # seconds the Embedder sleeps when idle and no change was announced
 ERROR_PAUSE = 5.0  # seconds the Embedder waits after a provider error before trying again
+REFRESH_AGE = 1.0  # seconds a search trusts the loaded vectors: a new message is found by meaning within a second
 LOAD_CHUNK = 100_000  # vectors read per query when the index loads
+EMBED_TIMEOUT = 10.0  # seconds an embeddings request may take: a search embeds its query while a person waits
 OPEN = ("pending", "streaming")  # AI replies still being written: embedded once finished
 
 
@@ -124,7 +126,7 @@ def provider_for(settings: Any, client: Any = None) -> Provider:
         client = openai.OpenAI(
             api_key=settings.openai_api_key,
             base_url=settings.openai_base_url or None,
-            timeout=settings.ai_timeout,
+            timeout=min(settings.ai_timeout, EMBED_TIMEOUT),
             max_retries=2,
         )
     return OpenAIProvider(client, model)
@@ -158,7 +160,9 @@ def discover(db: Database, provider: str, chunk: int = DISCOVER_CHUNK) -> int:
 
     def work(tx: Transaction) -> int:
         key = f"scanned:{provider}"
-        upto = int(_get_state(tx, key) or 0)
+        # Replicas scan one after the other (the row is locked), so the watermark only moves forward.
+        tx.execute("INSERT INTO search_state (name, value) VALUES (?, '0') ON CONFLICT DO NOTHING", [key])
+        upto = int(tx.one(f"SELECT value FROM search_state WHERE name = ?{db.dialect.for_update}", [key])[0])
         (top,) = tx.one("SELECT max(id) FROM messages WHERE id > ?", [upto])
         if top is None:
             return 0
@@ -182,9 +186,9 @@ def claim(db: Database, provider: str, token: str, batch: int = BATCH) -> list[t
         stale = now - timedelta(seconds=LEASE_SECONDS)
         free = "(state = 'pending' OR (state = 'running' AND claimed_at < ?))"
         candidates = tx.execute(
-            "SELECT j.message_id FROM embedding_jobs j JOIN messages m ON m.id = j.message_id "
-            f"WHERE j.provider = ? AND {free.replace('state', 'j.state').replace('claimed_at', 'j.claimed_at')} "
-            f"AND m.status NOT IN ({_marks(OPEN)}) ORDER BY j.message_id LIMIT ?",
+            f"SELECT message_id FROM embedding_jobs j WHERE provider = ? AND {free} AND EXISTS "
+            f"(SELECT 1 FROM messages m WHERE m.id = j.message_id AND m.status NOT IN ({_marks(OPEN)})) "
+            f"ORDER BY message_id LIMIT ?{db.dialect.skip_locked}",
             [provider, stale, *OPEN, batch],
         ).fetchall()
         if not candidates:
@@ -316,12 +320,16 @@ class VectorIndex:
         self.ids = np.zeros(0, dtype=np.int64)
         self.channels = np.zeros(0, dtype=np.int64)
         self.rows: dict[int, int] = {}  # message id -> row
+        self.refreshed_at = 0.0
         self._lock = threading.Lock()
 
-    def refresh(self, db: Database) -> int:
-        """Load vectors written since the last refresh; return how many."""
+    def refresh(self, db: Database, max_age: float = 0.0) -> int:
+        """Load vectors written since the last refresh (unless that was under ``max_age`` s ago); return how many."""
         added = 0
+        if max_age and time.monotonic() - self.refreshed_at < max_age:
+            return 0
         with self._lock:
+            self.refreshed_at = time.monotonic()
             while True:
                 batch = _read_vectors(db, self.provider, self.seq, LOAD_CHUNK)
                 if batch is None:
@@ -400,8 +408,7 @@ def _read_vectors(db: Database, provider: str, after: int, limit: int):
         "SELECT message_id, channel_id, seq, vector FROM message_vectors WHERE provider = ? AND seq > ? "
         "ORDER BY seq LIMIT ?"
     )
-    opener = getattr(db, "analytics", None) or db.cursor  # DuckDB reads both backends' tables as Arrow
-    with opener() as cur:
+    with db.analytics() as cur:  # DuckDB reads both backends' tables as Arrow (Postgres attached read-only)
         table = cur.execute(sql, [provider, after, limit]).to_arrow_table()
     if table.num_rows == 0:
         return None
@@ -459,7 +466,7 @@ def nearest(
     attached = _attached.get(db)
     if attached is None or not semantic_ready(db) or not text.strip():
         return []
-    attached.index.refresh(db)
+    attached.index.refresh(db, REFRESH_AGE)
     try:
         vector = attached.provider.embed([text])[0]
     except Exception:  # the embeddings API is down: keyword results still answer
@@ -497,12 +504,11 @@ class Embedder:
         if self._thread is not None:
             return self
         attach(self.db, self.provider)
-        requeued = requeue_running(self.db, self.provider.name)
-        if requeued:
-            log.info("embedding jobs after a restart: %d requeued", requeued)
-        subscribe = getattr(getattr(self.db, "recent", None), "subscribe", None)
-        if subscribe is not None:
-            self._unsubscribe = subscribe(lambda *_: self._wake.set())
+        if not self.db.shared:  # the only process: what it left running died with it (replicas wait for the lease)
+            requeued = requeue_running(self.db, self.provider.name)
+            if requeued:
+                log.info("embedding jobs after a restart: %d requeued", requeued)
+        self._unsubscribe = self.db.recent.subscribe(lambda *_: self._wake.set())  # any change: look for work
         self._closing.clear()
         self._thread = threading.Thread(target=self._loop, name="embedder", daemon=True)
         self._thread.start()

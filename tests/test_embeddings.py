@@ -146,13 +146,13 @@ def test_no_send_waits_for_an_embedding(db, ann, general):
         until(lambda: db.one("SELECT count(*) FROM embedding_jobs WHERE state = 'running'")[0] == 1)
         sent = [chat.send_message(db, general, ann, f"sent while the provider hangs {i}") for i in range(20)]
         assert len(sent) == 20 and provider.calls == 0  # every send returned while the only embedding hangs
-        assert search.search_messages(db, "provider hangs", channel_id=general)  # keyword search answers too
         gate.set()
         until(lambda: embeddings.active_provider(db) == provider.name)
     finally:
         gate.set()
         embedder.stop()
     assert len(vectors_per_message(db)) == 21
+    assert len(search.search_messages(db, "provider hangs", channel_id=general)) == 20
 
 
 def test_open_ai_replies_are_embedded_once_finished(db, ann):
@@ -279,3 +279,75 @@ def test_provider_follows_the_settings(monkeypatch):
     assert embeddings.provider_for(load_settings()).name == "openai/text-embedding-3-large/256"
     monkeypatch.setenv("EMBEDDING_MODEL", "wordllama")
     assert isinstance(embeddings.provider_for(load_settings()), embeddings.WordLlamaProvider)
+
+
+# the OpenAI provider, through the real SDK over HTTP ----------------------------------
+@pytest.fixture
+def embeddings_server():
+    """A local OpenAI-compatible /v1/embeddings: vectors from the local model, in reversed order as the API may."""
+    import json
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    seen, mode = [], {"status": 200, "size": embeddings.DIMENSIONS}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            seen.append(body)
+            if mode["status"] != 200:
+                self.send_response(mode["status"])
+                payload = {"error": {"message": "boom", "type": "server_error"}}
+            else:
+                self.send_response(200)
+                vectors = local_provider().embed(body["input"])
+                data = [{"object": "embedding", "index": i, "embedding": [float(x) for x in v[: mode["size"]]]}
+                        for i, v in enumerate(vectors)]
+                payload = {"object": "list", "data": data[::-1], "model": body["model"],
+                           "usage": {"prompt_tokens": 1, "total_tokens": 1}}
+            raw = json.dumps(payload).encode()
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(raw)))
+            self.end_headers()
+            self.wfile.write(raw)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1", seen, mode
+    server.shutdown()
+    server.server_close()
+
+
+def test_openai_provider_asks_for_256_dimensions_and_keeps_order(embeddings_server):
+    import openai
+
+    base_url, seen, mode = embeddings_server
+    client = openai.OpenAI(api_key="test-key", base_url=base_url, max_retries=0)
+    provider = embeddings.OpenAIProvider(client, "text-embedding-3-small")
+    texts = ["We ship the new version on Friday", "I had pasta", "x" * 20_000]
+    vectors = provider.embed(texts)
+    assert np.allclose(vectors, local_provider().embed(texts), atol=1e-5)  # in input order despite reversed data
+    assert seen[-1]["model"] == "text-embedding-3-small" and seen[-1]["dimensions"] == embeddings.DIMENSIONS
+    assert len(seen[-1]["input"][2]) == embeddings.EMBED_CHARS  # long messages are cut to the model's input
+    mode["size"] = 10
+    with pytest.raises(ValueError, match="wrong size"):
+        provider.embed(texts)
+
+
+def test_embedder_over_the_api_retries_after_a_server_error(db, ann, general, embeddings_server):
+    import openai
+
+    base_url, seen, mode = embeddings_server
+    chat.send_message(db, general, ann, "We ship the new version on Friday")
+    provider = embeddings.OpenAIProvider(openai.OpenAI(api_key="k", base_url=base_url, max_retries=0))
+    embedder = Embedder(db, provider)
+    mode["status"] = 500
+    with pytest.raises(openai.InternalServerError):
+        embedder.run_once()
+    assert db.rows("SELECT state, attempts FROM embedding_jobs") == [("pending", 1)]  # given back, not lost
+    mode["status"] = 200
+    drain(embedder)
+    assert len(vectors_per_message(db)) == 1 and embeddings.active_provider(db) == provider.name
