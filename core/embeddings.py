@@ -330,6 +330,10 @@ class VectorIndex:
             return 0
         with self._lock:
             self.refreshed_at = time.monotonic()
+            if self.seq == 0:  # first load: one allocation of the right size instead of doublings (1M vectors = 1 GB)
+                (count,) = db.one("SELECT count(*) FROM message_vectors WHERE provider = ?", [self.provider])
+                if count > len(self.matrix):
+                    self._reserve(int(count))
             while True:
                 batch = _read_vectors(db, self.provider, self.seq, LOAD_CHUNK)
                 if batch is None:
@@ -355,10 +359,7 @@ class VectorIndex:
             return
         need = self.size + len(new)
         if need > len(self.matrix):
-            capacity = max(need, 2 * len(self.matrix), 1024)
-            self.matrix = _grow(self.matrix, capacity)
-            self.ids = _grow(self.ids, capacity)
-            self.channels = _grow(self.channels, capacity)
+            self._reserve(max(need, 2 * len(self.matrix), 1024))
         at = np.array(new)
         self.matrix[self.size:need] = vectors[at]
         self.ids[self.size:need] = ids[at]
@@ -366,6 +367,11 @@ class VectorIndex:
         for offset, message_id in enumerate(ids[at].tolist()):
             self.rows[message_id] = self.size + offset
         self.size = need
+
+    def _reserve(self, capacity: int) -> None:
+        self.matrix = _grow(self.matrix, capacity)
+        self.ids = _grow(self.ids, capacity)
+        self.channels = _grow(self.channels, capacity)
 
     def nearest(
         self,
@@ -389,10 +395,10 @@ class VectorIndex:
         if len(exclude):
             keep &= ~np.isin(ids, np.asarray(list(exclude), dtype=np.int64))
         candidates = np.flatnonzero(keep)
-        if len(candidates) > limit:
-            top = np.argpartition(-scores[candidates], limit - 1)[:limit]
-            candidates = candidates[top]
-        order = candidates[np.lexsort((-ids[candidates], -scores[candidates]))]
+        if len(candidates) > limit:  # keep what can make the top: scores at or above the limit-th best
+            kth = np.partition(scores[candidates], len(candidates) - limit)[len(candidates) - limit]
+            candidates = candidates[scores[candidates] >= kth]
+        order = candidates[np.lexsort((-ids[candidates], -scores[candidates]))][:limit]  # ties: newest first
         return [(int(ids[i]), float(scores[i])) for i in order]
 
 

@@ -351,3 +351,34 @@ def test_embedder_over_the_api_retries_after_a_server_error(db, ann, general, em
     mode["status"] = 200
     drain(embedder)
     assert len(vectors_per_message(db)) == 1 and embeddings.active_provider(db) == provider.name
+
+
+def test_vector_index_tops_up_replaces_and_filters(db, ann, general):
+    other = chat.create_channel(db, "other", reply_policy="off")
+    ids = [chat.send_message(db, channel, ann, f"m{i}") for i, channel in enumerate([general, general, general, other])]
+    name = "axes/256"
+    axis = lambda k: np.eye(embeddings.DIMENSIONS, dtype=np.float32)[k]  # noqa: E731
+    embeddings.discover(db, name)
+
+    def write(pairs):
+        token = f"t{len(pairs)}{pairs[0][0]}"
+        db.write(lambda tx: tx.execute(
+            "UPDATE embedding_jobs SET state = 'running', claimed_by = ? WHERE provider = ? AND message_id = ANY(?)",
+            [token, name, [mid for mid, _ in pairs]]))
+        channels = dict(db.rows("SELECT id, channel_id FROM messages"))
+        assert embeddings.store(db, name, token, [(mid, channels[mid], v) for mid, v in pairs]) == len(pairs)
+
+    write([(ids[0], axis(0)), (ids[1], axis(0) + axis(1)), (ids[2], axis(1)), (ids[3], axis(0))])
+    index = embeddings.VectorIndex(name)
+    assert index.refresh(db) == 4 and index.size == 4
+    close = index.nearest(axis(0), 10, 0.5)
+    assert [mid for mid, _ in close] == [ids[3], ids[0], ids[1]]  # ties: newest first; axis 1 alone is too far
+    assert [mid for mid, _ in index.nearest(axis(0), 10, 0.5, channel_id=general)] == [ids[0], ids[1]]
+    assert [mid for mid, _ in index.nearest(axis(0), 10, 0.5, exclude=[ids[0]], before_id=ids[3])] == [ids[1]]
+    assert [mid for mid, _ in index.nearest(axis(0), 1, 0.5)] == [ids[3]]
+
+    db.write(lambda tx: tx.execute("INSERT INTO embedding_jobs (message_id, provider, state, created_at) "
+                                   "VALUES (?, ?, 'pending', ?) ON CONFLICT DO NOTHING", [ids[2], name, db.clock()]))
+    write([(ids[2], axis(0))])  # re-embedded: replaced in place, not added
+    assert index.refresh(db) == 1 and index.size == 4
+    assert ids[2] in [mid for mid, _ in index.nearest(axis(0), 10, 0.5)]
