@@ -42,6 +42,7 @@ LEASE_SECONDS = 120  # a claim older than this is taken over (its worker died); 
 MAX_ATTEMPTS = 3  # a message the provider keeps refusing is marked failed, not retried forever
 DISCOVER_CHUNK = 50_000  # message ids turned into jobs per transaction (a provider switch covers all history)
 IDLE_WAIT = 1.0  # seconds the Embedder sleeps when idle and no change was announced
+RECHECK_SECONDS = 60.0  # how often an idle Embedder looks for retried replies (new text) and jobs lost to errors
 ERROR_PAUSE = 5.0  # seconds the Embedder waits after a provider error before trying again
 REFRESH_AGE = 1.0  # seconds a search trusts the loaded vectors: a new message is found by meaning within a second
 LOAD_CHUNK = 100_000  # vectors read per query when the index loads
@@ -239,6 +240,25 @@ def store(db: Database, provider: str, token: str, results: Sequence[tuple[int, 
                 "seq = excluded.seq, vector = excluded.vector, created_at = excluded.created_at",
                 params,
             )
+        return len(rows)
+
+    return db.write(work)
+
+
+def requeue_changed(db: Database, provider: str) -> int:
+    """Jobs for scanned messages whose text changed after their vector (a retried reply) or that have none."""
+
+    def work(tx: Transaction) -> int:
+        scanned = int(_get_state(tx, f"scanned:{provider}") or 0)
+        rows = tx.execute(
+            "INSERT INTO embedding_jobs (message_id, provider, state, attempts, created_at) "
+            "SELECT m.id, ?, 'pending', 0, ? FROM messages m "
+            "LEFT JOIN message_vectors v ON v.message_id = m.id AND v.provider = ? "
+            "WHERE m.id <= ? AND m.status = 'complete' AND m.content <> '' "
+            "AND (v.message_id IS NULL OR m.updated_at > v.created_at) "
+            "ON CONFLICT DO NOTHING RETURNING message_id",
+            [provider, db.clock(), provider, scanned],
+        ).fetchall()
         return len(rows)
 
     return db.write(work)
@@ -557,9 +577,13 @@ class Embedder:
         return len(jobs)
 
     def _loop(self) -> None:
+        checked = time.monotonic()
         while not self._closing.is_set():
             try:
                 busy = self.run_once()
+                if not busy and time.monotonic() - checked >= RECHECK_SECONDS:
+                    checked = time.monotonic()
+                    busy = requeue_changed(self.db, self.provider.name)
             except Exception:
                 self._closing.wait(ERROR_PAUSE)
                 continue

@@ -382,3 +382,28 @@ def test_vector_index_tops_up_replaces_and_filters(db, ann, general):
     write([(ids[2], axis(0))])  # re-embedded: replaced in place, not added
     assert index.refresh(db) == 1 and index.size == 4
     assert ids[2] in [mid for mid, _ in index.nearest(axis(0), 10, 0.5)]
+
+
+def test_a_retried_reply_is_embedded_again_with_its_new_text(db, ann):
+    channel = chat.create_channel(db, "asks")
+    chat.send_message(db, channel, ann, "tell me about the plan")
+    job = replies.claim_next_job(db)
+    replies.stream_reply(db, job.reply_id, "The plan is", job_id=job.id)
+    replies.stop_reply(db, job.reply_id)  # stopped: complete with its text so far, and embedded
+    chat.send_message(db, channel, ann, "and the budget?")
+    failed = replies.claim_next_job(db)
+    replies.fail_reply(db, failed, "The AI service had an error (HTTP 500). Try again.")
+    provider = Counting()
+    embedder = Embedder(db, provider)
+    drain(embedder)
+    assert provider.seen["The plan is"] == 1 and len(vectors_per_message(db)) == 3  # the failed reply has no text
+
+    for reply_id, text in ((job.reply_id, "The plan is to ship on Friday."), (failed.reply_id, "The budget is fine.")):
+        replies.retry_reply(db, reply_id)
+        replies.finish_reply(db, replies.claim_next_job(db), text)
+    assert embeddings.requeue_changed(db, provider.name) == 2
+    assert embeddings.requeue_changed(db, provider.name) == 0  # already queued
+    drain(embedder)
+    assert provider.seen["The plan is to ship on Friday."] == provider.seen["The budget is fine."] == 1
+    assert vectors_per_message(db) == {mid: 1 for mid in vectors_per_message(db)} and len(vectors_per_message(db)) == 4
+    assert embeddings.requeue_changed(db, provider.name) == 0
