@@ -44,8 +44,9 @@ DISCOVER_CHUNK = 50_000  # message ids turned into jobs per transaction (a provi
 IDLE_WAIT = 1.0  # seconds the Embedder sleeps when idle and no change was announced
 RECHECK_SECONDS = 60.0  # how often an idle Embedder looks for retried replies (new text) and jobs lost to errors
 ERROR_PAUSE = 5.0  # seconds the Embedder waits after a provider error before trying again
-REFRESH_AGE = 1.0  # seconds a search trusts the loaded vectors: a new message is found by meaning within a second
-LOAD_CHUNK = 100_000  # vectors read per query when the index loads
+LOAD_CHUNK = 100_000  # vectors per Arrow batch when the index loads
+SMALL_LOAD = 2_000  # up to this many new vectors are read as plain rows; more are streamed as Arrow
+SEQ_OVERLAP = 10_000  # seq numbers looked at again: writers on several replicas commit out of order
 EMBED_TIMEOUT = 10.0  # seconds an embeddings request may take: a search embeds its query while a person waits
 OPEN = ("pending", "streaming")  # AI replies still being written: embedded once finished
 
@@ -340,30 +341,46 @@ class VectorIndex:
         self.ids = np.zeros(0, dtype=np.int64)
         self.channels = np.zeros(0, dtype=np.int64)
         self.rows: dict[int, int] = {}  # message id -> row
-        self.refreshed_at = 0.0
+        self.recent: set[int] = set()  # seq numbers loaded within SEQ_OVERLAP of the highest
+        self.loaded = False  # the first load finished (until then search is keyword-only)
         self._lock = threading.Lock()
 
-    def refresh(self, db: Database, max_age: float = 0.0) -> int:
-        """Load vectors written since the last refresh (unless that was under ``max_age`` s ago); return how many."""
-        added = 0
-        if max_age and time.monotonic() - self.refreshed_at < max_age:
-            return 0
+    def refresh(self, db: Database) -> int:
+        """Load vectors written since the last refresh; return how many.
+
+        Replicas may commit vectors out of ``seq`` order, so the last SEQ_OVERLAP numbers are looked at again:
+        one count says whether anything arrived; only rows not yet loaded are read.
+        """
         with self._lock:
-            self.refreshed_at = time.monotonic()
-            if self.seq == 0:  # first load: one allocation of the right size instead of doublings (1M vectors = 1 GB)
-                (count,) = db.one("SELECT count(*) FROM message_vectors WHERE provider = ?", [self.provider])
-                if count > len(self.matrix):
-                    self._reserve(int(count))
-            while True:
-                batch = _read_vectors(db, self.provider, self.seq, LOAD_CHUNK)
-                if batch is None:
-                    return added
-                ids, channels, seqs, vectors = batch
-                self._add(ids, channels, vectors)
-                self.seq = int(seqs.max())
-                added += len(ids)
-                if len(ids) < LOAD_CHUNK:
-                    return added
+            low = max(0, self.seq - SEQ_OVERLAP)
+            count, top = db.one(
+                "SELECT count(*), coalesce(max(seq), 0) FROM message_vectors WHERE provider = ? AND seq > ?",
+                [self.provider, low],
+            )
+            if top <= self.seq and count == sum(1 for seq in self.recent if seq > low):
+                self.loaded = True
+                return 0
+            if self.size == 0 and count > len(self.matrix):  # first load: one allocation (1M vectors = 1 GB)
+                self._reserve(int(count))
+            sql = "SELECT message_id, channel_id, seq, vector FROM message_vectors WHERE provider = ? AND seq > ?"
+            known = np.fromiter(self.recent, dtype=np.int64, count=len(self.recent))
+            if count <= SMALL_LOAD:
+                rows = db.rows(sql, [self.provider, low])
+                batches = [_arrays(rows)] if rows else []
+            else:
+                batches = _read_batches(db, sql, [self.provider, low])
+            added, window = 0, set()
+            for ids, channels, seqs, vectors in batches:
+                fresh = ~np.isin(seqs, known)
+                self._add(ids[fresh], channels[fresh], vectors[fresh])
+                self.seq = max(self.seq, int(seqs.max()))
+                floor = self.seq - SEQ_OVERLAP
+                window = {seq for seq in window if seq > floor}
+                window.update(seq for seq in seqs.tolist() if seq > floor)
+                added += int(fresh.sum())
+            self.recent = window  # exactly what the window holds now (a replaced vector's old number is gone)
+            self.loaded = True
+            return added
 
     def _add(self, ids: np.ndarray, channels: np.ndarray, vectors: np.ndarray) -> None:
         vectors = _unit(vectors)
@@ -379,7 +396,7 @@ class VectorIndex:
             return
         need = self.size + len(new)
         if need > len(self.matrix):
-            self._reserve(max(need, 2 * len(self.matrix), 1024))
+            self._reserve(max(need, len(self.matrix) + len(self.matrix) // 4, 1024))  # grow by a quarter: 1 GB is copied rarely
         at = np.array(new)
         self.matrix[self.size:need] = vectors[at]
         self.ids[self.size:need] = ids[at]
@@ -428,24 +445,30 @@ def _grow(array: np.ndarray, capacity: int) -> np.ndarray:
     return grown
 
 
-def _read_vectors(db: Database, provider: str, after: int, limit: int):
-    """(ids, channels, seqs, vectors) written after ``after``, oldest first, or None; read as Arrow."""
-    sql = (
-        "SELECT message_id, channel_id, seq, vector FROM message_vectors WHERE provider = ? AND seq > ? "
-        "ORDER BY seq LIMIT ?"
-    )
-    with db.analytics() as cur:  # DuckDB reads both backends' tables as Arrow (Postgres attached read-only)
-        table = cur.execute(sql, [provider, after, limit]).to_arrow_table()
-    if table.num_rows == 0:
-        return None
-    column = table.column("vector").combine_chunks()
-    vectors = column.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(-1, DIMENSIONS)
+def _arrays(rows: Sequence[tuple]):
+    """(ids, channels, seqs, vectors) arrays from rows of message_id, channel_id, seq, vector."""
     return (
-        table.column("message_id").to_numpy().astype(np.int64),
-        table.column("channel_id").to_numpy().astype(np.int64),
-        table.column("seq").to_numpy().astype(np.int64),
-        vectors,
+        np.array([row[0] for row in rows], dtype=np.int64),
+        np.array([row[1] for row in rows], dtype=np.int64),
+        np.array([row[2] for row in rows], dtype=np.int64),
+        np.array([row[3] for row in rows], dtype=np.float32).reshape(-1, DIMENSIONS),
     )
+
+
+def _read_batches(db: Database, sql: str, params: list[Any]):
+    """Stream a bulk read as Arrow batches through DuckDB (Postgres attached read-only), one pass, no sort."""
+    with db.analytics() as cur:
+        reader = cur.execute(sql, params).to_arrow_reader(LOAD_CHUNK)
+        for batch in reader:
+            if batch.num_rows == 0:
+                continue
+            vectors = batch.column(3).flatten().to_numpy(zero_copy_only=False).astype(np.float32)
+            yield (
+                batch.column(0).to_numpy().astype(np.int64),
+                batch.column(1).to_numpy().astype(np.int64),
+                batch.column(2).to_numpy().astype(np.int64),
+                vectors.reshape(-1, DIMENSIONS),
+            )
 
 
 # what search reads ---------------------------------------------------------------
@@ -477,7 +500,7 @@ def semantic_ready(db: Database) -> bool:
         return False
     if not attached.ready:
         attached.ready = active_provider(db) == attached.provider.name
-    return attached.ready
+    return attached.ready and attached.index.loaded
 
 
 def nearest(
@@ -492,7 +515,7 @@ def nearest(
     attached = _attached.get(db)
     if attached is None or not semantic_ready(db) or not text.strip():
         return []
-    attached.index.refresh(db, REFRESH_AGE)
+    attached.index.refresh(db)  # one count when nothing is new
     try:
         vector = attached.provider.embed([text])[0]
     except Exception:  # the embeddings API is down: keyword results still answer
@@ -578,6 +601,13 @@ class Embedder:
 
     def _loop(self) -> None:
         checked = time.monotonic()
+        index = _attached[self.db].index if self.db in _attached else None
+        while index is not None and not index.loaded and not self._closing.is_set():
+            try:  # the first load of the vectors (1M: seconds) happens here, never in a person's search
+                index.refresh(self.db)
+            except Exception:
+                log.exception("could not load the message vectors; semantic search waits")
+                self._closing.wait(ERROR_PAUSE)
         while not self._closing.is_set():
             try:
                 busy = self.run_once()

@@ -147,7 +147,7 @@ def test_no_send_waits_for_an_embedding(db, ann, general):
         sent = [chat.send_message(db, general, ann, f"sent while the provider hangs {i}") for i in range(20)]
         assert len(sent) == 20 and provider.calls == 0  # every send returned while the only embedding hangs
         gate.set()
-        until(lambda: embeddings.active_provider(db) == provider.name)
+        until(lambda: embeddings.backlog(db, provider.name) == 0)
     finally:
         gate.set()
         embedder.stop()
@@ -219,7 +219,7 @@ def semantic(db):
 
     def settle():
         embedder.wake()
-        until(lambda: embeddings.active_provider(db) and embeddings.backlog(db, embedder.provider.name) == 0)
+        until(lambda: embeddings.semantic_ready(db) and embeddings.backlog(db, embedder.provider.name) == 0)
 
     yield settle
     embedder.stop()
@@ -382,6 +382,9 @@ def test_vector_index_tops_up_replaces_and_filters(db, ann, general):
     write([(ids[2], axis(0))])  # re-embedded: replaced in place, not added
     assert index.refresh(db) == 1 and index.size == 4
     assert ids[2] in [mid for mid, _ in index.nearest(axis(0), 10, 0.5)]
+    before = db.cursors_opened
+    assert index.refresh(db) == 0
+    assert db.cursors_opened - before == 1  # nothing new: one count, no vectors read
 
 
 def test_a_retried_reply_is_embedded_again_with_its_new_text(db, ann):
