@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from core.db import is_postgres_url
@@ -15,15 +15,15 @@ DEFAULT_EMBEDDING_MODEL = "text-embedding-3-small"  # OpenAI's cheapest; "wordll
 
 @dataclass(frozen=True)
 class Settings:
-    db_path: str = DEFAULT_DB
-    openai_api_key: str | None = None
+    db_path: str = field(default=DEFAULT_DB, repr=False)  # a Postgres URL may carry a password
+    openai_api_key: str | None = field(default=None, repr=False)
     openai_base_url: str | None = None
     openai_model: str = DEFAULT_MODEL
     ai_workers: int = 4
     refresh_seconds: float = 1.0
     ai_timeout: float = 60.0
     ai_lease_seconds: float = 30.0
-    admin_password: str | None = None
+    admin_password: str | None = field(default=None, repr=False)
     embedding_model: str = DEFAULT_EMBEDDING_MODEL
 
     @property

@@ -103,10 +103,6 @@ def stream_reply(db: Database, reply_id: int, content: str, job_id: int | None =
         )
         if row is None:
             return False
-        if job_id is not None:  # text arriving is a sign of life: the lease runs on
-            tx.execute(
-                "UPDATE ai_jobs SET lease_until = ? WHERE id = ?", [db.clock() + timedelta(seconds=LEASE_SECONDS), job_id]
-            )
         _refresh(db, tx, reply_id)
         return True
 
