@@ -18,6 +18,7 @@ DEFAULT_AI_TOKENS_PER_DAY = 500_000  # for the whole app: about $1.25-5 a day of
 AUTH_KEYS = ("redirect_uri", "cookie_secret")  # what Streamlit's [auth] needs besides a provider
 PROVIDER_KEYS = ("client_id", "client_secret", "server_metadata_url")
 NOT_PROVIDERS = ("client_kwargs",)  # tables inside [auth] that configure a provider rather than name one
+DEFAULT_EMBEDDING_MODEL = "text-embedding-3-small"  # OpenAI's cheapest; "wordllama" keeps embeddings local
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,7 @@ class Settings:
     console_seconds: float = 5.0  # a console query's time cap, its process's start-up included
     console_memory_mb: int = 256  # what a console query may use on top of its process's ~90 MB
     image_hosts: frozenset[str] = frozenset()  # hosts whose images messages may show; others are shown as links
+    embedding_model: str = DEFAULT_EMBEDDING_MODEL
 
     @property
     def ai_enabled(self) -> bool:
@@ -152,6 +154,7 @@ def load_settings(overrides: Mapping[str, Any] | None = None) -> Settings:
                                     int, 0, 100_000),
         ai_tokens_per_day=_number("AI_TOKENS_PER_DAY", get("AI_TOKENS_PER_DAY") or DEFAULT_AI_TOKENS_PER_DAY,
                                   int, 0, 10**12),
+        embedding_model=get("EMBEDDING_MODEL") or DEFAULT_EMBEDDING_MODEL,
     )
 
 

@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parent.parent
 AI_VARIABLES = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_MODEL", "AI_WORKERS", "REFRESH_SECONDS",
                 "AI_TIMEOUT_SECONDS", "ADMIN_PASSWORD", "LIVE_PUSH", "ADMIN_EMAILS", "IMAGE_HOSTS",
                 "MESSAGES_PER_MINUTE", "AI_REPLIES_PER_HOUR", "AI_TOKENS_PER_DAY", "CONSOLE_TIMEOUT_SECONDS",
-                "CONSOLE_MEMORY_MB")
+                "CONSOLE_MEMORY_MB", "EMBEDDING_MODEL")
 
 
 @pytest.fixture(autouse=True)

@@ -6,6 +6,7 @@ from core.errors import ChatError
 from views import live
 from views.common import (current_channel, current_user, escape_markdown, get_db, get_settings, guarded, local_time,
                           show_error)
+from views.search import search_panel
 
 PAGE = chat.RECENT_LIMIT  # messages per "load older" step, as many as the original lists
 TYPING = "▌"  # drawn after a reply that is still being written
@@ -44,6 +45,7 @@ def store(channel_id: int, user_id: int, prompt: str) -> bool:
 
 
 st.header(f"# {escape_markdown(channel.name)}", divider="gray")
+search_panel(db, channel)
 if user is None:
     st.info("Create a user in the sidebar to write in this channel.")
 else:
