@@ -39,6 +39,14 @@ Behaviour notes for users of openai 3.52.0 (verified by tests/test_fake_openai.p
   read") after the chunks that did arrive have been yielded.  It does NOT end
   silently -- but a consumer that only looks for ``finish_reason`` would still
   need to handle the exception.
+* ``Script.malformed_after``: one SSE event whose data is not JSON makes iteration
+  raise ``json.JSONDecodeError`` (not an ``openai`` error) after the earlier chunks.
+* ``Script.error_after``: an ``event: error`` whose data is ``{"error": {...}}``
+  makes iteration raise ``openai.APIError`` with the error's message, body = the
+  error object.
+* ``Script.hang``, or a ``status`` of 429/503 with a ``retry_after`` larger than
+  a deadline, are what a reply's deadline must hold against (the SDK itself
+  sleeps out any Retry-After up to 120 s between its retries).
 """
 
 from __future__ import annotations
@@ -85,6 +93,12 @@ class Script:
     # streaming only: send this many content chunks, then close the socket
     # abruptly (no finish_reason chunk, no usage chunk, no [DONE])
     cut_after: int | None = None
+    # streaming only: after this many content chunks, one event whose data is not valid JSON, then the rest
+    malformed_after: int | None = None
+    # streaming only: after this many content chunks, an ``event: error`` with an OpenAI error body, then the
+    # stream ends (no finish_reason, no usage, ``[DONE]``), as OpenAI reports a failure mid-stream
+    error_after: int | None = None
+    error_message: str = "fake-openai: the model failed mid-stream"
     finish_reason: str = "stop"  # finish reason on the last chunk / in the choice
     repeat: int = 1  # how many requests this script serves before the next queued one
 
@@ -373,11 +387,19 @@ class _Handler(BaseHTTPRequestHandler):
         for i, piece in enumerate(chunks):
             if script.cut_after is not None and i >= script.cut_after:
                 self._cut()
+            if i == script.malformed_after:
+                self._write_chunk(b'data: {"id": "chatcmpl-broken", "choices": [{"delta": {"content": "oops\n\n')
+            if i == script.error_after:
+                self._error_event(script)
+                return
             if i > 0:
                 self._sleep(script.chunk_delay)
             event({"content": piece}, None)
         if script.cut_after is not None:
             self._cut()  # cut_after >= len(chunks): everything sent, but no finish / [DONE]
+        if script.error_after is not None:
+            self._error_event(script)  # error_after >= len(chunks): after every chunk
+            return
 
         self._sleep(script.chunk_delay if chunks else 0)
         event({}, script.finish_reason)
@@ -392,6 +414,12 @@ class _Handler(BaseHTTPRequestHandler):
                 "total_tokens": prompt + completion,
             }
             self._write_chunk(b"data: " + json.dumps(payload).encode() + b"\n\n")
+        self._write_chunk(b"data: [DONE]\n\n")
+        self.wfile.write(b"0\r\n\r\n")
+
+    def _error_event(self, script: Script) -> None:
+        body = _error_body(500, script.error_message)
+        self._write_chunk(b"event: error\ndata: " + json.dumps(body).encode() + b"\n\n")
         self._write_chunk(b"data: [DONE]\n\n")
         self.wfile.write(b"0\r\n\r\n")
 

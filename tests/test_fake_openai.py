@@ -1,5 +1,6 @@
 """Tests for tests/fake_openai.py using the REAL openai SDK over HTTP (nothing patched)."""
 
+import json
 import pathlib
 import sys
 import threading
@@ -234,6 +235,28 @@ def test_cut_before_any_content(fake):
             collected.append(chunk)
     assert _text(collected) == ""
     assert [c.choices[0].delta.role for c in collected] == ["assistant"]
+
+
+def test_malformed_event_mid_stream(fake):
+    # one event whose data is not JSON: the SDK yields what came before, then raises json's own error
+    fake.push(Script(chunks=["one ", "two ", "three"], malformed_after=2))
+    collected = []
+    with pytest.raises(json.JSONDecodeError):
+        for chunk in _stream(fake.client(max_retries=0)):
+            collected.append(chunk)
+    assert _text(collected) == "one two "
+
+
+def test_error_event_mid_stream(fake):
+    fake.push(Script(chunks=["one ", "two ", "three"], error_after=1, error_message="overloaded, sorry"))
+    collected = []
+    with pytest.raises(openai.APIError) as raised:
+        for chunk in _stream(fake.client(max_retries=0)):
+            collected.append(chunk)
+    assert _text(collected) == "one "
+    assert not isinstance(raised.value, openai.APIStatusError)
+    assert raised.value.message == "overloaded, sorry"
+    assert raised.value.body["message"] == "overloaded, sorry" and raised.value.body["type"] == "server_error"
 
 
 def test_non_stream_response(fake):
