@@ -39,8 +39,10 @@ from __future__ import annotations
 
 import email.utils
 import logging
+import os
 import random
 import re
+import socket
 import threading
 import time
 import traceback
@@ -57,6 +59,7 @@ from core.deadline import Deadline, hold_deadlines
 from core.errors import ChatError
 from core.replies import (
     claim_next_job,
+    renew_leases,
     fail_reply,
     finish_reply,
     pending_jobs,
@@ -75,6 +78,7 @@ RETRIES = 2  # retries of 408/409/429/5xx, timeouts and failed connections, as m
 FIRST_BACKOFF = 0.5  # seconds before the first retry when the server names no wait; doubles each time (the SDK's)
 MAX_BACKOFF = 8.0  # seconds: the SDK's cap on its backoff
 RETRYABLE = (408, 409, 429)  # and every 5xx: the statuses the SDK retries
+LEASE_BEATS = 3  # lease renewals (and sweeps) per lease period: two can fail before a live job looks orphaned
 
 NO_KEY = "AI replies are off: no OPENAI_API_KEY is set."
 NO_KEY_REPLY = NO_KEY + " Add it to the environment or .streamlit/secrets.toml, then press Retry."
@@ -209,6 +213,7 @@ class _Run:
         self.active: dict[int, Job] = {}
         self.lock = threading.Lock()
         self.dispatcher: threading.Thread | None = None
+        self.keeper: threading.Thread | None = None
 
     def running(self) -> int:
         with self.lock:
@@ -243,6 +248,7 @@ class Responder:
         self.host = _host(client.base_url) if hasattr(client, "base_url") else ""
         self._lock = threading.Lock()
         self._run: _Run | None = None
+        self.owner = f"{socket.gethostname()}:{os.getpid()}"  # shown in ai_jobs.owner
 
     @property
     def enabled(self) -> bool:
@@ -262,6 +268,8 @@ class Responder:
             run = self._run = _Run(self.workers)
             run.dispatcher = threading.Thread(target=self._dispatch, args=(run,), name="ai-dispatcher", daemon=True)
             run.dispatcher.start()
+            run.keeper = threading.Thread(target=self._keep, args=(run,), name="ai-keeper", daemon=True)
+            run.keeper.start()
         return self
 
     def stop(self, grace: float = STOP_GRACE) -> None:
@@ -294,13 +302,32 @@ class Responder:
             "started": run is not None,
         }
 
+    # leases ---------------------------------------------------------------------
+    def _keep(self, run: _Run) -> None:
+        """Renew the leases of the jobs in hand and, every so often, requeue jobs whose lease expired.
+
+        The sweep finds replies whose process died (another replica, or this one before a restart) and
+        replies a failed write left open (e.g. while the disk was full), without waiting for a restart.
+        """
+        beat = self.settings.ai_lease_seconds / LEASE_BEATS
+        while not run.closing.wait(beat):
+            with run.lock:
+                in_hand = list(run.active)
+            try:
+                renew_leases(self.db, in_hand, self.settings.ai_lease_seconds)
+                swept = recover_interrupted(self.db, everything=False)
+                if swept["requeued"] or swept["closed"]:
+                    log.info("AI replies whose lease expired: %(requeued)d requeued, %(closed)d closed", swept)
+            except Exception:
+                log.exception("could not renew AI job leases or sweep expired ones")
+
     # dispatching ---------------------------------------------------------------
     def _dispatch(self, run: _Run) -> None:
         while not run.closing.is_set():
             if not run.free.acquire(timeout=IDLE_WAIT):
                 continue  # every worker busy
             try:
-                job = None if run.closing.is_set() else claim_next_job(self.db)
+                job = None if run.closing.is_set() else claim_next_job(self.db, self.settings.ai_lease_seconds, self.owner)
             except Exception:
                 log.exception("could not claim an AI job")
                 run.free.release()

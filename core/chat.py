@@ -119,6 +119,7 @@ def _insert_named(db: Database, table: str, what: str, name: Any, extra: dict[st
             raise ValidationError(f"A {what.lower()} named {name!r} already exists (names ignore case).")
         marks = ", ".join("?" for _ in columns)
         row = tx.one(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks}) RETURNING id", list(columns.values()))
+        tx.announce(directory=True)
         return int(row[0])
 
     return db.write(work)
@@ -158,11 +159,11 @@ def update_channel(db: Database, channel_id: Any, reply_policy: str | None = Non
     channel = get_channel(db, channel_id)
     policy = channel.reply_policy if reply_policy is None else _policy(reply_policy)
     new_persona = channel.persona if persona is ... else _persona(persona)
-    db.write(
-        lambda tx: tx.execute(
-            "UPDATE channels SET reply_policy = ?, persona = ? WHERE id = ?", [policy, new_persona, channel.id]
-        )
-    )
+    def work(tx: Transaction) -> None:
+        tx.execute("UPDATE channels SET reply_policy = ?, persona = ? WHERE id = ?", [policy, new_persona, channel.id])
+        tx.announce(directory=True)
+
+    db.write(work)
     return get_channel(db, channel.id)
 
 
@@ -246,7 +247,7 @@ def send_message(db: Database, channel_id: Any, author_id: Any, content: Any) ->
         reply = None
         if wants_reply(channel[0] or "every", content):
             reply = _insert_reply(tx, channel_id, message_id, now)
-            tx.on_commit(db.signal_jobs)
+        tx.announce(channel_id, jobs=reply is not None)
         tx.on_commit(lambda: db.recent.add(message))
         if reply is not None:
             tx.on_commit(lambda: db.recent.add(reply))
@@ -284,6 +285,7 @@ def write_agent_response(db: Database, channel_id: Any, content: Any) -> int:
             [channel_id, content, now, now],
         )
         message = Message(message_id, channel_id, None, None, content, "complete", None, now, now)
+        tx.announce(channel_id)
         tx.on_commit(lambda: db.recent.add(message))
         return message_id
 
@@ -325,8 +327,8 @@ def list_messages(db: Database, channel_id: Any, limit: int = RECENT_LIMIT, befo
     cached = db.recent.get(channel_id)
     if cached is None:
         _ensure_channel(db, channel_id)
-        with db.write_lock():  # no write may land between the read and the fill
-            cached = db.recent.fill(channel_id, _read_messages(db, channel_id, CACHE_DEPTH))
+        token = db.recent.version(channel_id)  # a change landing during the read makes the fill not kept
+        cached = db.recent.fill(channel_id, _read_messages(db, channel_id, CACHE_DEPTH), token)
     if limit <= len(cached) or len(cached) < CACHE_DEPTH:
         return list(cached[:limit])
     return _read_messages(db, channel_id, limit)
@@ -338,7 +340,7 @@ def _ensure_channel(db: Database, channel_id: int) -> None:
 
 
 def channel_version(db: Database, channel_id: int) -> int:
-    """A number that changes whenever a message of the channel is added or updated (no database read)."""
+    """A number that changes whenever a message of the channel is added or updated, in any process (no database read)."""
     return db.recent.version(check_id(channel_id, "Channel"))
 
 

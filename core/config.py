@@ -20,6 +20,7 @@ class Settings:
     ai_workers: int = 4
     refresh_seconds: float = 1.0
     ai_timeout: float = 60.0
+    ai_lease_seconds: float = 30.0
     admin_password: str | None = None
 
     @property
@@ -70,5 +71,6 @@ def load_settings(overrides: Mapping[str, Any] | None = None) -> Settings:
         ai_workers=_number("AI_WORKERS", get("AI_WORKERS") or 4, int, 1, 64),
         refresh_seconds=_number("REFRESH_SECONDS", get("REFRESH_SECONDS") or 1.0, float, 0.2, 60.0),
         ai_timeout=_number("AI_TIMEOUT_SECONDS", get("AI_TIMEOUT_SECONDS") or 60.0, float, 1.0, 600.0),
+        ai_lease_seconds=_number("AI_LEASE_SECONDS", get("AI_LEASE_SECONDS") or 30.0, float, 1.0, 3600.0),
         admin_password=get("ADMIN_PASSWORD"),
     )

@@ -1,4 +1,11 @@
-"""The one place the database is opened, migrated, read and written."""
+"""The one place the database is opened, migrated, read and written.
+
+``connect(target)`` opens a DuckDB file (or ``:memory:``) or, given a ``postgresql://`` URL, a
+Postgres database (``core.pg``). Both are a ``Database``: the verbs call ``rows``/``one``/``write``
+with ``?`` placeholders and never ask which backend they run on. What differs between the two
+(placeholders, DDL, how a job row is claimed, how other processes learn of a change) lives in the
+backend and its ``Dialect``, as Django's database backends do.
+"""
 from __future__ import annotations
 
 import logging
@@ -11,7 +18,7 @@ from typing import Any, Callable, Iterator, Sequence, TypeVar
 import duckdb
 
 from core.errors import ChatError, DatabaseLocked
-from core.recent import RecentMessages
+from core.recent import DIRECTORY, RecentMessages
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -21,8 +28,13 @@ RETRY_PAUSE = 0.005  # seconds, doubled each try: conflicts clear in millisecond
 
 
 def utcnow() -> datetime:
-    """Naive UTC now: DuckDB TIMESTAMP columns hold UTC without a zone."""
+    """Naive UTC now: TIMESTAMP columns hold UTC without a zone on both backends."""
     return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def is_postgres_url(target: str) -> bool:
+    """Whether ``target`` names a Postgres database rather than a DuckDB file."""
+    return target.startswith(("postgresql://", "postgres://"))
 
 
 class FairLock:
@@ -62,42 +74,127 @@ class FairLock:
                 self._changed.notify_all()
 
 
+class Dialect:
+    """The SQL that differs between backends; the verbs read these, never the backend's name."""
+
+    name = "?"  # for tests, benchmarks and messages only
+    double = "DOUBLE"  # a float column in DDL
+    for_update = ""  # appended to a read inside a write that must lock the rows it reads
+    skip_locked = ""  # appended to a claim: take a row no other replica holds
+
+
+class DuckDialect(Dialect):
+    name = "duckdb"
+    # One process owns a DuckDB file and its writes go through one lock: no row locks are needed.
+
+
 class Transaction:
-    """A write in progress: execute SQL on its cursor, register work for after the commit."""
+    """A write in progress: execute SQL, say what changed, register work for after the commit."""
 
-    def __init__(self, cursor: duckdb.DuckDBPyConnection) -> None:
+    def __init__(self, cursor: Any, translate: Callable[[str], str] = lambda sql: sql) -> None:
         self.cursor = cursor
+        self._translate = translate
         self._after: list[Callable[[], None]] = []
+        self.channels: set[int] = set()
+        self.jobs = False
+        self.directory = False
 
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> duckdb.DuckDBPyConnection:
-        return self.cursor.execute(sql, list(params))
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        self.cursor.execute(self._translate(sql), list(params))
+        return self.cursor
 
     def one(self, sql: str, params: Sequence[Any] = ()) -> tuple | None:
-        return self.cursor.execute(sql, list(params)).fetchone()
+        return self.execute(sql, params).fetchone()
+
+    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+        return self.execute(sql, params).fetchall()
 
     def on_commit(self, action: Callable[[], None]) -> None:
         self._after.append(action)
 
+    def announce(self, channel_id: int | None = None, jobs: bool = False, directory: bool = False) -> None:
+        """Say what this write changes, so every process (replica) learns of it at commit."""
+        if channel_id is not None:
+            self.channels.add(int(channel_id))
+        self.jobs = self.jobs or jobs
+        self.directory = self.directory or directory
+
 
 class Database:
-    """One DuckDB connection per process; every thread reads on its own cursor, writes go through one lock."""
+    """What every backend offers the verbs: reads, one-transaction writes, the recent cache, job signals."""
 
-    def __init__(self, connection: duckdb.DuckDBPyConnection, path: str, clock: Callable[[], datetime] = utcnow):
-        self.path = path
+    dialect: Dialect = Dialect()
+    shared = False  # whether other processes may write the same database (then leases decide who runs a job)
+
+    def __init__(self, target: str, clock: Callable[[], datetime] = utcnow) -> None:
+        self.path = target
         self.clock = clock
         self.recent = RecentMessages()
-        self._connection = connection
-        self._write_lock = FairLock()
         self._jobs = threading.Condition()
         self._closed = False
-        self.cursors_opened = 0  # every query starts with a cursor: tests and benchmarks count DuckDB work here
+        self.cursors_opened = 0  # every query starts here: tests and benchmarks count database work
+
+    def describe(self) -> str:
+        """The database named for a person: a file path, or host/database without any password."""
+        return self.path
 
     # reads ---------------------------------------------------------------
+    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+        raise NotImplementedError
+
+    def one(self, sql: str, params: Sequence[Any] = ()) -> tuple | None:
+        raise NotImplementedError
+
+    @contextmanager
+    def analytics(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A DuckDB cursor whose current database and schema hold the app's tables (read-only where it can be)."""
+        raise NotImplementedError
+        yield  # pragma: no cover
+
+    # writes --------------------------------------------------------------
+    def write(self, work: Callable[[Transaction], T]) -> T:
+        raise NotImplementedError
+
+    def _committed(self, tx: Transaction) -> None:
+        """After a commit: this process's own side of ``announce``, then the verb's on-commit actions."""
+        for action in tx._after:
+            action()
+        if tx.directory:
+            self.recent.bump(DIRECTORY)
+        if tx.jobs:
+            self.signal_jobs()
+
+    # job signal ----------------------------------------------------------
+    def signal_jobs(self) -> None:
+        with self._jobs:
+            self._jobs.notify_all()
+
+    def wait_for_jobs(self, timeout: float) -> None:
+        with self._jobs:
+            self._jobs.wait(timeout)
+
+    def close(self) -> None:
+        self._closed = True
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ChatError("The database is closed.")
+
+
+class DuckDatabase(Database):
+    """One DuckDB connection per process; every thread reads on its own cursor, writes go through one lock."""
+
+    dialect = DuckDialect()
+
+    def __init__(self, connection: duckdb.DuckDBPyConnection, path: str, clock: Callable[[], datetime] = utcnow):
+        super().__init__(path, clock)
+        self._connection = connection
+        self._write_lock = FairLock()
+
     @contextmanager
     def cursor(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """A fresh cursor for this thread (a cursor costs ~5 µs; sharing one across threads fails)."""
-        if self._closed:
-            raise ChatError("The database is closed.")
+        self._check_open()
         cur = self._connection.cursor()
         self.cursors_opened += 1
         try:
@@ -113,7 +210,11 @@ class Database:
         with self.cursor() as cur:
             return cur.execute(sql, list(params)).fetchone()
 
-    # writes --------------------------------------------------------------
+    @contextmanager
+    def analytics(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        with self.cursor() as cur:
+            yield cur
+
     def write(self, work: Callable[[Transaction], T]) -> T:
         """Run ``work`` in one transaction, retrying DuckDB's write conflicts; then run its on-commit actions."""
         with self._write_lock:
@@ -136,25 +237,15 @@ class Database:
                     except BaseException:
                         _rollback(cur)
                         raise
-                for action in tx._after:
-                    action()
+                self._committed(tx)
                 return result
         raise AssertionError("unreachable")
 
     @contextmanager
     def write_lock(self) -> Iterator[None]:
-        """Hold writers off (used to fill a cache consistently)."""
+        """Hold writers off (benchmarks fill a cache consistently with it)."""
         with self._write_lock:
             yield
-
-    # job signal ----------------------------------------------------------
-    def signal_jobs(self) -> None:
-        with self._jobs:
-            self._jobs.notify_all()
-
-    def wait_for_jobs(self, timeout: float) -> None:
-        with self._jobs:
-            self._jobs.wait(timeout)
 
     def close(self) -> None:
         with self._write_lock:
@@ -176,9 +267,9 @@ def _is_conflict(error: Exception) -> bool:
     return "onflict" in text or "Duplicate key" in text
 
 
-def connect(path: str, clock: Callable[[], datetime] = utcnow) -> Database:
-    """Open (creating if needed) and migrate the database at ``path``; ``:memory:`` is allowed."""
-    from core.migrations import migrate
+def open_duckdb(path: str, clock: Callable[[], datetime] = utcnow) -> DuckDatabase:
+    """Open (creating if needed) and migrate the DuckDB database at ``path``; ``:memory:`` is allowed."""
+    from core.migrations import DuckMigrator, migrate
 
     try:
         # The app needs no file access beyond its own database: this keeps the SQL console inside it.
@@ -194,5 +285,14 @@ def connect(path: str, clock: Callable[[], datetime] = utcnow) -> Database:
         raise ChatError(f"Cannot open the database {path!r}: {error}") from None
     # DuckDB's late materialization slows "10 newest of a channel" by 30-50% (measured).
     connection.execute("SET late_materialization_max_rows = 0")
-    migrate(connection)
-    return Database(connection, path, clock)
+    migrate(DuckMigrator(connection))
+    return DuckDatabase(connection, path, clock)
+
+
+def connect(target: str, clock: Callable[[], datetime] = utcnow) -> Database:
+    """Open and migrate the database ``target`` names: a DuckDB file, ``:memory:``, or a ``postgresql://`` URL."""
+    if is_postgres_url(target):
+        from core.pg import open_postgres
+
+        return open_postgres(target, clock)
+    return open_duckdb(target, clock)

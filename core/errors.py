@@ -15,3 +15,7 @@ class NotFound(ChatError):
 
 class DatabaseLocked(ChatError):
     """Another process holds the database file."""
+
+
+class DatabaseUnavailable(ChatError):
+    """The database server cannot be reached right now (the app retries by itself)."""

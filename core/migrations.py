@@ -1,38 +1,103 @@
-"""Schema history: named migrations, each applied once and recorded in ``migrations``."""
+"""Schema history: named migrations, each applied once and recorded in ``migrations``.
+
+A migration is a function of a ``Migrator``: ``m.execute(sql)`` for SQL both backends speak, and
+``m.id_column(table)``, ``m.create_index(...)`` and ``m.dialect`` where their DDL differs.
+"""
 from __future__ import annotations
 
-from typing import Callable
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Sequence
 
 import duckdb
 
-from core.db import utcnow
-
-Migration = Callable[[duckdb.DuckDBPyConnection], None]
+from core.db import Dialect, DuckDialect, utcnow
 
 
-def m001_initial(cur: duckdb.DuckDBPyConnection) -> None:
+class Migrator:
+    """Runs migration steps on one backend: SQL both speak, plus the few DDL pieces that differ."""
+
+    dialect: Dialect = Dialect()
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        raise NotImplementedError
+
+    def id_column(self, table: str) -> str:
+        """The DDL of an auto-numbered BIGINT primary key named ``id``."""
+        raise NotImplementedError
+
+    def create_index(self, name: str, table: str, columns: str) -> None:
+        """An index where the backend needs one to stay fast (``columns`` is trusted SQL from a migration)."""
+        raise NotImplementedError
+
+    def begin(self) -> None:
+        self.execute("BEGIN")
+
+    def commit(self) -> None:
+        self.execute("COMMIT")
+
+    def rollback(self) -> None:
+        self.execute("ROLLBACK")
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Held while migrating: processes starting at once migrate one after the other."""
+        yield
+
+
+class DuckMigrator(Migrator):
+    dialect = DuckDialect()
+
+    def __init__(self, connection: duckdb.DuckDBPyConnection) -> None:
+        self.connection = connection
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        return self.connection.execute(sql, list(params))
+
+    def id_column(self, table: str) -> str:
+        self.execute(f"CREATE SEQUENCE {table}_id_seq")
+        return f"id BIGINT PRIMARY KEY DEFAULT nextval('{table}_id_seq')"
+
+    def create_index(self, name: str, table: str, columns: str) -> None:
+        # None: DuckDB's zone maps find a channel's newest rows fast (bench/hot_query.py), and an ART
+        # index would slow every write and make indexed columns fail to update in one transaction.
+        pass
+
+    def rollback(self) -> None:
+        try:
+            self.connection.rollback()
+        except duckdb.Error:
+            pass  # a failed commit already ended the transaction; keep the original error
+
+    def begin(self) -> None:
+        self.connection.begin()
+
+    def commit(self) -> None:
+        self.connection.commit()
+
+
+Migration = Callable[[Migrator], None]
+
+
+def m001_initial(m: Migrator) -> None:
     """The original's model: users, channels, messages (author NULL for the AI)."""
-    cur.execute("CREATE SEQUENCE users_id_seq")
-    cur.execute(
-        """CREATE TABLE users (
-            id BIGINT PRIMARY KEY DEFAULT nextval('users_id_seq'),
+    m.execute(
+        f"""CREATE TABLE users (
+            {m.id_column("users")},
             name VARCHAR NOT NULL,
             name_key VARCHAR NOT NULL UNIQUE,  -- casefolded name: names are unique ignoring case
             created_at TIMESTAMP NOT NULL)"""
     )
-    cur.execute("CREATE SEQUENCE channels_id_seq")
-    cur.execute(
-        """CREATE TABLE channels (
-            id BIGINT PRIMARY KEY DEFAULT nextval('channels_id_seq'),
+    m.execute(
+        f"""CREATE TABLE channels (
+            {m.id_column("channels")},
             name VARCHAR NOT NULL,
             name_key VARCHAR NOT NULL UNIQUE,
             created_at TIMESTAMP NOT NULL)"""
     )
     # The id comes from a sequence, so it orders messages strictly even within one millisecond.
-    cur.execute("CREATE SEQUENCE messages_id_seq")
-    cur.execute(
-        """CREATE TABLE messages (
-            id BIGINT PRIMARY KEY DEFAULT nextval('messages_id_seq'),
+    m.execute(
+        f"""CREATE TABLE messages (
+            {m.id_column("messages")},
             channel_id BIGINT NOT NULL,
             author_id BIGINT,
             content VARCHAR NOT NULL,
@@ -40,7 +105,7 @@ def m001_initial(cur: duckdb.DuckDBPyConnection) -> None:
     )
 
 
-def m002_ai_replies(cur: duckdb.DuckDBPyConnection) -> None:
+def m002_ai_replies(m: Migrator) -> None:
     """AI replies as messages with a state, and a job table that schedules them."""
     for column, kind in [
         ("status", "VARCHAR DEFAULT 'complete'"),  # pending | streaming | complete | error
@@ -50,20 +115,19 @@ def m002_ai_replies(cur: duckdb.DuckDBPyConnection) -> None:
         ("model", "VARCHAR"),
         ("prompt_tokens", "INTEGER"),
         ("completion_tokens", "INTEGER"),
-        ("ttft_ms", "DOUBLE"),  # time to first token
-        ("total_ms", "DOUBLE"),
+        ("ttft_ms", m.dialect.double),  # time to first token
+        ("total_ms", m.dialect.double),
         ("context", "VARCHAR"),  # JSON of exactly what was sent to the model
     ]:
-        cur.execute(f"ALTER TABLE messages ADD COLUMN {column} {kind}")
+        m.execute(f"ALTER TABLE messages ADD COLUMN {column} {kind}")
     # Not "ADD COLUMN stopped BOOLEAN DEFAULT false": DuckDB 1.5.6 then fails the commit of a table
     # holding rows when another ADD COLUMN follows ("another transaction has altered this table").
-    cur.execute("ALTER TABLE messages ALTER COLUMN stopped SET DEFAULT false")
-    cur.execute("UPDATE messages SET stopped = false WHERE stopped IS NULL")
-    cur.execute("UPDATE messages SET status = 'complete' WHERE status IS NULL")
-    cur.execute("CREATE SEQUENCE ai_jobs_id_seq")
-    cur.execute(
-        """CREATE TABLE ai_jobs (
-            id BIGINT PRIMARY KEY DEFAULT nextval('ai_jobs_id_seq'),
+    m.execute("ALTER TABLE messages ALTER COLUMN stopped SET DEFAULT false")
+    m.execute("UPDATE messages SET stopped = false WHERE stopped IS NULL")
+    m.execute("UPDATE messages SET status = 'complete' WHERE status IS NULL")
+    m.execute(
+        f"""CREATE TABLE ai_jobs (
+            {m.id_column("ai_jobs")},
             channel_id BIGINT NOT NULL,
             trigger_id BIGINT NOT NULL,   -- the user message that asked for the reply
             reply_id BIGINT NOT NULL,     -- the AI message being written
@@ -75,43 +139,57 @@ def m002_ai_replies(cur: duckdb.DuckDBPyConnection) -> None:
     )
 
 
-def m003_channel_settings(cur: duckdb.DuckDBPyConnection) -> None:
+def m003_channel_settings(m: Migrator) -> None:
     """Per-channel reply policy (every | mention | off) and persona (system prompt)."""
-    cur.execute("ALTER TABLE channels ADD COLUMN reply_policy VARCHAR DEFAULT 'every'")
-    cur.execute("ALTER TABLE channels ADD COLUMN persona VARCHAR")
-    cur.execute("UPDATE channels SET reply_policy = 'every' WHERE reply_policy IS NULL")
+    m.execute("ALTER TABLE channels ADD COLUMN reply_policy VARCHAR DEFAULT 'every'")
+    m.execute("ALTER TABLE channels ADD COLUMN persona VARCHAR")
+    m.execute("UPDATE channels SET reply_policy = 'every' WHERE reply_policy IS NULL")
+
+
+def m004_job_leases(m: Migrator) -> None:
+    """A lease on each running AI job (several replicas claim jobs), and the indexes Postgres needs."""
+    m.execute("ALTER TABLE ai_jobs ADD COLUMN lease_until TIMESTAMP")  # a running job past this is orphaned
+    m.execute("ALTER TABLE ai_jobs ADD COLUMN owner VARCHAR")  # which process runs it (for people reading the table)
+    m.create_index("messages_channel_newest", "messages", "channel_id, id")  # the 10 newest of a channel
+    m.create_index("ai_jobs_state", "ai_jobs", "state, id")  # the claim and the sweep
+    m.create_index("ai_jobs_reply", "ai_jobs", "reply_id")  # retry and stop find a reply's jobs
 
 
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("001_initial", m001_initial),
     ("002_ai_replies", m002_ai_replies),
     ("003_channel_settings", m003_channel_settings),
+    ("004_job_leases", m004_job_leases),
 ]
 
 
-def applied(connection: duckdb.DuckDBPyConnection) -> list[str]:
+def _migrator(target: Migrator | duckdb.DuckDBPyConnection) -> Migrator:
+    return target if isinstance(target, Migrator) else DuckMigrator(target)
+
+
+def applied(target: Migrator | duckdb.DuckDBPyConnection) -> list[str]:
     """Names of the migrations this database has recorded, in order applied."""
-    return [row[0] for row in connection.execute("SELECT name FROM migrations ORDER BY applied_at, name").fetchall()]
+    rows = _migrator(target).execute("SELECT name FROM migrations ORDER BY applied_at, name").fetchall()
+    return [row[0] for row in rows]
 
 
-def migrate(connection: duckdb.DuckDBPyConnection, migrations: list[tuple[str, Migration]] = MIGRATIONS) -> list[str]:
+def migrate(target: Migrator | duckdb.DuckDBPyConnection, migrations: list[tuple[str, Migration]] = MIGRATIONS) -> list[str]:
     """Apply each migration not yet recorded, each in its own transaction; return the names applied now."""
-    connection.execute("CREATE TABLE IF NOT EXISTS migrations (name VARCHAR PRIMARY KEY, applied_at TIMESTAMP NOT NULL)")
-    done = set(applied(connection))
-    now_applied = []
-    for name, step in migrations:
-        if name in done:
-            continue
-        connection.begin()
-        try:
-            step(connection)
-            connection.execute("INSERT INTO migrations VALUES (?, ?)", [name, utcnow()])
-            connection.commit()
-        except BaseException:
+    m = _migrator(target)
+    with m.exclusive():
+        m.execute("CREATE TABLE IF NOT EXISTS migrations (name VARCHAR PRIMARY KEY, applied_at TIMESTAMP NOT NULL)")
+        done = set(applied(m))
+        now_applied = []
+        for name, step in migrations:
+            if name in done:
+                continue
+            m.begin()
             try:
-                connection.rollback()
-            except duckdb.Error:
-                pass  # a failed commit already ended the transaction; keep the original error
-            raise
-        now_applied.append(name)
+                step(m)
+                m.execute("INSERT INTO migrations VALUES (?, ?)", [name, utcnow()])
+                m.commit()
+            except BaseException:
+                m.rollback()
+                raise
+            now_applied.append(name)
     return now_applied

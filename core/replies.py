@@ -6,6 +6,7 @@ Every change goes through ``Database.write`` and reaches the recent-message cach
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from typing import Any
 
 from core.chat import MESSAGE_COLUMNS, MESSAGE_FROM, Job, check_id
@@ -14,6 +15,7 @@ from core.errors import NotFound, ValidationError
 from core.recent import Message
 
 MAX_ATTEMPTS = 3  # a reply interrupted by restarts this often is closed as an error, not retried forever
+LEASE_SECONDS = 30.0  # a running job whose lease is not renewed this long is orphaned (its process died or hung)
 OPEN = ("pending", "streaming")
 INTERRUPTED = "Interrupted by a restart of the app. Press Retry to try again."
 STOPPED_EMPTY = "Stopped before the AI wrote anything."
@@ -23,26 +25,43 @@ def _refresh(db: Database, tx: Transaction, message_id: int) -> Message:
     """Re-read a message inside the transaction and put it in the cache once the commit lands."""
     row = tx.one(f"SELECT {MESSAGE_COLUMNS} FROM {MESSAGE_FROM} WHERE m.id = ?", [message_id])
     message = Message(*row)
+    tx.announce(message.channel_id)
     tx.on_commit(lambda: db.recent.replace(message))
     return message
 
 
-def claim_next_job(db: Database) -> Job | None:
-    """Take the oldest pending job (each is handed out once), or None when there is none."""
+def claim_next_job(db: Database, lease: float = LEASE_SECONDS, owner: str | None = None) -> Job | None:
+    """Take the oldest pending job (each is handed out once, across replicas), or None when there is none."""
 
     def work(tx: Transaction) -> Job | None:
         row = tx.one(
-            "SELECT id, channel_id, trigger_id, reply_id, attempts FROM ai_jobs WHERE state = 'pending' ORDER BY id LIMIT 1"
+            "SELECT id, channel_id, trigger_id, reply_id, attempts FROM ai_jobs WHERE state = 'pending' "
+            f"ORDER BY id LIMIT 1{db.dialect.skip_locked}"
         )
         if row is None:
             return None
+        now = db.clock()
         tx.execute(
-            "UPDATE ai_jobs SET state = 'running', attempts = attempts + 1, claimed_at = ? WHERE id = ?",
-            [db.clock(), row[0]],
+            "UPDATE ai_jobs SET state = 'running', attempts = attempts + 1, claimed_at = ?, lease_until = ?, owner = ? "
+            "WHERE id = ?",
+            [now, now + timedelta(seconds=lease), owner, row[0]],
         )
         return Job(row[0], row[1], row[2], row[3], row[4] + 1)
 
     return db.write(work)
+
+
+def renew_leases(db: Database, job_ids: list[int], lease: float = LEASE_SECONDS) -> None:
+    """Extend the leases of jobs this process is running (its heartbeat), so no sweep takes them over."""
+    if not job_ids:
+        return
+    marks = ", ".join("?" for _ in job_ids)
+    until = db.clock() + timedelta(seconds=lease)
+    db.write(
+        lambda tx: tx.execute(
+            f"UPDATE ai_jobs SET lease_until = ? WHERE state = 'running' AND id IN ({marks})", [until, *job_ids]
+        )
+    )
 
 
 def pending_jobs(db: Database) -> int:
@@ -64,9 +83,9 @@ def record_request(db: Database, reply_id: int, messages: list[dict], model: str
     db.write(work)
 
 
-def _holds(tx: Transaction, job_id: int) -> bool:
-    """Whether a worker's job is still its reply's live attempt (a Retry after Stop supersedes it)."""
-    row = tx.one("SELECT state FROM ai_jobs WHERE id = ?", [job_id])
+def _holds(db: Database, tx: Transaction, job_id: int) -> bool:
+    """Whether a worker's job is still its reply's live attempt (a Retry after Stop, or a sweep, supersedes it)."""
+    row = tx.one(f"SELECT state FROM ai_jobs WHERE id = ?{db.dialect.for_update}", [job_id])
     return row is not None and row[0] == "running"
 
 
@@ -75,7 +94,7 @@ def stream_reply(db: Database, reply_id: int, content: str, job_id: int | None =
     reply_id = check_id(reply_id, "Message")
 
     def work(tx: Transaction) -> bool:
-        if job_id is not None and not _holds(tx, job_id):
+        if job_id is not None and not _holds(db, tx, job_id):
             return False
         row = tx.one(
             "UPDATE messages SET content = ?, status = 'streaming', updated_at = ? "
@@ -84,6 +103,10 @@ def stream_reply(db: Database, reply_id: int, content: str, job_id: int | None =
         )
         if row is None:
             return False
+        if job_id is not None:  # text arriving is a sign of life: the lease runs on
+            tx.execute(
+                "UPDATE ai_jobs SET lease_until = ? WHERE id = ?", [db.clock() + timedelta(seconds=LEASE_SECONDS), job_id]
+            )
         _refresh(db, tx, reply_id)
         return True
 
@@ -103,7 +126,7 @@ def finish_reply(
     """Close a reply as complete with its final text and figures, and the job as done."""
 
     def work(tx: Transaction) -> None:
-        if not _holds(tx, job.id):
+        if not _holds(db, tx, job.id):
             return  # a Retry superseded this attempt: the new one writes the reply
         now = db.clock()
         tx.execute(
@@ -122,7 +145,7 @@ def fail_reply(db: Database, job: Job, reason: str, content: str | None = None, 
     """Close a reply as an error with a readable reason, keeping any partial text; the job is done."""
 
     def work(tx: Transaction) -> None:
-        if not _holds(tx, job.id):
+        if not _holds(db, tx, job.id):
             return  # a Retry superseded this attempt: the new one writes the reply
         now = db.clock()
         params: list[Any] = [reason, now, total_ms]
@@ -189,7 +212,7 @@ def retry_reply(db: Database, message_id: Any) -> bool:
                 [channel_id, trigger[0] or message_id, message_id, now],
             )
         _refresh(db, tx, message_id)
-        tx.on_commit(db.signal_jobs)
+        tx.announce(jobs=True)
         return True
 
     return db.write(work)
@@ -221,21 +244,39 @@ def stop_reply(db: Database, message_id: Any) -> bool:
     return db.write(work)
 
 
-def recover_interrupted(db: Database) -> dict[str, int]:
-    """After a crash: re-queue replies that were running (up to MAX_ATTEMPTS), close the rest as errors."""
+def recover_interrupted(db: Database, everything: bool | None = None) -> dict[str, int]:
+    """Re-queue replies whose worker is gone (up to MAX_ATTEMPTS), close the rest as errors.
+
+    ``everything`` (at start, when no other process can be running jobs: a DuckDB file has one owner)
+    takes every running job; otherwise only those whose lease expired, never one a live replica is
+    still streaming. A requeued job is a new row: the old one is retired, so a worker that was only
+    slow, not dead, finds its writes refused.
+    """
+    if everything is None:
+        everything = not db.shared
 
     def work(tx: Transaction) -> dict[str, int]:
         now = db.clock()
         requeued = closed = 0
-        for job_id, reply_id, attempts, status in tx.execute(
-            "SELECT j.id, j.reply_id, j.attempts, m.status FROM ai_jobs j LEFT JOIN messages m ON m.id = j.reply_id "
-            "WHERE j.state = 'running'"
-        ).fetchall():
+        stale = "" if everything else " AND (j.lease_until IS NULL OR j.lease_until < ?)"
+        for job_id, channel_id, trigger_id, reply_id, attempts, status in tx.rows(
+            "SELECT j.id, j.channel_id, j.trigger_id, j.reply_id, j.attempts, m.status "
+            "FROM ai_jobs j LEFT JOIN messages m ON m.id = j.reply_id "
+            f"WHERE j.state = 'running'{stale} ORDER BY j.id",
+            [] if everything else [now],
+        ):
+            held = tx.one(f"SELECT state FROM ai_jobs WHERE id = ?{db.dialect.skip_locked}", [job_id])
+            if held is None or held[0] != "running":
+                continue  # another replica's sweep holds or just took it
+            tx.execute("UPDATE ai_jobs SET state = 'done', finished_at = ? WHERE id = ?", [now, job_id])
             if status not in OPEN:  # stopped while it ran: nothing is left to write
-                tx.execute("UPDATE ai_jobs SET state = 'done', finished_at = ? WHERE id = ?", [now, job_id])
                 continue
             if attempts < MAX_ATTEMPTS:
-                tx.execute("UPDATE ai_jobs SET state = 'pending', claimed_at = NULL WHERE id = ?", [job_id])
+                tx.execute(
+                    "INSERT INTO ai_jobs (channel_id, trigger_id, reply_id, state, attempts, created_at) "
+                    "VALUES (?, ?, ?, 'pending', ?, ?)",
+                    [channel_id, trigger_id, reply_id, attempts, now],
+                )
                 tx.execute(
                     "UPDATE messages SET status = 'pending', content = '', updated_at = ? "
                     "WHERE id = ? AND status IN ('pending', 'streaming')",
@@ -243,7 +284,6 @@ def recover_interrupted(db: Database) -> dict[str, int]:
                 )
                 requeued += 1
             else:
-                tx.execute("UPDATE ai_jobs SET state = 'done', finished_at = ? WHERE id = ?", [now, job_id])
                 tx.execute(
                     "UPDATE messages SET status = 'error', error = ?, updated_at = ? "
                     "WHERE id = ? AND status IN ('pending', 'streaming')",
@@ -252,17 +292,19 @@ def recover_interrupted(db: Database) -> dict[str, int]:
                 closed += 1
             _refresh(db, tx, reply_id)
         # Open replies with no job left to finish them (e.g. a job row from an older version).
-        for (reply_id,) in tx.execute(
+        for (reply_id,) in tx.rows(
             "SELECT m.id FROM messages m WHERE m.status IN ('pending', 'streaming') AND NOT EXISTS "
             "(SELECT 1 FROM ai_jobs j WHERE j.reply_id = m.id AND j.state IN ('pending', 'running'))"
-        ).fetchall():
+        ):
             tx.execute(
-                "UPDATE messages SET status = 'error', error = ?, updated_at = ? WHERE id = ?", [INTERRUPTED, now, reply_id]
+                "UPDATE messages SET status = 'error', error = ?, updated_at = ? WHERE id = ? "
+                "AND status IN ('pending', 'streaming')",
+                [INTERRUPTED, now, reply_id],
             )
             _refresh(db, tx, reply_id)
             closed += 1
         if requeued:
-            tx.on_commit(db.signal_jobs)
+            tx.announce(jobs=True)
         return {"requeued": requeued, "closed": closed}
 
     return db.write(work)

@@ -556,7 +556,7 @@ def test_stop_aborts_a_running_reply_and_the_next_start_requeues_it(db, fake_ope
     responders()
     reply = settled(db, reply_id)
     assert (reply.status, reply.content) == ("complete", "Finished after the restart.")
-    assert db.one("SELECT attempts FROM ai_jobs WHERE reply_id = ?", [reply_id])[0] == 2
+    assert db.one("SELECT max(attempts) FROM ai_jobs WHERE reply_id = ?", [reply_id])[0] == 2
     assert len(ai_messages(db, channel)) == 1
 
 
@@ -592,7 +592,9 @@ def test_kill_9_mid_reply_then_restart_finishes_every_reply(tmp_path, fake_opena
         finally:
             responder.stop(grace=0)
         assert [(m.status, m.content) for m in ended] == [("complete", "Hello from the fake model.")] * 3
-        assert db.rows("SELECT attempts FROM ai_jobs ORDER BY id") == [(2,), (1,), (1,)]
+        # The killed run's job was retired and its reply requeued as a new job carrying the attempt count.
+        assert db.rows("SELECT reply_id, state, attempts FROM ai_jobs ORDER BY id") == [
+            (replies[0], "done", 1), (replies[1], "done", 1), (replies[2], "done", 1), (replies[0], "done", 2)]
         assert running_jobs(db) == 0
         assert len(fake_openai.requests) == 3
     finally:

@@ -56,6 +56,8 @@ SCHEMA = {
         ("created_at", "TIMESTAMP", False),
         ("claimed_at", "TIMESTAMP", True),
         ("finished_at", "TIMESTAMP", True),
+        ("lease_until", "TIMESTAMP", True),
+        ("owner", "VARCHAR", True),
     ],
 }
 

@@ -26,6 +26,42 @@ def test_fill_keeps_the_first_list():
     assert [m.id for m in recent.get(1)] == [2, 1]
 
 
+def test_a_fill_that_raced_with_a_change_is_not_kept():
+    recent = RecentMessages()
+    token = recent.version(1)
+    recent.invalidate(1)  # another process committed while this one read the database
+    rows = recent.fill(1, [message(1)], token)
+    assert [m.id for m in rows] == [1] and recent.get(1) is None  # answered, but not cached
+    token = recent.version(1)
+    recent.fill(1, [message(1)], token)
+    assert [m.id for m in recent.get(1)] == [1]
+
+
+def test_adds_reported_out_of_order_keep_the_list_ordered():
+    recent = RecentMessages()
+    recent.fill(1, [message(1)])
+    recent.add(message(3))
+    recent.add(message(2))  # committed before 3, reported after it
+    assert [m.id for m in recent.get(1)] == [3, 2, 1]
+
+
+def test_invalidate_all_moves_every_version_and_tells_subscribers():
+    recent = RecentMessages()
+    recent.fill(1, [message(1)])
+    recent.add(message(2))
+    seen = []
+    unsubscribe = recent.subscribe(lambda channel_id, version: seen.append((channel_id, version)))
+    before = {c: recent.version(c) for c in (0, 1, 2)}
+    recent.invalidate_all()
+    assert recent.get(1) is None
+    assert all(recent.version(c) != before[c] for c in before)
+    recent.add(message(3))
+    assert seen == [(None, recent.version(5)), (1, recent.version(1))]
+    unsubscribe()
+    recent.add(message(4))
+    assert len(seen) == 2
+
+
 def test_fill_and_add_keep_only_the_newest():
     recent = RecentMessages()
     recent.fill(1, [message(i) for i in range(CACHE_DEPTH + 10, 0, -1)])

@@ -29,8 +29,9 @@ def ask(db, channel_id, user_id, text="hello @ai"):
 
 
 def job_row(db, reply_id):
-    return db.one("SELECT state, attempts, claimed_at IS NOT NULL, finished_at IS NOT NULL FROM ai_jobs WHERE reply_id = ?",
-                  [reply_id])
+    """The reply's newest job (a requeue retires the old row and adds a new one)."""
+    return db.one("SELECT state, attempts, claimed_at IS NOT NULL, finished_at IS NOT NULL FROM ai_jobs WHERE reply_id = ? "
+                  "ORDER BY id DESC LIMIT 1", [reply_id])
 
 
 def coherent(db, channel_id):
@@ -241,6 +242,8 @@ def test_recover_requeues_running_jobs_then_gives_up(db, ann, general):
         message = chat.get_message(db, reply_id)
         assert (message.status, message.content) == ("pending", "")
         assert job_row(db, reply_id)[:3] == ("pending", attempt, False)
+        assert db.one("SELECT state FROM ai_jobs WHERE id = ?", [job.id]) == ("done",)  # the dead run's row is retired
+        assert replies.stream_reply(db, reply_id, "a late write of the dead run", job_id=job.id) is False
         assert coherent(db, general)
     job = replies.claim_next_job(db)
     assert job.attempts == MAX_ATTEMPTS
