@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -297,7 +298,7 @@ STREAM_FAULTS = {
     "503 whose second wait crosses the deadline": (
         [Script(status=503, retry_after=1.2, repeat=2)],
         2,
-        ("The AI service was busy (HTTP 503); gave up after 1.2 s. Try again later.", ""),
+        (re.compile(r"The AI service was busy \(HTTP 503\); gave up after 1\.\d s\. Try again later\."), ""),
     ),
     "busy, then a hang on the retry": (  # the second try gets only the time left
         [Script(status=503, retry_after=0.5), Script(hang=True)],
@@ -307,7 +308,7 @@ STREAM_FAULTS = {
     "chunks that each arrive in time but not the whole": (  # each read waits 1.9 s, less than a per-try timeout
         [Script(chunks=["slow ", "and ", "steady"], chunk_delay=1.9)],
         1,
-        ("The AI service did not finish the reply within 2 s.", "slow and "),
+        ("The AI service did not finish the reply within 2 s.", ("slow and ", "slow ")),  # "and " comes at 1.9 s
     ),
     "malformed event mid-stream": (
         [Script(chunks=["Half ", "an ", "answer ", "then ", "garbage"], malformed_after=3)],
@@ -342,7 +343,9 @@ def test_reply_ends_by_its_deadline_keeping_its_text_with_a_reason(db, fake_open
     elapsed = time.monotonic() - started
 
     assert elapsed <= DEADLINE + 1.0, f"the reply took {elapsed:.2f} s"
-    assert (reply.status, reply.error, reply.content) == ("error", error, content)
+    assert reply.status == "error"
+    assert error.fullmatch(reply.error) if isinstance(error, re.Pattern) else reply.error == error
+    assert reply.content in content if isinstance(content, tuple) else reply.content == content
     assert len(fake_openai.requests) == requests
     assert [m.id for m in ai_messages(db, channel)] == [reply_id]  # exactly one reply
     assert running_jobs(db) == 0
