@@ -52,8 +52,10 @@ from urllib.parse import urlsplit
 
 import openai
 
+from core import tools
 from core.chat import Job, get_channel, load_context, system_prompt
 from core.config import Settings
+from core.context import RETRIEVAL_SHARE, TOOL_RESULT_SHARE, fit, tools_tokens, trim
 from core.db import Database
 from core.deadline import Deadline, hold_deadlines
 from core.errors import ChatError
@@ -64,6 +66,7 @@ from core.replies import (
     finish_reply,
     pending_jobs,
     record_request,
+    record_steps,
     recover_interrupted,
     stream_reply,
 )
@@ -78,6 +81,7 @@ RETRIES = 2  # retries of 408/409/429/5xx, timeouts and failed connections, as m
 FIRST_BACKOFF = 0.5  # seconds before the first retry when the server names no wait; doubles each time (the SDK's)
 MAX_BACKOFF = 8.0  # seconds: the SDK's cap on its backoff
 RETRYABLE = (408, 409, 429)  # and every 5xx: the statuses the SDK retries
+TOOL_ROUNDS = 3  # rounds of tool calls a reply may make; the next round must answer (tool_choice "none")
 LEASE_BEATS = 3  # lease renewals (and sweeps) per lease period: two can fail before a live job looks orphaned
 
 NO_KEY = "AI replies are off: no OPENAI_API_KEY is set."
@@ -102,6 +106,9 @@ FILTERED = "The AI service's content filter stopped the reply."
 ODD_FINISH = "The AI service ended the reply in an unexpected way ({reason})."
 CLOSED = "The AI service closed the stream before the reply was finished."
 EMPTY = "The AI returned an empty reply."
+TOOLS_OFF = "The AI server does not take tools for {model}, so the AI answered without searching."
+ENDLESS_TOOLS = "The AI kept asking for more searches without answering. Try asking more precisely."
+REPEATED_CALL = "The AI asked for exactly the same thing again."
 UNEXPECTED = "Something went wrong while writing the AI reply (the error was logged). Press Retry to try again."
 DETAIL_MAX = 300  # characters of a server's own error text shown to a person
 USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@]*@")  # the user:password@ of a URL
@@ -202,6 +209,10 @@ class _Ended(Exception):
     """The reply ends as an error with this readable reason (the text so far is kept)."""
 
 
+class _ToolsRefused(Exception):
+    """The server answered 400 to a request carrying tools: try once without them."""
+
+
 class _Run:
     """One start()..stop() of a Responder: its pool, dispatcher, free-worker count and jobs in hand."""
 
@@ -248,6 +259,7 @@ class Responder:
         self.host = _host(client.base_url) if hasattr(client, "base_url") else ""
         self._lock = threading.Lock()
         self._run: _Run | None = None
+        self._no_tools: set[str] = set()  # models whose server refused tools (kept in memory, per process)
         self.owner = f"{socket.gethostname()}:{os.getpid()}"  # shown in ai_jobs.owner
 
     @property
@@ -370,24 +382,96 @@ class Responder:
     # one reply -----------------------------------------------------------------
     def _answer(self, run: _Run, job: Job, deadline: Deadline) -> None:
         channel = get_channel(self.db, job.channel_id)
-        context = load_context(self.db, job.channel_id, upto=job.trigger_id)
-        messages = [{"role": "system", "content": system_prompt(channel)}, *context]
-        model = self.settings.openai_model
-        record_request(self.db, job.reply_id, messages, model)
+        model = channel.model or self.settings.openai_model
+        budget = self.settings.ai_context_tokens
+        history = load_context(self.db, job.channel_id, upto=job.trigger_id)
+        system = [{"role": "system", "content": system_prompt(channel)}]
+        steps: list[dict] = []
+        if channel.look_back and history:
+            note, step = tools.look_back(self.db, channel, job.trigger_id, int(budget * RETRIEVAL_SHARE))
+            if note is not None:
+                system.append(note)
+                steps.append(step)
+        use_tools = model not in self._no_tools
+        tail: list[dict] = []  # this reply's tool calls and their results, sent with every later round
+        done_calls: dict[tuple[str, str], str] = {}
         reply = _Reply(time.monotonic())
-        try:
-            stream = self._open(run, deadline, model=model, messages=messages)
-        except _Ended as end:
-            self._fail(run, job, str(end), "", reply.started)
-            return
-        try:
-            self._read(run, job, stream, reply, deadline)
-        except _Ended as end:
-            self._fail(run, job, str(end), reply.text, reply.started)
-            return
-        finally:
-            stream.close()
+        for round_ in range(TOOL_ROUNDS + 1):
+            fixed = tools_tokens(tools.TOOLS) if use_tools else 0
+            fitted = fit(system, history, tail, budget, fixed)
+            steps = [s for s in steps if s.get("kind") != "budget"]
+            if fitted.note():
+                steps.append({"kind": "budget", "label": fitted.note(), "dropped": fitted.dropped})
+            if steps and not self._steps(job, steps, reply):
+                break
+            record_request(self.db, job.reply_id, fitted.messages, model)
+            request: dict[str, Any] = {"model": model, "messages": fitted.messages}
+            if use_tools:
+                request["tools"] = tools.TOOLS
+                if round_ == TOOL_ROUNDS:  # enough looking: answer now
+                    request["tool_choice"] = "none"
+            try:
+                stream = self._open(run, deadline, **request)
+            except _ToolsRefused:
+                log.warning("the AI server refused tools for %s; answering without them from now on", model)
+                use_tools = False
+                steps.append({"kind": "fallback", "label": TOOLS_OFF.format(model=model)})
+                try:
+                    stream = self._open(run, deadline, model=model, messages=fit(system, history, tail, budget).messages)
+                except _Ended as end:
+                    self._fail(run, job, str(end), reply.text, reply.started)
+                    return
+                self._no_tools.add(model)  # the plain request was taken: this model takes no tools
+            except _Ended as end:
+                self._fail(run, job, str(end), reply.text, reply.started)
+                return
+            try:
+                self._read(run, job, stream, reply, deadline)
+            except _Ended as end:
+                self._fail(run, job, str(end), reply.text, reply.started)
+                return
+            finally:
+                stream.close()
+            if reply.stopped or reply.finish_reason != "tool_calls" or not reply.calls:
+                break
+            calls = reply.take_calls()
+            tail.append({"role": "assistant", "content": reply.round_text or None, "tool_calls": calls})
+            for call in calls:
+                name, raw = call["function"]["name"], call["function"]["arguments"]
+                step = self._use_tool(job, channel, name, raw, done_calls, steps, reply, budget)
+                tail.append({"role": "tool", "tool_call_id": call["id"], "content": step["output"]})
+            if reply.stopped:
+                break
         self._finish(run, job, reply)
+
+    def _use_tool(self, job: Job, channel: Any, name: str, raw: str, done: dict, steps: list[dict],
+                  reply: "_Reply", budget: int) -> dict:
+        """Show the step line, run the tool (a repeat is answered from the first), keep the result on the reply."""
+        key = (name, " ".join(raw.split()))
+        try:
+            shown = tools.label(name, tools.parse_arguments(name, raw), channel)
+        except ChatError:
+            shown = f"Using {name}…"
+        steps.append({"kind": "tool", "tool": name, "arguments": raw, "label": shown, "state": "running"})
+        self._steps(job, steps, reply)
+        if key in done:
+            step = {"kind": "tool", "tool": name, "arguments": raw, "label": shown, "state": "error",
+                    "error": REPEATED_CALL, "output": f"Error: {REPEATED_CALL} Its result: {done[key]}"}
+        else:
+            step = tools.call(self.db, name, raw, channel)
+            step["output"], cut = trim(step["output"], int(budget * TOOL_RESULT_SHARE))
+            if step["state"] == "done":
+                done[key] = step["output"]
+        steps[-1] = step
+        self._steps(job, steps, reply)
+        return step
+
+    def _steps(self, job: Job, steps: list[dict], reply: "_Reply") -> bool:
+        """Write the steps so far on the reply; False (and the reply counts as stopped) when a person stopped it."""
+        if not record_steps(self.db, job, steps):
+            reply.stopped = True
+            return False
+        return True
 
     def _open(self, run: _Run, deadline: Deadline, **request: Any) -> Any:
         """Start the stream, retrying what the SDK would retry, all within the deadline."""
@@ -401,6 +485,8 @@ class Responder:
                 )
             except openai.APIError as error:
                 log.warning("AI request failed: %r", error)
+                if isinstance(error, openai.BadRequestError) and "tools" in request:
+                    raise _ToolsRefused() from None
                 if deadline.passed() and isinstance(error, openai.APIConnectionError):
                     raise _Ended(NO_ANSWER.format(seconds=_seconds(deadline.seconds))) from None
                 if tries >= RETRIES or not _retryable(error):
@@ -469,21 +555,22 @@ class Responder:
         if reply.stopped:  # finish_reply leaves a stopped reply's text and state alone
             finish_reply(self.db, job, reply.text, ttft_ms=reply.ttft_ms, total_ms=reply.elapsed_ms())
             return
+        if reply.finish_reason == "tool_calls":  # still asking after the last round: what it wrote is the answer
+            reply.finish_reason = "stop" if reply.text.strip() else reply.finish_reason
         if reply.finish_reason != "stop":
-            reason = {None: CLOSED, "length": CUT_OFF, "content_filter": FILTERED}.get(
+            reason = {"tool_calls": ENDLESS_TOOLS,None: CLOSED, "length": CUT_OFF, "content_filter": FILTERED}.get(
                 reply.finish_reason, ODD_FINISH.format(reason=reply.finish_reason)
             )
             self._fail(run, job, reason, reply.text, reply.started)
         elif not reply.text.strip():
             self._fail(run, job, EMPTY, "", reply.started)
         else:
-            usage = reply.usage
             finish_reply(
                 self.db,
                 job,
                 reply.text,
-                prompt_tokens=getattr(usage, "prompt_tokens", None),
-                completion_tokens=getattr(usage, "completion_tokens", None),
+                prompt_tokens=reply.prompt_tokens,
+                completion_tokens=reply.completion_tokens,
                 ttft_ms=reply.ttft_ms,
                 total_ms=reply.elapsed_ms(),
             )
@@ -501,28 +588,54 @@ class Responder:
 
 
 class _Reply:
-    """A reply being streamed: text so far, finish reason, usage, timings."""
+    """A reply being streamed over one or more rounds: text so far, tool calls, finish reason, usage, timings."""
 
     def __init__(self, started: float) -> None:
         self.started = started
         self.parts: list[str] = []
+        self.round_start = 0  # parts before this came from earlier rounds
         self.written = 0  # parts already written to the database
         self.written_at: float | None = None
         self.first_at: float | None = None
         self.finish_reason: str | None = None
-        self.usage: Any = None
+        self.calls: dict[int, dict] = {}  # this round's tool calls by index, arguments joined from their pieces
+        self.prompt_tokens: int | None = None  # summed over rounds, as the API reports them
+        self.completion_tokens: int | None = None
         self.stopped = False
 
     def take(self, chunk: Any) -> None:
-        """Add one streamed chunk's text, finish reason and usage."""
-        if getattr(chunk, "usage", None) is not None:
-            self.usage = chunk.usage
+        """Add one streamed chunk's text, tool-call pieces, finish reason and usage."""
+        usage = getattr(chunk, "usage", None)
+        if usage is not None:
+            self.prompt_tokens = (self.prompt_tokens or 0) + (getattr(usage, "prompt_tokens", 0) or 0)
+            self.completion_tokens = (self.completion_tokens or 0) + (getattr(usage, "completion_tokens", 0) or 0)
         for choice in getattr(chunk, "choices", None) or ():
-            content = getattr(choice.delta, "content", None) if choice.delta is not None else None
+            delta = choice.delta
+            content = getattr(delta, "content", None) if delta is not None else None
             if content:
                 self.parts.append(str(content))
+            for piece in (getattr(delta, "tool_calls", None) or ()) if delta is not None else ():
+                call = self.calls.setdefault(piece.index, {"id": "", "name": "", "arguments": ""})
+                call["id"] = piece.id or call["id"]
+                if piece.function is not None:
+                    call["name"] += piece.function.name or ""
+                    call["arguments"] += piece.function.arguments or ""
             if choice.finish_reason:
                 self.finish_reason = choice.finish_reason
+
+    def take_calls(self) -> list[dict]:
+        """This round's tool calls in the API's message form; the next round starts."""
+        calls = [
+            {"id": call["id"] or f"call_{index}", "type": "function",
+             "function": {"name": call["name"], "arguments": call["arguments"]}}
+            for index, call in sorted(self.calls.items())
+        ]
+        self.calls, self.finish_reason, self.round_start = {}, None, len(self.parts)
+        return calls
+
+    @property
+    def round_text(self) -> str:
+        return "".join(self.parts[self.round_start :])
 
     @property
     def text(self) -> str:

@@ -21,6 +21,7 @@ class Settings:
     refresh_seconds: float = 1.0
     ai_timeout: float = 60.0
     ai_lease_seconds: float = 30.0
+    ai_context_tokens: int = 16000  # what one request may carry (estimated): see core/context.py
     admin_password: str | None = None
 
     @property
@@ -72,5 +73,6 @@ def load_settings(overrides: Mapping[str, Any] | None = None) -> Settings:
         refresh_seconds=_number("REFRESH_SECONDS", get("REFRESH_SECONDS") or 1.0, float, 0.2, 60.0),
         ai_timeout=_number("AI_TIMEOUT_SECONDS", get("AI_TIMEOUT_SECONDS") or 60.0, float, 1.0, 600.0),
         ai_lease_seconds=_number("AI_LEASE_SECONDS", get("AI_LEASE_SECONDS") or 30.0, float, 1.0, 3600.0),
+        ai_context_tokens=_number("AI_CONTEXT_TOKENS", get("AI_CONTEXT_TOKENS") or 16000, int, 1000, 2_000_000),
         admin_password=get("ADMIN_PASSWORD"),
     )

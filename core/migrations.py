@@ -155,11 +155,20 @@ def m004_job_leases(m: Migrator) -> None:
     m.create_index("ai_jobs_reply", "ai_jobs", "reply_id")  # retry and stop find a reply's jobs
 
 
+def m009_ai_tools(m: Migrator) -> None:
+    """What the AI did before answering (tool calls, retrieval, what the budget cut), and per-channel AI settings."""
+    m.execute("ALTER TABLE messages ADD COLUMN steps VARCHAR")  # JSON list of steps (core/tools.py), NULL: none
+    m.execute("ALTER TABLE channels ADD COLUMN model VARCHAR")  # NULL: the app's OPENAI_MODEL
+    # NULL reads as false: no DEFAULT, as DuckDB fails ADD COLUMN ... DEFAULT followed by another ADD COLUMN.
+    m.execute("ALTER TABLE channels ADD COLUMN look_back BOOLEAN")  # add relevant older messages to the context
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("001_initial", m001_initial),
     ("002_ai_replies", m002_ai_replies),
     ("003_channel_settings", m003_channel_settings),
     ("004_job_leases", m004_job_leases),
+    ("009_ai_tools", m009_ai_tools),
 ]
 
 
