@@ -9,6 +9,7 @@ from core.errors import ValidationError
 
 DEFAULT_DB = "data/chat.duckdb"
 DEFAULT_MODEL = "gpt-4o"  # the original's model
+DEFAULT_EMBEDDING_MODEL = "text-embedding-3-small"  # OpenAI's cheapest; "wordllama" keeps embeddings local
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,7 @@ class Settings:
     ai_lease_seconds: float = 30.0
     ai_context_tokens: int = 16000  # what one request may carry (estimated): see core/context.py
     admin_password: str | None = None
+    embedding_model: str = DEFAULT_EMBEDDING_MODEL
 
     @property
     def ai_enabled(self) -> bool:
@@ -75,4 +77,5 @@ def load_settings(overrides: Mapping[str, Any] | None = None) -> Settings:
         ai_lease_seconds=_number("AI_LEASE_SECONDS", get("AI_LEASE_SECONDS") or 30.0, float, 1.0, 3600.0),
         ai_context_tokens=_number("AI_CONTEXT_TOKENS", get("AI_CONTEXT_TOKENS") or 16000, int, 1000, 2_000_000),
         admin_password=get("ADMIN_PASSWORD"),
+        embedding_model=get("EMBEDDING_MODEL") or DEFAULT_EMBEDDING_MODEL,
     )

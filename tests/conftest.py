@@ -9,7 +9,7 @@ from core.db import Database, connect
 
 ROOT = Path(__file__).resolve().parent.parent
 AI_VARIABLES = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_MODEL", "AI_WORKERS", "REFRESH_SECONDS",
-                "AI_TIMEOUT_SECONDS", "ADMIN_PASSWORD")
+                "AI_TIMEOUT_SECONDS", "ADMIN_PASSWORD", "EMBEDDING_MODEL")
 
 
 @pytest.fixture(autouse=True)

@@ -3,6 +3,7 @@ import streamlit as st
 
 from core import chat, replies
 from core.errors import ChatError
+from views.search import search_panel
 from views.common import current_channel, current_user, escape_markdown, get_db, get_settings, local_time, show_error
 
 PAGE = chat.RECENT_LIMIT  # messages per "load older" step, as many as the original lists
@@ -15,6 +16,7 @@ if channel is None:
     st.stop()
 
 st.header(f"# {escape_markdown(channel.name)}", divider="gray")
+search_panel(db, channel)
 if user is None:
     st.info("Create a user in the sidebar to write in this channel.")
 elif prompt := st.chat_input(f"Message #{channel.name} as {user.name}", key=f"draft_{channel.id}"):

@@ -11,6 +11,7 @@ import streamlit as st
 
 from core import chat
 from core.ai import Responder
+from core.embeddings import Embedder, provider_for
 from core.config import Settings, load_settings
 from core.db import Database, connect
 from core.errors import ChatError
@@ -41,6 +42,21 @@ def _responder(path: str, settings: Settings) -> Responder:
     responder.start()
     atexit.register(responder.stop)
     return responder
+
+
+@st.cache_resource(show_spinner=False, max_entries=1, on_release=lambda embedder: embedder.stop())
+def _embedder(path: str, settings: Settings) -> Embedder:
+    embedder = Embedder(_database(path), provider_for(settings))
+    embedder.start()
+    atexit.register(embedder.stop)
+    return embedder
+
+
+def get_embedder() -> Embedder:
+    """The process's background embedder (search's vectors), started on first use."""
+    settings = get_settings()
+    get_db()
+    return _embedder(settings.db_path, settings)
 
 
 def get_db() -> Database:
@@ -158,6 +174,7 @@ def draw_sidebar() -> None:
             st.query_params["channel"] = str(st.session_state["channel_id"])
 
         st.divider()
+        get_embedder()
         status = get_responder().status()
         if status["enabled"]:
             st.caption(f":material/bolt: AI replies on · {status['model']} · {status['workers']} workers")
