@@ -416,6 +416,8 @@ class Responder:
                 log.warning("the AI server refused tools for %s; answering without them from now on", model)
                 use_tools = False
                 steps.append({"kind": "fallback", "label": TOOLS_OFF.format(model=model)})
+                if not self._steps(job, steps, reply):
+                    break
                 try:
                     stream = self._open(run, deadline, model=model, messages=fit(system, history, tail, budget).messages)
                 except _Ended as end:
