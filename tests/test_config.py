@@ -140,3 +140,16 @@ def test_uncreatable_folder_names_chat_db(monkeypatch, tmp_path):
     with pytest.raises(ValidationError, match="CHAT_DB") as caught:
         load_settings()
     assert str(blocker) in str(caught.value)
+
+
+def test_a_postgres_url_from_a_connections_section_of_the_secrets(monkeypatch):
+    monkeypatch.delenv("CHAT_DB", raising=False)
+    url = "postgresql://chat:pw@db.example.com/chat"
+    assert load_settings({"connections": {"chat": {"url": url}}}).db_path == url
+    monkeypatch.setenv("CHAT_DB", "data/other.duckdb")  # CHAT_DB, when set, wins
+    assert load_settings({"connections": {"chat": {"url": url}}}).db_path == "data/other.duckdb"
+
+
+def test_settings_never_print_their_secrets():
+    shown = repr(Settings(db_path="postgresql://chat:pg-pass@h/db", openai_api_key="sk-key", admin_password="admin-pass"))
+    assert not any(secret in shown for secret in ("pg-pass", "sk-key", "admin-pass"))
