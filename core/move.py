@@ -94,6 +94,13 @@ def _advance_identities(url: str, tables: list[str]) -> None:
     """Move each identity sequence past the largest copied id, so new rows never reuse one."""
     with psycopg.connect(url, autocommit=True) as conn:
         for table in tables:
+            has_id = conn.execute(
+                "SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema() "
+                "AND table_name = %s AND column_name = 'id'",
+                [table],
+            ).fetchone()
+            if not has_id:  # e.g. embedding_jobs, keyed by message: no identity to advance
+                continue
             sequence = conn.execute("SELECT pg_get_serial_sequence(%s, 'id')", [table]).fetchone()
             if sequence and sequence[0]:
                 conn.execute(
