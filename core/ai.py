@@ -418,8 +418,10 @@ class Responder:
                 steps.append({"kind": "fallback", "label": TOOLS_OFF.format(model=model)})
                 if not self._steps(job, steps, reply):
                     break
+                plain = fit(system, history, tail, budget).messages
+                record_request(self.db, job.reply_id, plain, model)
                 try:
-                    stream = self._open(run, deadline, model=model, messages=fit(system, history, tail, budget).messages)
+                    stream = self._open(run, deadline, model=model, messages=plain)
                 except _Ended as end:
                     self._fail(run, job, str(end), reply.text, reply.started)
                     return
@@ -436,8 +438,9 @@ class Responder:
                 stream.close()
             if reply.stopped or reply.finish_reason != "tool_calls" or not reply.calls:
                 break
+            said = reply.round_text  # what the model wrote before asking, kept with its calls
             calls = reply.take_calls()
-            tail.append({"role": "assistant", "content": reply.round_text or None, "tool_calls": calls})
+            tail.append({"role": "assistant", "content": said or None, "tool_calls": calls})
             for call in calls:
                 name, raw = call["function"]["name"], call["function"]["arguments"]
                 step = self._use_tool(job, channel, name, raw, done_calls, steps, reply, budget)

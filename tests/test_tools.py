@@ -122,6 +122,19 @@ def test_unknown_tool_and_a_repeated_call_are_readable_steps(db, fake_openai, re
     assert first["output"] in again["output"]
 
 
+def test_text_written_before_a_tool_call_stays_in_the_reply_and_the_next_request(db, fake_openai, responders):
+    ann, general = create_user(db, "Ann"), create_channel(db, "general")
+    fake_openai.push(
+        Script(text="Let me check. ", tool_calls=[call("search_messages", query="lunch")]),
+        Script(text="Nothing about lunch."),
+    )
+    responders()
+    reply = settled(db, reply_to(db, send_message(db, general, ann, "@ai any lunch plans?")))
+    assert (reply.status, reply.content) == ("complete", "Let me check. Nothing about lunch.")
+    asked = fake_openai.requests[1]["messages"][-2]
+    assert asked["role"] == "assistant" and asked["content"] == "Let me check. "
+
+
 def test_read_messages_reads_before_a_message_in_another_channel(db, fake_openai, responders):
     ann, general, ops = create_user(db, "Ann"), create_channel(db, "general"), create_channel(db, "ops")
     history(db, ops, ann, 25)
