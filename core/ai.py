@@ -6,6 +6,14 @@ sends the channel's system prompt and the 10 most recent finished messages, writ
 every ``STREAM_WRITE_INTERVAL`` and once at the end, and closes the reply as complete, or as an error with a
 reason a person understands (any partial text is kept).
 
+What the model is sent (``core.context.fit``): the channel's persona, for a "look further back" channel a
+system note of related older messages (``core.tools.look_back``), the recent messages within
+``settings.ai_context_tokens`` (the newest always, cut with a marker if need be), and this reply's tool calls.
+The model (the channel's own, else ``OPENAI_MODEL``) may call ``search_messages`` and ``read_messages``
+(``core.tools``) for up to ``TOOL_ROUNDS`` rounds; each call is a step kept on the reply, written before it
+runs, so every window shows what the AI is doing. A server that answers 400 to ``tools`` gets the request
+once more without them, and that model gets no tools again in this process (``_no_tools``, in memory).
+
 The deadline (``settings.ai_timeout``, ``AI_TIMEOUT_SECONDS``) is one cap on the whole reply, from the moment
 its job is claimed to its last chunk, across retries and waits:
 * Every network wait of the worker (connect, send, the wait for headers, each read of the stream) ends at the
