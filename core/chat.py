@@ -241,13 +241,15 @@ def user_overview(db: Database) -> list[dict]:
 
 
 def channel_overview(db: Database) -> list[dict]:
-    """Channels with message counts, last activity, reply policy and persona."""
+    """Channels with message counts, last activity and AI settings (reply policy, persona, model, look-back)."""
     rows = db.rows(
-        """SELECT c.id, c.name, c.created_at, c.reply_policy, c.persona, count(m.id), max(m.created_at)
+        """SELECT c.id, c.name, c.created_at, c.reply_policy, c.persona, c.model, coalesce(c.look_back, false),
+                  count(m.id), max(m.created_at)
            FROM channels c LEFT JOIN messages m ON m.channel_id = c.id
-           GROUP BY c.id, c.name, c.created_at, c.reply_policy, c.persona, c.name_key ORDER BY c.name_key, c.id"""
+           GROUP BY c.id, c.name, c.created_at, c.reply_policy, c.persona, c.model, c.look_back, c.name_key
+           ORDER BY c.name_key, c.id"""
     )
-    keys = ("id", "name", "created_at", "reply_policy", "persona", "messages", "last_activity")
+    keys = ("id", "name", "created_at", "reply_policy", "persona", "model", "look_back", "messages", "last_activity")
     return [dict(zip(keys, row)) for row in rows]
 
 

@@ -236,3 +236,24 @@ def test_ten_messages_of_one_megabyte_fit_the_budget_keeping_the_newest_start(db
 def test_tools_are_offered_within_the_budget_estimate():
     assert 100 < tools_tokens(TOOLS) < 600
     assert estimate_tokens("Searching #general for 'deploy'…") < 20
+
+
+def test_channel_ai_settings_are_checked_and_listed(db):
+    from core.chat import channel_overview, get_channel
+    from core.errors import ValidationError
+
+    general = create_channel(db, "general")
+    assert (get_channel(db, general).model, get_channel(db, general).look_back) == (None, False)
+    update_channel(db, general, model="  gpt-4o-mini ", look_back=True)
+    (row,) = channel_overview(db)
+    assert (row["model"], row["look_back"]) == ("gpt-4o-mini", True)
+    for bad, error in [(42, "The model must be text, such as gpt-4o."),
+                       ("gpt 4o", "A model name has no spaces or control characters (e.g. gpt-4o-mini)."),
+                       ("m" * 201, "The model name is too long: 201 characters; the limit is 200.")]:
+        with pytest.raises(ValidationError) as raised:
+            update_channel(db, general, model=bad)
+        assert str(raised.value) == error
+    with pytest.raises(ValidationError, match="Look further back must be on or off."):
+        update_channel(db, general, look_back="yes")
+    assert update_channel(db, general, model="").model is None  # empty: back to the app's model
+    assert get_channel(db, general).look_back is True

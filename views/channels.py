@@ -59,6 +59,8 @@ st.dataframe(
         "created_at": st.column_config.DatetimeColumn("Created (UTC)", format="YYYY-MM-DD HH:mm"),
         "reply_policy": st.column_config.TextColumn("AI replies"),
         "persona": st.column_config.TextColumn("Persona", width="large"),
+        "model": st.column_config.TextColumn("Model", help="Empty: the app's model (OPENAI_MODEL)"),
+        "look_back": st.column_config.CheckboxColumn("Looks further back"),
         "messages": st.column_config.NumberColumn("Messages"),
         "last_activity": st.column_config.DatetimeColumn("Last activity (UTC)", format="YYYY-MM-DD HH:mm"),
     },
