@@ -42,8 +42,12 @@ LEASE_SECONDS = 120  # a claim older than this is taken over (its worker died); 
 MAX_ATTEMPTS = 3  # a message the provider keeps refusing is marked failed, not retried forever
 DISCOVER_CHUNK = 50_000  # message ids turned into jobs per transaction (a provider switch covers all history)
 IDLE_WAIT = 1.0  # seconds the Embedder sleeps when idle and no change was announced
+RECHECK_SECONDS = 60.0  # how often an idle Embedder looks for retried replies (new text) and jobs lost to errors
 ERROR_PAUSE = 5.0  # seconds the Embedder waits after a provider error before trying again
-LOAD_CHUNK = 100_000  # vectors read per query when the index loads
+LOAD_CHUNK = 100_000  # vectors per Arrow batch when the index loads
+SMALL_LOAD = 2_000  # up to this many new vectors are read as plain rows; more are streamed as Arrow
+SEQ_OVERLAP = 10_000  # seq numbers looked at again: writers on several replicas commit out of order
+EMBED_TIMEOUT = 10.0  # seconds an embeddings request may take: a search embeds its query while a person waits
 OPEN = ("pending", "streaming")  # AI replies still being written: embedded once finished
 
 
@@ -124,7 +128,7 @@ def provider_for(settings: Any, client: Any = None) -> Provider:
         client = openai.OpenAI(
             api_key=settings.openai_api_key,
             base_url=settings.openai_base_url or None,
-            timeout=settings.ai_timeout,
+            timeout=min(settings.ai_timeout, EMBED_TIMEOUT),
             max_retries=2,
         )
     return OpenAIProvider(client, model)
@@ -158,7 +162,9 @@ def discover(db: Database, provider: str, chunk: int = DISCOVER_CHUNK) -> int:
 
     def work(tx: Transaction) -> int:
         key = f"scanned:{provider}"
-        upto = int(_get_state(tx, key) or 0)
+        # Replicas scan one after the other (the row is locked), so the watermark only moves forward.
+        tx.execute("INSERT INTO search_state (name, value) VALUES (?, '0') ON CONFLICT DO NOTHING", [key])
+        upto = int(tx.one(f"SELECT value FROM search_state WHERE name = ?{db.dialect.for_update}", [key])[0])
         (top,) = tx.one("SELECT max(id) FROM messages WHERE id > ?", [upto])
         if top is None:
             return 0
@@ -182,9 +188,9 @@ def claim(db: Database, provider: str, token: str, batch: int = BATCH) -> list[t
         stale = now - timedelta(seconds=LEASE_SECONDS)
         free = "(state = 'pending' OR (state = 'running' AND claimed_at < ?))"
         candidates = tx.execute(
-            "SELECT j.message_id FROM embedding_jobs j JOIN messages m ON m.id = j.message_id "
-            f"WHERE j.provider = ? AND {free.replace('state', 'j.state').replace('claimed_at', 'j.claimed_at')} "
-            f"AND m.status NOT IN ({_marks(OPEN)}) ORDER BY j.message_id LIMIT ?",
+            f"SELECT message_id FROM embedding_jobs j WHERE provider = ? AND {free} AND EXISTS "
+            f"(SELECT 1 FROM messages m WHERE m.id = j.message_id AND m.status NOT IN ({_marks(OPEN)})) "
+            f"ORDER BY message_id LIMIT ?{db.dialect.skip_locked}",
             [provider, stale, *OPEN, batch],
         ).fetchall()
         if not candidates:
@@ -235,6 +241,25 @@ def store(db: Database, provider: str, token: str, results: Sequence[tuple[int, 
                 "seq = excluded.seq, vector = excluded.vector, created_at = excluded.created_at",
                 params,
             )
+        return len(rows)
+
+    return db.write(work)
+
+
+def requeue_changed(db: Database, provider: str) -> int:
+    """Jobs for scanned messages whose text changed after their vector (a retried reply) or that have none."""
+
+    def work(tx: Transaction) -> int:
+        scanned = int(_get_state(tx, f"scanned:{provider}") or 0)
+        rows = tx.execute(
+            "INSERT INTO embedding_jobs (message_id, provider, state, attempts, created_at) "
+            "SELECT m.id, ?, 'pending', 0, ? FROM messages m "
+            "LEFT JOIN message_vectors v ON v.message_id = m.id AND v.provider = ? "
+            "WHERE m.id <= ? AND m.status = 'complete' AND m.content <> '' "
+            "AND (v.message_id IS NULL OR m.updated_at > v.created_at) "
+            "ON CONFLICT DO NOTHING RETURNING message_id",
+            [provider, db.clock(), provider, scanned],
+        ).fetchall()
         return len(rows)
 
     return db.write(work)
@@ -316,22 +341,46 @@ class VectorIndex:
         self.ids = np.zeros(0, dtype=np.int64)
         self.channels = np.zeros(0, dtype=np.int64)
         self.rows: dict[int, int] = {}  # message id -> row
+        self.recent: set[int] = set()  # seq numbers loaded within SEQ_OVERLAP of the highest
+        self.loaded = False  # the first load finished (until then search is keyword-only)
         self._lock = threading.Lock()
 
     def refresh(self, db: Database) -> int:
-        """Load vectors written since the last refresh; return how many."""
-        added = 0
+        """Load vectors written since the last refresh; return how many.
+
+        Replicas may commit vectors out of ``seq`` order, so the last SEQ_OVERLAP numbers are looked at again:
+        one count says whether anything arrived; only rows not yet loaded are read.
+        """
         with self._lock:
-            while True:
-                batch = _read_vectors(db, self.provider, self.seq, LOAD_CHUNK)
-                if batch is None:
-                    return added
-                ids, channels, seqs, vectors = batch
-                self._add(ids, channels, vectors)
-                self.seq = int(seqs.max())
-                added += len(ids)
-                if len(ids) < LOAD_CHUNK:
-                    return added
+            low = max(0, self.seq - SEQ_OVERLAP)
+            count, top = db.one(
+                "SELECT count(*), coalesce(max(seq), 0) FROM message_vectors WHERE provider = ? AND seq > ?",
+                [self.provider, low],
+            )
+            if top <= self.seq and count == sum(1 for seq in self.recent if seq > low):
+                self.loaded = True
+                return 0
+            if self.size == 0 and count > len(self.matrix):  # first load: one allocation (1M vectors = 1 GB)
+                self._reserve(int(count))
+            sql = "SELECT message_id, channel_id, seq, vector FROM message_vectors WHERE provider = ? AND seq > ?"
+            known = np.fromiter(self.recent, dtype=np.int64, count=len(self.recent))
+            if count <= SMALL_LOAD:
+                rows = db.rows(sql, [self.provider, low])
+                batches = [_arrays(rows)] if rows else []
+            else:
+                batches = _read_batches(db, sql, [self.provider, low])
+            added, window = 0, set()
+            for ids, channels, seqs, vectors in batches:
+                fresh = ~np.isin(seqs, known)
+                self._add(ids[fresh], channels[fresh], vectors[fresh])
+                self.seq = max(self.seq, int(seqs.max()))
+                floor = self.seq - SEQ_OVERLAP
+                window = {seq for seq in window if seq > floor}
+                window.update(seq for seq in seqs.tolist() if seq > floor)
+                added += int(fresh.sum())
+            self.recent = window  # exactly what the window holds now (a replaced vector's old number is gone)
+            self.loaded = True
+            return added
 
     def _add(self, ids: np.ndarray, channels: np.ndarray, vectors: np.ndarray) -> None:
         vectors = _unit(vectors)
@@ -347,10 +396,7 @@ class VectorIndex:
             return
         need = self.size + len(new)
         if need > len(self.matrix):
-            capacity = max(need, 2 * len(self.matrix), 1024)
-            self.matrix = _grow(self.matrix, capacity)
-            self.ids = _grow(self.ids, capacity)
-            self.channels = _grow(self.channels, capacity)
+            self._reserve(max(need, len(self.matrix) + len(self.matrix) // 4, 1024))  # grow by a quarter: 1 GB is copied rarely
         at = np.array(new)
         self.matrix[self.size:need] = vectors[at]
         self.ids[self.size:need] = ids[at]
@@ -358,6 +404,11 @@ class VectorIndex:
         for offset, message_id in enumerate(ids[at].tolist()):
             self.rows[message_id] = self.size + offset
         self.size = need
+
+    def _reserve(self, capacity: int) -> None:
+        self.matrix = _grow(self.matrix, capacity)
+        self.ids = _grow(self.ids, capacity)
+        self.channels = _grow(self.channels, capacity)
 
     def nearest(
         self,
@@ -381,10 +432,10 @@ class VectorIndex:
         if len(exclude):
             keep &= ~np.isin(ids, np.asarray(list(exclude), dtype=np.int64))
         candidates = np.flatnonzero(keep)
-        if len(candidates) > limit:
-            top = np.argpartition(-scores[candidates], limit - 1)[:limit]
-            candidates = candidates[top]
-        order = candidates[np.lexsort((-ids[candidates], -scores[candidates]))]
+        if len(candidates) > limit:  # keep what can make the top: scores at or above the limit-th best
+            kth = np.partition(scores[candidates], len(candidates) - limit)[len(candidates) - limit]
+            candidates = candidates[scores[candidates] >= kth]
+        order = candidates[np.lexsort((-ids[candidates], -scores[candidates]))][:limit]  # ties: newest first
         return [(int(ids[i]), float(scores[i])) for i in order]
 
 
@@ -394,25 +445,30 @@ def _grow(array: np.ndarray, capacity: int) -> np.ndarray:
     return grown
 
 
-def _read_vectors(db: Database, provider: str, after: int, limit: int):
-    """(ids, channels, seqs, vectors) written after ``after``, oldest first, or None; read as Arrow."""
-    sql = (
-        "SELECT message_id, channel_id, seq, vector FROM message_vectors WHERE provider = ? AND seq > ? "
-        "ORDER BY seq LIMIT ?"
-    )
-    opener = getattr(db, "analytics", None) or db.cursor  # DuckDB reads both backends' tables as Arrow
-    with opener() as cur:
-        table = cur.execute(sql, [provider, after, limit]).to_arrow_table()
-    if table.num_rows == 0:
-        return None
-    column = table.column("vector").combine_chunks()
-    vectors = column.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(-1, DIMENSIONS)
+def _arrays(rows: Sequence[tuple]):
+    """(ids, channels, seqs, vectors) arrays from rows of message_id, channel_id, seq, vector."""
     return (
-        table.column("message_id").to_numpy().astype(np.int64),
-        table.column("channel_id").to_numpy().astype(np.int64),
-        table.column("seq").to_numpy().astype(np.int64),
-        vectors,
+        np.array([row[0] for row in rows], dtype=np.int64),
+        np.array([row[1] for row in rows], dtype=np.int64),
+        np.array([row[2] for row in rows], dtype=np.int64),
+        np.array([row[3] for row in rows], dtype=np.float32).reshape(-1, DIMENSIONS),
     )
+
+
+def _read_batches(db: Database, sql: str, params: list[Any]):
+    """Stream a bulk read as Arrow batches through DuckDB (Postgres attached read-only), one pass, no sort."""
+    with db.analytics() as cur:
+        reader = cur.execute(sql, params).to_arrow_reader(LOAD_CHUNK)
+        for batch in reader:
+            if batch.num_rows == 0:
+                continue
+            vectors = batch.column(3).flatten().to_numpy(zero_copy_only=False).astype(np.float32)
+            yield (
+                batch.column(0).to_numpy().astype(np.int64),
+                batch.column(1).to_numpy().astype(np.int64),
+                batch.column(2).to_numpy().astype(np.int64),
+                vectors.reshape(-1, DIMENSIONS),
+            )
 
 
 # what search reads ---------------------------------------------------------------
@@ -444,7 +500,7 @@ def semantic_ready(db: Database) -> bool:
         return False
     if not attached.ready:
         attached.ready = active_provider(db) == attached.provider.name
-    return attached.ready
+    return attached.ready and attached.index.loaded
 
 
 def nearest(
@@ -459,7 +515,7 @@ def nearest(
     attached = _attached.get(db)
     if attached is None or not semantic_ready(db) or not text.strip():
         return []
-    attached.index.refresh(db)
+    attached.index.refresh(db)  # one count when nothing is new
     try:
         vector = attached.provider.embed([text])[0]
     except Exception:  # the embeddings API is down: keyword results still answer
@@ -497,12 +553,11 @@ class Embedder:
         if self._thread is not None:
             return self
         attach(self.db, self.provider)
-        requeued = requeue_running(self.db, self.provider.name)
-        if requeued:
-            log.info("embedding jobs after a restart: %d requeued", requeued)
-        subscribe = getattr(getattr(self.db, "recent", None), "subscribe", None)
-        if subscribe is not None:
-            self._unsubscribe = subscribe(lambda *_: self._wake.set())
+        if not self.db.shared:  # the only process: what it left running died with it (replicas wait for the lease)
+            requeued = requeue_running(self.db, self.provider.name)
+            if requeued:
+                log.info("embedding jobs after a restart: %d requeued", requeued)
+        self._unsubscribe = self.db.recent.subscribe(lambda *_: self._wake.set())  # any change: look for work
         self._closing.clear()
         self._thread = threading.Thread(target=self._loop, name="embedder", daemon=True)
         self._thread.start()
@@ -545,9 +600,20 @@ class Embedder:
         return len(jobs)
 
     def _loop(self) -> None:
+        checked = time.monotonic()
+        index = _attached[self.db].index if self.db in _attached else None
+        while index is not None and not index.loaded and not self._closing.is_set():
+            try:  # the first load of the vectors (1M: seconds) happens here, never in a person's search
+                index.refresh(self.db)
+            except Exception:
+                log.exception("could not load the message vectors; semantic search waits")
+                self._closing.wait(ERROR_PAUSE)
         while not self._closing.is_set():
             try:
                 busy = self.run_once()
+                if not busy and time.monotonic() - checked >= RECHECK_SECONDS:
+                    checked = time.monotonic()
+                    busy = requeue_changed(self.db, self.provider.name)
             except Exception:
                 self._closing.wait(ERROR_PAUSE)
                 continue

@@ -11,7 +11,6 @@ from typing import Any, Callable, Iterator, Sequence
 import duckdb
 
 from core.db import Dialect, DuckDialect, utcnow
-from core.embeddings import DIMENSIONS
 
 
 class Migrator:
@@ -156,17 +155,8 @@ def m004_job_leases(m: Migrator) -> None:
     m.create_index("ai_jobs_reply", "ai_jobs", "reply_id")  # retry and stop find a reply's jobs
 
 
-def m009_ai_tools(m: Migrator) -> None:
-    """What the AI did before answering (tool calls, retrieval, what the budget cut), and per-channel AI settings."""
-    m.execute("ALTER TABLE messages ADD COLUMN steps VARCHAR")  # JSON list of steps (core/tools.py), NULL: none
-    m.execute("ALTER TABLE channels ADD COLUMN model VARCHAR")  # NULL: the app's OPENAI_MODEL
-    # NULL reads as false: no DEFAULT, as DuckDB fails ADD COLUMN ... DEFAULT followed by another ADD COLUMN.
-    m.execute("ALTER TABLE channels ADD COLUMN look_back BOOLEAN")  # add relevant older messages to the context
-
-
-def m006_search(m) -> None:
-    """Message vectors for semantic search, the jobs that compute them, and search's own state."""
-    vector = f"FLOAT[{DIMENSIONS}]"  # a fixed-size array: DuckDB reads it back as one Arrow block
+def m006_search(m: Migrator) -> None:
+    """Message vectors for semantic search, the jobs that compute them, search's own state, text search indexes."""
     m.execute("CREATE SEQUENCE message_vectors_seq")
     m.execute(
         f"""CREATE TABLE message_vectors (
@@ -174,7 +164,7 @@ def m006_search(m) -> None:
             channel_id BIGINT NOT NULL,
             provider VARCHAR NOT NULL,   -- which model made it: vectors of two providers are never compared
             seq BIGINT NOT NULL,         -- from message_vectors_seq at every write: readers load what is newer
-            vector {vector} NOT NULL,
+            vector {m.dialect.vector} NOT NULL,
             created_at TIMESTAMP NOT NULL)"""
     )
     m.execute(
@@ -191,6 +181,18 @@ def m006_search(m) -> None:
     )
     # Watermarks (scanned:<provider>) and the provider whose vectors cover all history (active_provider).
     m.execute("CREATE TABLE search_state (name VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)")
+    m.create_index("message_vectors_seq_order", "message_vectors", "provider, seq")  # the index loads what is new
+    m.create_index("embedding_jobs_state", "embedding_jobs", "provider, state, message_id")  # the claim
+    for statement in m.dialect.text_search_ddl:
+        m.execute(statement)
+
+
+def m009_ai_tools(m: Migrator) -> None:
+    """What the AI did before answering (tool calls, retrieval, what the budget cut), and per-channel AI settings."""
+    m.execute("ALTER TABLE messages ADD COLUMN steps VARCHAR")  # JSON list of steps (core/tools.py), NULL: none
+    m.execute("ALTER TABLE channels ADD COLUMN model VARCHAR")  # NULL: the app's OPENAI_MODEL
+    # NULL reads as false: no DEFAULT, as DuckDB fails ADD COLUMN ... DEFAULT followed by another ADD COLUMN.
+    m.execute("ALTER TABLE channels ADD COLUMN look_back BOOLEAN")  # add relevant older messages to the context
 
 
 MIGRATIONS: list[tuple[str, Migration]] = [

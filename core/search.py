@@ -122,11 +122,6 @@ def _channel(db: Database, channel_id: Any) -> int | None:
 
 
 # keyword ---------------------------------------------------------------------
-def _contains(column: str) -> str:
-    """SQL true when ``column`` holds the bound text, ignoring case; literal (no wildcard is special)."""
-    return f"strpos(lower({column}), lower(CAST(? AS VARCHAR))) > 0"
-
-
 def _keyword_ids(
     db: Database,
     terms: Sequence[str],
@@ -142,6 +137,7 @@ def _keyword_ids(
 
     Ranked by: the whole phrase present, then (for any-term matching) how many words match, then newest.
     """
+    contains = db.dialect.contains("m.content")
     where = ["m.status = 'complete'"]
     params: list[Any] = []
     if channel_id is not None:
@@ -153,22 +149,30 @@ def _keyword_ids(
     if exclude:
         where.append(f"m.id NOT IN ({', '.join('?' for _ in exclude)})")
         params.extend(exclude)
-    matched = [f"(CASE WHEN {_contains('m.content')} THEN 1 ELSE 0 END)" for _ in terms]
     if every_term:
-        where.extend(_contains("m.content") for _ in terms)
-        params.extend(terms)
-        order_params: list[Any] = [phrase]
-        order = f"(CASE WHEN {_contains('m.content')} THEN 1 ELSE 0 END) AS phrase, 0 AS words"
-    else:
-        where.append("(" + " OR ".join(_contains("m.content") for _ in terms) + ")")
-        params.extend(terms)
-        order_params = [phrase, *terms]
-        order = f"(CASE WHEN {_contains('m.content')} THEN 1 ELSE 0 END) AS phrase, ({' + '.join(matched)}) AS words"
+        # Two newest-first passes, the phrase, then every word: each can stop early on a common word
+        # (DuckDB's top-N skips row groups, Postgres walks the key backwards) instead of ranking all matches.
+        rows = db.rows(
+            f"SELECT m.id FROM messages m WHERE {' AND '.join([*where, contains])} ORDER BY m.id DESC LIMIT ?",
+            [*params, phrase, depth],
+        )
+        ranked = [(int(row[0]), 1) for row in rows]
+        if len(ranked) < depth and len(terms) > 1:
+            seen = {message_id for message_id, _ in ranked}
+            rows = db.rows(
+                f"SELECT m.id FROM messages m WHERE {' AND '.join([*where, *(contains for _ in terms)])} "
+                "ORDER BY m.id DESC LIMIT ?",
+                [*params, *terms, depth],
+            )
+            ranked += [(int(row[0]), 0) for row in rows if row[0] not in seen][: depth - len(ranked)]
+        return ranked
+    matched = " + ".join(f"(CASE WHEN {contains} THEN 1 ELSE 0 END)" for _ in terms)
     sql = (
-        f"SELECT m.id, {order} FROM messages m WHERE {' AND '.join(where)} "
+        f"SELECT m.id, (CASE WHEN {contains} THEN 1 ELSE 0 END) AS phrase, ({matched}) AS words FROM messages m "
+        f"WHERE {' AND '.join(where)} AND ({' OR '.join(contains for _ in terms)}) "
         "ORDER BY phrase DESC, words DESC, m.id DESC LIMIT ?"
     )
-    rows = db.rows(sql, [*order_params, *params, depth])
+    rows = db.rows(sql, [phrase, *terms, *params, *terms, depth])
     return [(int(row[0]), int(row[1])) for row in rows]
 
 
@@ -196,8 +200,8 @@ def _hits(db: Database, scored: list[tuple[int, float, str]], terms: Sequence[st
     rows = db.rows(
         "SELECT m.id, m.channel_id, c.name, m.author_id, u.name, m.created_at, m.content FROM messages m "
         "JOIN channels c ON c.id = m.channel_id LEFT JOIN users u ON u.id = m.author_id "
-        f"WHERE m.id IN ({', '.join('?' for _ in ids)})",
-        ids,
+        "WHERE m.id = ANY(?)",  # one list parameter: DuckDB probes its key index (an IN list of 20 scans 10x longer)
+        [ids],
     )
     by_id = {row[0]: row for row in rows}
     hits = []

@@ -146,13 +146,13 @@ def test_no_send_waits_for_an_embedding(db, ann, general):
         until(lambda: db.one("SELECT count(*) FROM embedding_jobs WHERE state = 'running'")[0] == 1)
         sent = [chat.send_message(db, general, ann, f"sent while the provider hangs {i}") for i in range(20)]
         assert len(sent) == 20 and provider.calls == 0  # every send returned while the only embedding hangs
-        assert search.search_messages(db, "provider hangs", channel_id=general)  # keyword search answers too
         gate.set()
-        until(lambda: embeddings.active_provider(db) == provider.name)
+        until(lambda: embeddings.backlog(db, provider.name) == 0)
     finally:
         gate.set()
         embedder.stop()
     assert len(vectors_per_message(db)) == 21
+    assert len(search.search_messages(db, "provider hangs", channel_id=general)) == 20
 
 
 def test_open_ai_replies_are_embedded_once_finished(db, ann):
@@ -219,7 +219,7 @@ def semantic(db):
 
     def settle():
         embedder.wake()
-        until(lambda: embeddings.active_provider(db) and embeddings.backlog(db, embedder.provider.name) == 0)
+        until(lambda: embeddings.semantic_ready(db) and embeddings.backlog(db, embedder.provider.name) == 0)
 
     yield settle
     embedder.stop()
@@ -279,3 +279,134 @@ def test_provider_follows_the_settings(monkeypatch):
     assert embeddings.provider_for(load_settings()).name == "openai/text-embedding-3-large/256"
     monkeypatch.setenv("EMBEDDING_MODEL", "wordllama")
     assert isinstance(embeddings.provider_for(load_settings()), embeddings.WordLlamaProvider)
+
+
+# the OpenAI provider, through the real SDK over HTTP ----------------------------------
+@pytest.fixture
+def embeddings_server():
+    """A local OpenAI-compatible /v1/embeddings: vectors from the local model, in reversed order as the API may."""
+    import json
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    seen, mode = [], {"status": 200, "size": embeddings.DIMENSIONS}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            seen.append(body)
+            if mode["status"] != 200:
+                self.send_response(mode["status"])
+                payload = {"error": {"message": "boom", "type": "server_error"}}
+            else:
+                self.send_response(200)
+                vectors = local_provider().embed(body["input"])
+                data = [{"object": "embedding", "index": i, "embedding": [float(x) for x in v[: mode["size"]]]}
+                        for i, v in enumerate(vectors)]
+                payload = {"object": "list", "data": data[::-1], "model": body["model"],
+                           "usage": {"prompt_tokens": 1, "total_tokens": 1}}
+            raw = json.dumps(payload).encode()
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(raw)))
+            self.end_headers()
+            self.wfile.write(raw)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1", seen, mode
+    server.shutdown()
+    server.server_close()
+
+
+def test_openai_provider_asks_for_256_dimensions_and_keeps_order(embeddings_server):
+    import openai
+
+    base_url, seen, mode = embeddings_server
+    client = openai.OpenAI(api_key="test-key", base_url=base_url, max_retries=0)
+    provider = embeddings.OpenAIProvider(client, "text-embedding-3-small")
+    texts = ["We ship the new version on Friday", "I had pasta", "x" * 20_000]
+    vectors = provider.embed(texts)
+    assert np.allclose(vectors, local_provider().embed(texts), atol=1e-5)  # in input order despite reversed data
+    assert seen[-1]["model"] == "text-embedding-3-small" and seen[-1]["dimensions"] == embeddings.DIMENSIONS
+    assert len(seen[-1]["input"][2]) == embeddings.EMBED_CHARS  # long messages are cut to the model's input
+    mode["size"] = 10
+    with pytest.raises(ValueError, match="wrong size"):
+        provider.embed(texts)
+
+
+def test_embedder_over_the_api_retries_after_a_server_error(db, ann, general, embeddings_server):
+    import openai
+
+    base_url, seen, mode = embeddings_server
+    chat.send_message(db, general, ann, "We ship the new version on Friday")
+    provider = embeddings.OpenAIProvider(openai.OpenAI(api_key="k", base_url=base_url, max_retries=0))
+    embedder = Embedder(db, provider)
+    mode["status"] = 500
+    with pytest.raises(openai.InternalServerError):
+        embedder.run_once()
+    assert db.rows("SELECT state, attempts FROM embedding_jobs") == [("pending", 1)]  # given back, not lost
+    mode["status"] = 200
+    drain(embedder)
+    assert len(vectors_per_message(db)) == 1 and embeddings.active_provider(db) == provider.name
+
+
+def test_vector_index_tops_up_replaces_and_filters(db, ann, general):
+    other = chat.create_channel(db, "other", reply_policy="off")
+    ids = [chat.send_message(db, channel, ann, f"m{i}") for i, channel in enumerate([general, general, general, other])]
+    name = "axes/256"
+    axis = lambda k: np.eye(embeddings.DIMENSIONS, dtype=np.float32)[k]  # noqa: E731
+    embeddings.discover(db, name)
+
+    def write(pairs):
+        token = f"t{len(pairs)}{pairs[0][0]}"
+        db.write(lambda tx: tx.execute(
+            "UPDATE embedding_jobs SET state = 'running', claimed_by = ? WHERE provider = ? AND message_id = ANY(?)",
+            [token, name, [mid for mid, _ in pairs]]))
+        channels = dict(db.rows("SELECT id, channel_id FROM messages"))
+        assert embeddings.store(db, name, token, [(mid, channels[mid], v) for mid, v in pairs]) == len(pairs)
+
+    write([(ids[0], axis(0)), (ids[1], axis(0) + axis(1)), (ids[2], axis(1)), (ids[3], axis(0))])
+    index = embeddings.VectorIndex(name)
+    assert index.refresh(db) == 4 and index.size == 4
+    close = index.nearest(axis(0), 10, 0.5)
+    assert [mid for mid, _ in close] == [ids[3], ids[0], ids[1]]  # ties: newest first; axis 1 alone is too far
+    assert [mid for mid, _ in index.nearest(axis(0), 10, 0.5, channel_id=general)] == [ids[0], ids[1]]
+    assert [mid for mid, _ in index.nearest(axis(0), 10, 0.5, exclude=[ids[0]], before_id=ids[3])] == [ids[1]]
+    assert [mid for mid, _ in index.nearest(axis(0), 1, 0.5)] == [ids[3]]
+
+    db.write(lambda tx: tx.execute("INSERT INTO embedding_jobs (message_id, provider, state, created_at) "
+                                   "VALUES (?, ?, 'pending', ?) ON CONFLICT DO NOTHING", [ids[2], name, db.clock()]))
+    write([(ids[2], axis(0))])  # re-embedded: replaced in place, not added
+    assert index.refresh(db) == 1 and index.size == 4
+    assert ids[2] in [mid for mid, _ in index.nearest(axis(0), 10, 0.5)]
+    before = db.cursors_opened
+    assert index.refresh(db) == 0
+    assert db.cursors_opened - before == 1  # nothing new: one count, no vectors read
+
+
+def test_a_retried_reply_is_embedded_again_with_its_new_text(db, ann):
+    channel = chat.create_channel(db, "asks")
+    chat.send_message(db, channel, ann, "tell me about the plan")
+    job = replies.claim_next_job(db)
+    replies.stream_reply(db, job.reply_id, "The plan is", job_id=job.id)
+    replies.stop_reply(db, job.reply_id)  # stopped: complete with its text so far, and embedded
+    chat.send_message(db, channel, ann, "and the budget?")
+    failed = replies.claim_next_job(db)
+    replies.fail_reply(db, failed, "The AI service had an error (HTTP 500). Try again.")
+    provider = Counting()
+    embedder = Embedder(db, provider)
+    drain(embedder)
+    assert provider.seen["The plan is"] == 1 and len(vectors_per_message(db)) == 3  # the failed reply has no text
+
+    for reply_id, text in ((job.reply_id, "The plan is to ship on Friday."), (failed.reply_id, "The budget is fine.")):
+        replies.retry_reply(db, reply_id)
+        replies.finish_reply(db, replies.claim_next_job(db), text)
+    assert embeddings.requeue_changed(db, provider.name) == 2
+    assert embeddings.requeue_changed(db, provider.name) == 0  # already queued
+    drain(embedder)
+    assert provider.seen["The plan is to ship on Friday."] == provider.seen["The budget is fine."] == 1
+    assert vectors_per_message(db) == {mid: 1 for mid in vectors_per_message(db)} and len(vectors_per_message(db)) == 4
+    assert embeddings.requeue_changed(db, provider.name) == 0

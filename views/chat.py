@@ -3,8 +3,8 @@ import streamlit as st
 
 from core import chat, replies, tools
 from core.errors import ChatError
-from views.search import search_panel
 from views.common import current_channel, current_user, escape_markdown, get_db, get_settings, local_time, show_error
+from views.search import search_panel
 
 PAGE = chat.RECENT_LIMIT  # messages per "load older" step, as many as the original lists
 TYPING = "▌"  # drawn after a reply that is still being written

@@ -12,9 +12,9 @@ from streamlit_autorefresh import st_autorefresh
 
 from core import chat
 from core.ai import Responder
-from core.embeddings import Embedder, provider_for
 from core.config import Settings, load_settings
 from core.db import Database, connect
+from core.embeddings import Embedder, provider_for
 from core.errors import ChatError, DatabaseUnavailable
 
 log = logging.getLogger(__name__)
