@@ -197,16 +197,22 @@ def seed(db, rng: random.Random, filler_per_fact: int, facts_per_channel: int) -
     return planted
 
 
-def embed_all(db) -> float:
-    """Embed every message with the local provider (as the Embedder would); return the seconds it took."""
+def embed_all(db) -> tuple[embeddings.Embedder, float]:
+    """Embed every message with the local provider, then run the Embedder (it loads the index, as in the app)."""
     started = time.perf_counter()
     embedder = embeddings.Embedder(db, embeddings.local_provider())
     embeddings.attach(db, embedder.provider)
     while embedder.run_once():
         pass
-    embedder.run_once()  # nothing left: semantic search turns on
-    assert embeddings.semantic_ready(db), "semantic search did not turn on"
-    return time.perf_counter() - started
+    embedder.run_once()  # nothing left: the provider becomes the active one
+    seconds = time.perf_counter() - started
+    embedder.start()  # its thread loads the vector index; new messages (the questions) get embedded too
+    deadline = time.monotonic() + REPLY_WAIT
+    while not embeddings.semantic_ready(db):
+        if time.monotonic() > deadline:
+            raise RuntimeError("semantic search did not turn on")
+        time.sleep(0.05)
+    return embedder, seconds
 
 
 def window_start(db, channel_id: int) -> int:
@@ -277,9 +283,12 @@ def main(argv: list[str] | None = None) -> dict:
         try:
             planted = seed(db, rng, args.filler, args.facts)
             messages = db.one("SELECT count(*) FROM messages")[0]
-            embed_seconds = embed_all(db)
-            methods = recall_of_methods(db, planted)
-            reply_recall, per_reply = recall_of_replies(db, planted)
+            embedder, embed_seconds = embed_all(db)
+            try:
+                methods = recall_of_methods(db, planted)
+                reply_recall, per_reply = recall_of_replies(db, planted)
+            finally:
+                embedder.stop()
         finally:
             embeddings.detach(db)
             db.close()
