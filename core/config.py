@@ -32,6 +32,7 @@ class Settings:
     live_push: bool = True
     ai_timeout: float = 60.0
     ai_lease_seconds: float = 30.0
+    ai_context_tokens: int = 16000  # what one request may carry (estimated): see core/context.py
     admin_password: str | None = field(default=None, repr=False)
     login: bool = False  # an [auth] section in the secrets: everyone logs in (st.login) and speaks as themself
     login_providers: tuple[str | None, ...] = (None,)  # [auth.<name>] sections; None is [auth]'s own provider
@@ -141,6 +142,7 @@ def load_settings(overrides: Mapping[str, Any] | None = None) -> Settings:
         live_push=_switch("LIVE_PUSH", get("LIVE_PUSH") or "on"),
         ai_timeout=_number("AI_TIMEOUT_SECONDS", get("AI_TIMEOUT_SECONDS") or 60.0, float, 1.0, 600.0),
         ai_lease_seconds=_number("AI_LEASE_SECONDS", get("AI_LEASE_SECONDS") or 30.0, float, 1.0, 3600.0),
+        ai_context_tokens=_number("AI_CONTEXT_TOKENS", get("AI_CONTEXT_TOKENS") or 16000, int, 1000, 2_000_000),
         admin_password=get("ADMIN_PASSWORD"),
         console_seconds=_number("CONSOLE_TIMEOUT_SECONDS", get("CONSOLE_TIMEOUT_SECONDS") or 5.0, float, 1.0, 120.0),
         console_memory_mb=_number("CONSOLE_MEMORY_MB", get("CONSOLE_MEMORY_MB") or 256, int, 32, 8192),

@@ -236,6 +236,14 @@ def m006_search(m: Migrator) -> None:
         m.execute(statement)
 
 
+def m009_ai_tools(m: Migrator) -> None:
+    """What the AI did before answering (tool calls, retrieval, what the budget cut), and per-channel AI settings."""
+    m.execute("ALTER TABLE messages ADD COLUMN steps VARCHAR")  # JSON list of steps (core/tools.py), NULL: none
+    m.execute("ALTER TABLE channels ADD COLUMN model VARCHAR")  # NULL: the app's OPENAI_MODEL
+    # NULL reads as false: no DEFAULT, as DuckDB fails ADD COLUMN ... DEFAULT followed by another ADD COLUMN.
+    m.execute("ALTER TABLE channels ADD COLUMN look_back BOOLEAN")  # add relevant older messages to the context
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("001_initial", m001_initial),
     ("002_ai_replies", m002_ai_replies),
@@ -244,6 +252,7 @@ MIGRATIONS: list[tuple[str, Migration]] = [
     ("005_identities_and_limits", m005_identities_and_limits),
     ("006_search", m006_search),
     ("007_name_keys", m007_name_keys),
+    ("009_ai_tools", m009_ai_tools),
 ]
 
 

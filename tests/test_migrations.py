@@ -29,6 +29,8 @@ SCHEMA = {
         ("created_at", "TIMESTAMP", False),
         ("reply_policy", "VARCHAR", True),
         ("persona", "VARCHAR", True),
+        ("model", "VARCHAR", True),
+        ("look_back", "BOOLEAN", True),
     ],
     "messages": [
         ("id", "BIGINT", False),
@@ -46,6 +48,7 @@ SCHEMA = {
         ("ttft_ms", "DOUBLE", True),
         ("total_ms", "DOUBLE", True),
         ("context", "VARCHAR", True),
+        ("steps", "VARCHAR", True),
     ],
     "ai_jobs": [
         ("id", "BIGINT", False),
