@@ -56,6 +56,18 @@ class PostgresDialect(Dialect):
     double = "DOUBLE PRECISION"
     for_update = " FOR UPDATE"  # writers run in parallel here: lock the rows a write decides on
     skip_locked = " FOR UPDATE SKIP LOCKED"  # replicas claim different jobs without waiting on each other
+    vector = "REAL[]"  # Debian's Postgres 15 has no pgvector package; vectors are searched in memory
+    # Trigrams index substring matching exactly (LIKE keeps every character literal after escaping):
+    # tsvector splits paths, e-mails and punctuation into other words, so it cannot answer "x.*y" or "C:\temp".
+    text_search_ddl = (
+        "CREATE EXTENSION IF NOT EXISTS pg_trgm",
+        "CREATE INDEX IF NOT EXISTS messages_content_trgm ON messages USING gin (lower(content) gin_trgm_ops)",
+    )
+
+    def contains(self, column: str) -> str:
+        # The pattern is folded to a constant at planning, so the trigram index serves it.
+        escaped = "replace(replace(replace(lower(CAST(? AS VARCHAR)), '\\', '\\\\'), '%', '\\%'), '_', '\\_')"
+        return f"lower({column}) LIKE '%' || {escaped} || '%' ESCAPE '\\'"
 
 
 @lru_cache(maxsize=1024)
@@ -216,6 +228,16 @@ class PostgresDatabase(Database):
             raise
         finally:
             cur.close()
+
+    @contextmanager
+    def console_source(self) -> Iterator[tuple[dict[str, Any], datetime]]:
+        # The child attaches the database itself, read-only, live; Postgres stops the query at the cap too.
+        # The password travels apart from the DSN: DuckDB shows an attached database's DSN in duckdb_databases().
+        parts = conninfo_to_dict(self.path)
+        password = parts.pop("password", None)
+        yield {"postgres": make_conninfo(**parts, connect_timeout=CONNECT_TIMEOUT_S), "password": password,
+               "options": READ_ONLY_OPTIONS, "extension_directory": extension_directory(),
+               "schema": f"{ATTACHED}.public"}, self.clock()
 
     # writes --------------------------------------------------------------
     def write(self, work: Callable[[Transaction], T]) -> T:

@@ -84,11 +84,14 @@ def streamlit_server(
     script: str = "app.py",
     log_dir: str | Path | None = None,
     extra_env: dict[str, str] | None = None,
+    extra_args: list[str] | None = None,
     port: int | None = None,
 ) -> Iterator[Server]:
     """Run `streamlit run <script>` on 127.0.0.1 with the app's settings in its environment; yield a Server.
 
     ``port`` reuses a port (a restarted server that open browser windows reconnect to); default a free one.
+    ``extra_args`` go to `streamlit run` (e.g. ``--secrets.files PATH``); ``port`` is for a test that must
+    know the URL before the server starts (an OIDC redirect URI).
     """
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "STREAMLIT_"))}
     env.update(
@@ -107,7 +110,7 @@ def streamlit_server(
     command = [
         sys.executable, "-m", "streamlit", "run", script,
         "--server.port", str(port), "--server.address", "127.0.0.1", "--server.headless", "true",
-        "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
+        "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none", *(extra_args or []),
     ]
     with open(log_path, "wb") as log:
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,

@@ -13,10 +13,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import streamlit as st
 from streamlit_autorefresh import st_autorefresh
 
-from core import chat
+from core import accounts, chat
 from core.ai import Responder
 from core.config import Settings, load_settings
 from core.db import Database, connect
+from core.embeddings import Embedder, provider_for
 from core.errors import ChatError, DatabaseDamaged, DatabaseUnavailable, StorageError
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,21 @@ def _responder(path: str, settings: Settings) -> Responder:
     responder.start()
     atexit.register(responder.stop)
     return responder
+
+
+@st.cache_resource(show_spinner=False, max_entries=1, on_release=lambda embedder: embedder.stop())
+def _embedder(path: str, settings: Settings) -> Embedder:
+    embedder = Embedder(_database(path), provider_for(settings))
+    embedder.start()
+    atexit.register(embedder.stop)
+    return embedder
+
+
+def get_embedder() -> Embedder:
+    """The process's background embedder (search's vectors), started on first use."""
+    settings = get_settings()
+    get_db()
+    return _embedder(settings.db_path, settings)
 
 
 def get_db() -> Database:
@@ -140,9 +156,34 @@ def _chosen(db: Database, key: str, get):
         return None
 
 
+def signed_in() -> accounts.Identity | None:
+    """Login mode: who is logged in, from st.user (claims Streamlit verified and keeps in a signed cookie)."""
+    try:
+        return accounts.identity_from_claims(st.user.to_dict())
+    except ChatError as error:
+        st.error(str(error))
+        st.button("Log out", on_click=st.logout, key="bad_login_logout")
+        st.stop()
+
+
 def current_user(db: Database) -> chat.User | None:
-    """The user this browser session speaks as."""
-    return _chosen(db, "user_id", chat.get_user)
+    """The user this browser session speaks as: in login mode the logged-in person, never a choice in the session."""
+    if not get_settings().login:
+        return _chosen(db, "user_id", chat.get_user)
+    identity = signed_in()
+    if identity is None:
+        return None
+    try:
+        return accounts.user_for(db, identity)
+    except ChatError as error:
+        show_error(error)
+        return None
+
+
+def is_admin() -> bool:
+    """Login mode: whether the logged-in person is named in ADMIN_EMAILS (open mode has no roles: see the Tables page)."""
+    settings = get_settings()
+    return settings.login and accounts.is_admin(signed_in(), settings.admin_emails)
 
 
 def current_channel(db: Database) -> chat.Channel | None:
@@ -182,19 +223,82 @@ def _channel_from_link(channels: list[chat.Channel]) -> None:
         st.session_state["channel_id"] = int(wanted)
 
 
-def draw_sidebar() -> None:
-    """Who am I, which channel, and whether the AI is on: drawn once by app.py for every page."""
+def _login_page(settings: Settings) -> None:
+    """Login mode, nobody logged in: a page with the login button(s), and nothing else runs."""
+    st.title("Channel Chat")
+    st.write("Log in to read and write. You speak as yourself: your name comes from your account, "
+             "and you can change it once you are in.")
+    for provider in settings.login_providers:
+        label = "Log in" if provider is None else f"Log in with {provider.title()}"
+        st.button(label, on_click=st.login, args=() if provider is None else (provider,), type="primary",
+                  icon=":material/login:", key=f"login_{provider or 'default'}")
+    st.stop()
+
+
+def _rename() -> None:
+    """Form callback: the logged-in person changes their display name (who they are comes from st.user only)."""
+    identity = signed_in()
+    if identity is None:
+        return
     db = get_db()
-    users, channels = chat.list_users(db), chat.list_channels(db)
+    try:
+        accounts.rename_user(db, accounts.user_for(db, identity).id, st.session_state.get("rename_name", ""))
+    except ChatError as error:
+        st.session_state["rename_error"] = str(error)
+        return
+    st.session_state.pop("rename_error", None)
+
+
+def _you_logged_in(db: Database, identity: accounts.Identity, admin: bool) -> None:
+    try:
+        me = accounts.user_for(db, identity)
+    except ChatError as error:
+        show_error(error)
+        st.stop()
+    st.markdown(f"**{escape_markdown(me.name)}**" + (" · :material/shield_person: admin" if admin else ""))
+    if identity.email:
+        st.caption(escape_markdown(identity.email))
+    left, right = st.columns(2)
+    with left.popover("Rename", use_container_width=True):
+        with st.form("rename_form", border=False):
+            st.text_input("Display name", value=me.name, key="rename_name", max_chars=chat.NAME_MAX)
+            st.form_submit_button("Save name", on_click=_rename)
+    right.button("Log out", on_click=st.logout, use_container_width=True, key="logout")
+    if error := st.session_state.pop("rename_error", None):
+        st.error(error)
+
+
+def _you_pick(users: list[chat.User]) -> None:
+    """Open mode: pick or create the user this window speaks as."""
+    user_names = {u.id: u.name for u in users}
+    if st.session_state.get("user_id") not in user_names:
+        st.session_state["user_id"] = users[0].id if users else None
+    st.selectbox("You are", list(user_names), format_func=user_names.get, key="user_id",
+                 placeholder="Create a user first", label_visibility="collapsed")
+    _creator("user", "Your name")
+    st.caption(":material/lock_open: Open mode: anyone with this link can pick any name and speak as anyone. "
+               "To tie people to their accounts, turn on login ([auth] in the secrets; see the README).")
+
+
+def draw_sidebar() -> None:
+    """Who am I, which channel, and whether the AI is on: drawn once by app.py for every page.
+
+    In login mode a visitor who is not logged in gets the login page instead, and the page does not run.
+    """
+    db = get_db()
+    settings = get_settings()
+    identity = signed_in() if settings.login else None
+    if settings.login and identity is None:
+        _login_page(settings)
+    st.session_state["directory_shown"] = chat.directory_version(db)  # read first: a change after it is news
+    users, channels = ([] if settings.login else chat.list_users(db)), chat.list_channels(db)
     _channel_from_link(channels)
     with st.sidebar:
         st.subheader("You")
-        user_names = {u.id: u.name for u in users}
-        if st.session_state.get("user_id") not in user_names:
-            st.session_state["user_id"] = users[0].id if users else None
-        st.selectbox("You are", list(user_names), format_func=user_names.get, key="user_id",
-                     placeholder="Create a user first", label_visibility="collapsed")
-        _creator("user", "Your name")
+        if identity is not None:
+            _you_logged_in(db, identity, accounts.is_admin(identity, settings.admin_emails))
+        else:
+            _you_pick(users)
 
         st.subheader("Channel")
         channel_names = {c.id: f"# {c.name}" for c in channels}
@@ -207,6 +311,7 @@ def draw_sidebar() -> None:
             st.query_params["channel"] = str(st.session_state["channel_id"])
 
         st.divider()
+        get_embedder()
         status = get_responder().status()
         if status["enabled"]:
             st.caption(f":material/bolt: AI replies on · {status['model']} · {status['workers']} workers")
