@@ -1,16 +1,7 @@
-"""Channel Chat: route to the pages and draw the shared sidebar."""
+"""Channel Chat's entry: `streamlit run app.py` serves the pages (views/main.py) and the live route."""
 import streamlit as st
+from starlette.routing import WebSocketRoute
 
-from views.common import draw_sidebar
+from views.live import LIVE_PATH, live_route
 
-st.set_page_config(page_title="Channel Chat", page_icon=":material/forum:", layout="wide")
-page = st.navigation(
-    [
-        st.Page("views/chat.py", title="Chat", icon=":material/chat:", default=True),
-        st.Page("views/users.py", title="Users", icon=":material/group:"),
-        st.Page("views/channels.py", title="Channels", icon=":material/tag:"),
-        st.Page("views/tables.py", title="Tables", icon=":material/table:"),
-    ]
-)
-draw_sidebar()
-page.run()
+app = st.App("views/main.py", routes=[WebSocketRoute(LIVE_PATH, live_route)])

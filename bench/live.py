@@ -1,26 +1,30 @@
-"""Live sync at scale: how fast a message crosses between open windows, and what each open window costs.
+"""Live sync at scale: how fast a change crosses between open windows, and what each open window costs.
 
-Run: python bench/live.py [--sessions 1,5,10,20] [--seconds 10] [--variants chat,reread,autorefresh]
+Run: python bench/live.py [--sessions 1,10,30] [--seconds 15] [--variants push,poll,autorefresh]
 
-For each variant of the chat page and each number N of open windows, it starts `streamlit run` on
-127.0.0.1 (with the local OpenAI test server), opens N headless Chromium pages on one channel plus a
-sender page, and measures:
-- propagation: from the message's created_at in DuckDB (server side) to the moment a MutationObserver
-  in each other page saw its text (performance.timeOrigin + performance.now()), p50/p95/max;
-- delivery: messages stored but never shown in a window (missed), and sends typed in the sender
-  window that never reached DuckDB (lost sends);
-- idle cost: the server process's CPU (utime+stime from /proc) over a window with no sends, per
-  session and per rerun ((N + 1) x seconds / refresh interval reruns: the sender page polls too),
-  and its RSS growth per window after the first.
-Variants, at the same 1 s interval: `chat` (our page: version-gated fragment), `reread` (the same
-page re-reading DuckDB every tick), `autorefresh` (the whole page rerun by streamlit-autorefresh).
-Prints a Markdown table and writes docs/live.png.
+For each page design and each number N of open windows, it starts `streamlit run` on 127.0.0.1 (with
+the local OpenAI test server), opens N headless Chromium windows on one channel plus a sender window,
+and measures:
+- propagation: from the message's created_at in the database (server side) to the moment a
+  MutationObserver in each other window saw its text (performance.timeOrigin + performance.now()),
+  p50/p95/max; messages stored but never shown in a window (missed); sends typed in the sender window
+  that never reached the database (lost sends);
+- AI reply: from the test model server writing a reply's first token (the app stores it at once) to
+  that token being visible in each watching window, p50/p95;
+- idle cost: the server process's CPU (utime+stime from /proc) over a window with no sends, less its
+  CPU over as long a window once every browser window has closed (its own timers, the AI workers),
+  per open window (the sender's included); its RSS growth per window after the first; and the TCP
+  connections each window holds to the server after the idle window (ESTABLISHED sockets on the
+  server's port, from /proc/net/tcp).
+Designs: `push` (our page: the chat fragment rerun by a WebSocket push, 15 s fallback), `poll` (the
+same page with LIVE_PUSH=off, its fragment checking the channel's version every second), `autorefresh`
+(the whole page rerun every second by streamlit-autorefresh); `reread` (the polling page re-reading
+the database every tick) is available too. Prints a Markdown table and writes docs/live.png.
 """
 from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -33,22 +37,26 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 from browser import VIEWPORT, chromium, streamlit_server  # noqa: E402
 from core import chat  # noqa: E402
 from core.db import connect  # noqa: E402
-from fake_openai import FakeOpenAI  # noqa: E402
+from fake_openai import FakeOpenAI, Script  # noqa: E402
 
-REFRESH = 1.0  # seconds: the interval every variant polls at
-SEND_EVERY = 2.0  # seconds between the sender page's messages
+POLL = 1.0  # seconds: the interval the polling designs check at
+FALLBACK = 15.0  # seconds: the push design's slow fallback check
+SEND_EVERY = 2.0  # seconds between the sender window's messages
+AI_REPLIES = 3  # replies whose first token is timed
+AI_CHUNK_DELAY = 0.3  # seconds between the test model's tokens (the app writes at most 4 times a second)
 TICK = os.sysconf("SC_CLK_TCK")
-VARIANTS = {
-    "chat": ("app.py", {}),
-    "reread": ("bench/variants/chat_reread.py", {}),
-    "autorefresh": ("bench/variants/chat_autorefresh.py", {"REFRESH_SECONDS": "60"}),
+VARIANTS = {  # name: (script, environment)
+    "push": ("app.py", {"REFRESH_SECONDS": str(FALLBACK)}),
+    "poll": ("app.py", {"REFRESH_SECONDS": str(POLL), "LIVE_PUSH": "off"}),
+    "autorefresh": ("bench/variants/chat_autorefresh.py", {"REFRESH_SECONDS": "60", "LIVE_PUSH": "off"}),
+    "reread": ("bench/variants/chat_reread.py", {"REFRESH_SECONDS": str(POLL), "LIVE_PUSH": "off"}),
 }
 INPUT = "[data-testid=stChatInput] textarea"
 OBSERVER = """
 (() => {
   const seen = {}; window.__seen = seen;
   const scan = (node) => {
-    const text = node.textContent || ""; const re = /tok-\\d+/g; let m;
+    const text = node.textContent || ""; const re = /(tok|ai)-\\d+/g; let m;
     while ((m = re.exec(text))) if (!(m[0] in seen)) seen[m[0]] = performance.timeOrigin + performance.now();
   };
   new MutationObserver(records => {
@@ -70,20 +78,41 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
+def connections(port: int) -> int:
+    """ESTABLISHED TCP connections whose local end is the server's port."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            local, state = line.split()[1], line.split()[3]
+            if state == "01" and int(local.rsplit(":", 1)[1], 16) == port:
+                count += 1
+    return count
+
+
 def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-def run_case(browser, variant: str, sessions: int, seconds: float, folder: Path, openai_url: str) -> dict:
-    """One variant with N watching windows: propagation latency, then idle CPU and memory."""
+def run_case(browser, variant: str, sessions: int, seconds: float, folder: Path, model: FakeOpenAI,
+             replies: int = AI_REPLIES) -> dict:
+    """One design with N watching windows: idle cost, then message propagation, then AI first tokens."""
     db_path = folder / f"{variant}-{sessions}.duckdb"
     db = connect(str(db_path))
     chat.create_user(db, "Sender")
-    channel = chat.create_channel(db, "live", reply_policy="off")
+    channel = chat.create_channel(db, "live", reply_policy="mention")  # only '@ai' messages get replies
     db.close()
     script, env = VARIANTS[variant]
-    with streamlit_server(db_path, openai_base_url=openai_url, refresh_seconds=REFRESH, script=script,
+    model.reset()
+    # The sender writes every SEND_EVERY s, past the default per-person rate limit: this measures delivery, not limits.
+    env = {**(env or {}), "MESSAGES_PER_MINUTE": "0", "AI_REPLIES_PER_HOUR": "0"}
+    with streamlit_server(db_path, openai_base_url=model.base_url, refresh_seconds=POLL, script=script,
                           log_dir=folder, extra_env=env) as server:
         url = f"{server.url}/?channel={channel}"
         contexts, pages = [], []
@@ -91,19 +120,22 @@ def run_case(browser, variant: str, sessions: int, seconds: float, folder: Path,
             context = browser.new_context(viewport=VIEWPORT)
             context.add_init_script(OBSERVER)
             page = context.new_page()
-            page.goto(url)
+            page.goto(url, wait_until="commit")
             page.wait_for_selector(INPUT, timeout=60_000)
             contexts.append(context)
             pages.append(page)
             if len(pages) == 1:
                 rss_one = rss_mb(server.pid)  # the app's modules are loaded once the first window ran it
         watchers, sender = pages[:-1], pages[-1]
-        time.sleep(2 * REFRESH)  # let every session settle into its rhythm
+        time.sleep(2 * POLL)  # let every session settle into its rhythm
 
         cpu_before = cpu_seconds(server.pid)
         time.sleep(seconds)  # idle: nobody sends
         idle_cpu = cpu_seconds(server.pid) - cpu_before
         rss_with = rss_mb(server.pid)
+        # After the idle window the page loads' keep-alive HTTP connections have closed: what is left
+        # is what an open window holds (Streamlit's WebSocket, and the push listener's).
+        tcp = connections(int(server.url.rsplit(":", 1)[1]))
 
         tokens = []
         for i in range(max(3, int(seconds / SEND_EVERY))):
@@ -112,15 +144,31 @@ def run_case(browser, variant: str, sessions: int, seconds: float, folder: Path,
             sender.press(INPUT, "Enter")
             tokens.append(token)
             sender.wait_for_timeout(SEND_EVERY * 1000)
-        sender.wait_for_timeout(2 * REFRESH * 1000)
+        sender.wait_for_timeout(2 * POLL * 1000)
+
+        firsts = []
+        for k in range(replies):
+            first = f"ai-{k}"
+            model.push(Script(chunks=[f"{first} ", "and ", "the ", "rest ", "of ", "it."], chunk_delay=AI_CHUNK_DELAY))
+            sender.fill(INPUT, f"@ai reply {k}")
+            sender.press(INPUT, "Enter")
+            firsts.append(first)
+            sender.wait_for_timeout(6 * AI_CHUNK_DELAY * 1000 + 1500)
+        sender.wait_for_timeout(2 * POLL * 1000)
         seen = [page.evaluate("window.__seen") for page in watchers]
         for context in contexts:
             context.close()
+        time.sleep(2)
+        cpu_before = cpu_seconds(server.pid)
+        time.sleep(seconds)  # the server alone (AI workers, its own timers): not any window's cost
+        alone_cpu = cpu_seconds(server.pid) - cpu_before
+    first_sent = {piece.strip(): at * 1000 for at, piece in model.chunks_sent if piece.strip() in firsts}
+
     db = connect(str(db_path))
     sent = {}
-    for message in chat.list_messages(db, channel, limit=len(tokens)):
-        token = message.content.split()[-1]
-        sent[token] = message.created_at.replace(tzinfo=timezone.utc).timestamp() * 1000
+    for message in chat.list_messages(db, channel, limit=50):
+        if message.author_id is not None and message.content.startswith("message tok-"):
+            sent[message.content.split()[-1]] = message.created_at.replace(tzinfo=timezone.utc).timestamp() * 1000
     db.close()
     lost = [token for token in tokens if token not in sent]  # typed and sent, but never stored
     latencies, missed = [], 0
@@ -130,32 +178,44 @@ def run_case(browser, variant: str, sessions: int, seconds: float, folder: Path,
                 latencies.append(page_seen[token] - sent[token])
             elif token in sent:
                 missed += 1  # stored, but this window never showed it
-    polling = sessions + 1  # the sender page polls too
-    reruns = polling * seconds / REFRESH
+    ai_latencies, ai_missed = [], 0
+    for page_seen in seen:
+        for first in firsts:
+            if first in page_seen and first in first_sent:
+                ai_latencies.append(page_seen[first] - first_sent[first])
+            elif first in first_sent:
+                ai_missed += 1  # the model answered, but this window never showed it
+    ai_lost = sum(first not in first_sent for first in firsts)  # the '@ai' send itself never got through
+    windows = sessions + 1  # the sender window is open too
     return {
         "variant": variant, "sessions": sessions, "samples": len(latencies), "missed": missed,
         "lost": len(lost), "sent": len(tokens),
-        "p50": percentile(latencies, 0.5) if latencies else float("nan"),
-        "p95": percentile(latencies, 0.95) if latencies else float("nan"),
+        "p50": percentile(latencies, 0.5), "p95": percentile(latencies, 0.95),
         "max": max(latencies) if latencies else float("nan"),
-        "cpu_pct_per_session": 100 * idle_cpu / seconds / polling,
-        "ms_per_rerun": 1000 * idle_cpu / reruns,
-        "rss_per_session": (rss_with - rss_one) / (polling - 1),
+        "ai_p50": percentile(ai_latencies, 0.5), "ai_p95": percentile(ai_latencies, 0.95), "ai_missed": ai_missed,
+        "ai_lost": ai_lost,
+        "cpu_pct_per_session": 100 * max(0.0, idle_cpu - alone_cpu) / seconds / windows,
+        "cpu_pct_alone": 100 * alone_cpu / seconds,
+        "rss_per_session": (rss_with - rss_one) / max(1, windows - 1),
+        "tcp_per_window": tcp / windows,
     }
 
 
 def table(rows: list[dict]) -> str:
     lines = [
-        "| variant | windows | p50 ms | p95 ms | max ms | missed | lost sends | server CPU % of a core per idle window "
-        "| CPU ms per rerun | idle windows per core | server RSS MB per window |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| design | windows | p50 ms | p95 ms | max ms | missed | lost sends | AI first token p50 / p95 ms "
+        "| server CPU % of a core per idle window | idle windows per core | server alone % "
+        "| TCP connections per window | server RSS MB per window |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
-        per_core = 100 / r["cpu_pct_per_session"] if r["cpu_pct_per_session"] > 0 else float("inf")
+        per_core = f"{100 / r['cpu_pct_per_session']:,.0f}" if r["cpu_pct_per_session"] > 0 else "∞"
+        ai_notes = "".join(f" ({r[k]} {k[3:]})" for k in ("ai_missed", "ai_lost") if r[k])
         lines.append(
             f"| {r['variant']} | {r['sessions']} | {r['p50']:.0f} | {r['p95']:.0f} | {r['max']:.0f} | {r['missed']} "
-            f"| {r['lost']}/{r['sent']} "
-            f"| {r['cpu_pct_per_session']:.2f} | {r['ms_per_rerun']:.2f} | {per_core:.0f} | {r['rss_per_session']:.1f} |"
+            f"| {r['lost']}/{r['sent']} | {r['ai_p50']:.0f} / {r['ai_p95']:.0f}{ai_notes} "
+            f"| {r['cpu_pct_per_session']:.3f} | {per_core} | {r['cpu_pct_alone']:.2f} | {r['tcp_per_window']:.1f} "
+            f"| {r['rss_per_session']:.1f} |"
         )
     return "\n".join(lines)
 
@@ -176,10 +236,10 @@ def plot(rows: list[dict], path: Path) -> None:
         (line,) = left.plot(xs, [r["p95"] for r in mine], marker="o", label=f"{variant} p95")
         left.plot(xs, [r["p50"] for r in mine], marker=".", linestyle="--", color=line.get_color(), label=f"{variant} p50")
         right.plot(xs, [r["cpu_pct_per_session"] for r in mine], marker="o", color=line.get_color(), label=variant)
-    left.axhline(REFRESH * 1000 + 150, color="grey", linewidth=0.8, label="target p95")
-    left.set(xlabel="open windows", ylabel="send → visible (ms)", title="Propagation latency")
-    right.axhline(2, color="grey", linewidth=0.8, label="target 2 %")
-    right.set(xlabel="open windows", ylabel="% of a core per idle window", title="Server CPU per session")
+    left.set(xlabel="open windows", ylabel="send → visible in another window (ms)", title="Propagation latency")
+    right.axhline(0.1, color="grey", linewidth=0.8, label="push target 0.1 %")
+    right.set(xlabel="open windows", ylabel="% of a core per idle window", title="Server CPU per idle window",
+              yscale="log")
     for axis in (left, right):
         axis.legend(fontsize=7)
         axis.grid(alpha=0.3)
@@ -190,21 +250,22 @@ def plot(rows: list[dict], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sessions", default="1,5,10,20", help="comma-separated numbers of watching windows")
-    parser.add_argument("--seconds", type=float, default=10.0, help="idle window and send phase length")
-    parser.add_argument("--variants", default=",".join(VARIANTS), help=f"any of {', '.join(VARIANTS)}")
+    parser.add_argument("--sessions", default="1,10,30", help="comma-separated numbers of watching windows")
+    parser.add_argument("--seconds", type=float, default=FALLBACK, help="idle window and send phase length")
+    parser.add_argument("--variants", default="push,poll,autorefresh", help=f"any of {', '.join(VARIANTS)}")
+    parser.add_argument("--replies", type=int, default=AI_REPLIES, help="AI replies whose first token is timed")
     parser.add_argument("--plot", default=str(ROOT / "docs" / "live.png"), help="PNG to write ('' for none)")
     args = parser.parse_args(argv)
     rows = []
     started = time.monotonic()
-    with tempfile.TemporaryDirectory() as folder, FakeOpenAI() as openai_server, chromium() as browser:
+    with tempfile.TemporaryDirectory() as folder, FakeOpenAI() as model, chromium() as browser:
         for variant in args.variants.split(","):
             for sessions in [int(n) for n in args.sessions.split(",")]:
-                rows.append(run_case(browser, variant, sessions, args.seconds, Path(folder), openai_server.base_url))
+                rows.append(run_case(browser, variant, sessions, args.seconds, Path(folder), model, args.replies))
                 print(table(rows[-1:]).splitlines()[-1], flush=True)
     print()
     print(table(rows))
-    print(f"\n{os.cpu_count()} CPUs, refresh {REFRESH:g} s, {args.seconds:g} s windows, "
+    print(f"\n{os.cpu_count()} CPUs, poll {POLL:g} s, push fallback {FALLBACK:g} s, {args.seconds:g} s windows, "
           f"total {time.monotonic() - started:.0f} s")
     if args.plot:
         plot(rows, Path(args.plot))

@@ -67,6 +67,7 @@ from core.context import RETRIEVAL_SHARE, TOOL_RESULT_SHARE, fit, tools_tokens, 
 from core.db import Database
 from core.deadline import Deadline, hold_deadlines
 from core.errors import ChatError
+from core.limits import budget_spent
 from core.replies import (
     claim_next_job,
     renew_leases,
@@ -370,6 +371,8 @@ class Responder:
         try:
             if self.client is None:
                 fail_reply(self.db, job, NO_KEY_REPLY)
+            elif spent := budget_spent(self.db, self.settings.limits):  # today's AI token budget is used up
+                fail_reply(self.db, job, spent)
             else:
                 with deadline:
                     self._answer(run, job, deadline)

@@ -11,7 +11,8 @@ from typing import Any
 
 from core.db import Database, Transaction
 from core.errors import NotFound, ValidationError
-from core.recent import CACHE_DEPTH, Message
+from core.limits import Limits, check_send
+from core.recent import CACHE_DEPTH, DIRECTORY, Message
 
 NAME_MAX = 80  # characters: fits a sidebar and a chat header
 CONTENT_MAX_BYTES = 1_000_000  # UTF-8 bytes: the original's (Convex) value size limit
@@ -72,20 +73,67 @@ def _valid_unicode(text: str, what: str) -> None:
         raise ValidationError(f"{what} contains invalid Unicode (a lone surrogate); please retype it.") from None
 
 
+# Characters that draw nothing yet are letters or symbols to Unicode: Hangul fillers, the Braille blank.
+BLANK_LETTERS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
+# Marks that change no glyph: the combining grapheme joiner, variation selectors, Khmer inherent vowels.
+IGNORED_MARKS = frozenset("\u034f\u17b4\u17b5" + "".join(map(chr, range(0xFE00, 0xFE10))))
+# Text-direction controls: "\u202enimda" is drawn as "admin". Refused in names.
+BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def _ignorable(ch: str) -> bool:
+    """A character names are compared without: format and control marks (zero-width space, BOM), fillers."""
+    return (
+        unicodedata.category(ch)[0] == "C"
+        or ch in BLANK_LETTERS
+        or ch in IGNORED_MARKS
+        or 0xE0100 <= ord(ch) <= 0xE01EF  # variation selectors supplement
+    )
+
+
+def has_visible(text: str) -> bool:
+    """Whether ``text`` draws a letter, digit, punctuation mark or symbol (not only spaces, fillers or lone accents)."""
+    return any(not (_ignorable(ch) or unicodedata.category(ch)[0] in "ZM") for ch in text)
+
+
+def name_key(name: str) -> str:
+    """How names are compared: NFKC, case folded, invisible characters dropped, runs of spaces as one.
+
+    So "Ada" with a zero-width space, an NFD "José", "ＡＤＡ" and "𝐀𝐝𝐚" all meet their plain forms.
+    """
+    kept = "".join(ch for ch in unicodedata.normalize("NFKC", name) if not _ignorable(ch))
+    folded = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", kept).casefold())
+    return " ".join(folded.split())
+
+
+def _trim(text: str) -> str:
+    """Strip spaces and invisible format characters (a trailing zero-width space) from both ends."""
+    start, end = 0, len(text)
+    while start < end and (text[start].isspace() or unicodedata.category(text[start]) == "Cf"):
+        start += 1
+    while end > start and (text[end - 1].isspace() or unicodedata.category(text[end - 1]) == "Cf"):
+        end -= 1
+    return text[start:end]
+
+
 def clean_name(name: Any, what: str = "Name") -> str:
-    """Trim and check a user or channel name; return it as it will be stored."""
+    """Trim and check a user or channel name; return it as it will be stored (NFC, as typed otherwise)."""
     if not isinstance(name, str):
         raise ValidationError(f"{what} must be text.")
     _valid_unicode(name, what)
-    name = name.strip()
-    if not name:
+    if any(ch in BIDI_CONTROLS for ch in name):
+        raise ValidationError(
+            f"{what} cannot contain text-direction marks (such as U+202E): they can make a name look like another."
+        )
+    if not name.strip():
         raise ValidationError(f"{what} cannot be empty.")
+    if not has_visible(name):  # only spaces, invisible marks, fillers or lone accents
+        raise ValidationError(f"{what} needs at least one visible character.")
+    name = unicodedata.normalize("NFC", _trim(name))
     if len(name) > NAME_MAX:
         raise ValidationError(f"{what} is too long: {len(name)} characters; the limit is {NAME_MAX}.")
     if any(unicodedata.category(ch) == "Cc" or ch in "\u2028\u2029" for ch in name):
         raise ValidationError(f"{what} cannot contain control characters such as line breaks or tabs.")
-    if all(unicodedata.category(ch)[0] in "CZ" for ch in name):  # only spaces and invisible marks
-        raise ValidationError(f"{what} needs at least one visible character.")
     return name
 
 
@@ -99,6 +147,8 @@ def check_content(content: Any) -> str:
     size = len(content.encode("utf-8"))
     if size > CONTENT_MAX_BYTES:
         raise ValidationError(f"The message is too long: {size:,} bytes; the limit is {CONTENT_MAX_BYTES:,} (1 MB).")
+    if not has_visible(content):
+        raise ValidationError("The message is empty: it has no visible characters.")
     return content
 
 
@@ -115,12 +165,15 @@ def check_id(value: Any, what: str) -> int:
 # users and channels ----------------------------------------------------------
 def _insert_named(db: Database, table: str, what: str, name: Any, extra: dict[str, Any] | None = None) -> int:
     name = clean_name(name, f"{what} name")
-    key = name.casefold()
+    key = name_key(name)
     columns = {"name": name, "name_key": key, "created_at": db.clock(), **(extra or {})}
 
     def work(tx: Transaction) -> int:
         if tx.one(f"SELECT 1 FROM {table} WHERE name_key = ?", [key]):
-            raise ValidationError(f"A {what.lower()} named {name!r} already exists (names ignore case).")
+            raise ValidationError(
+                f"A {what.lower()} named {name!r} already exists "
+                "(names are compared ignoring case, character width and invisible marks)."
+            )
         marks = ", ".join("?" for _ in columns)
         row = tx.one(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks}) RETURNING id", list(columns.values()))
         tx.announce(directory=True)
@@ -259,8 +312,11 @@ def wants_reply(policy: str, content: str) -> bool:
     return policy == "every" or (policy == "mention" and MENTION.search(content) is not None)
 
 
-def send_message(db: Database, channel_id: Any, author_id: Any, content: Any) -> int:
-    """Store a user's message and, in the same transaction, schedule the AI reply; return the message id."""
+def send_message(db: Database, channel_id: Any, author_id: Any, content: Any, limits: Limits | None = None) -> int:
+    """Store a user's message and, in the same transaction, schedule the AI reply; return the message id.
+
+    With ``limits`` (core.limits), a send over a person's rate limit raises RateLimited and stores nothing.
+    """
     channel_id = check_id(channel_id, "Channel")
     author_id = check_id(author_id, "User")
     content = check_content(content)
@@ -273,6 +329,8 @@ def send_message(db: Database, channel_id: Any, author_id: Any, content: Any) ->
         if author is None:
             raise NotFound(f"User {author_id} not found.")
         now = db.clock()
+        if limits is not None:
+            check_send(db, tx, limits, author_id, wants_reply(channel[0] or "every", content), now)
         (message_id,) = tx.one(
             "INSERT INTO messages (channel_id, author_id, content, status, created_at, updated_at) "
             "VALUES (?, ?, ?, 'complete', ?, ?) RETURNING id",
@@ -377,6 +435,11 @@ def _ensure_channel(db: Database, channel_id: int) -> None:
 def channel_version(db: Database, channel_id: int) -> int:
     """A number that changes whenever a message of the channel is added or updated, in any process (no database read)."""
     return db.recent.version(check_id(channel_id, "Channel"))
+
+
+def directory_version(db: Database) -> int:
+    """A number that changes whenever a user or channel is created (the sidebar's lists)."""
+    return db.recent.version(DIRECTORY)
 
 
 def get_message(db: Database, message_id: Any) -> Message:

@@ -9,6 +9,7 @@ backend and its ``Dialect``, as Django's database backends do.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from contextlib import contextmanager
@@ -17,7 +18,7 @@ from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 import duckdb
 
-from core.errors import ChatError, DatabaseLocked
+from core.errors import ChatError, DatabaseDamaged, DatabaseLocked, StorageError
 from core.recent import DIRECTORY, RecentMessages
 
 log = logging.getLogger(__name__)
@@ -25,6 +26,28 @@ T = TypeVar("T")
 
 WRITE_ATTEMPTS = 6  # a conflict is another writer's commit landing first; a few tries always get through
 RETRY_PAUSE = 0.005  # seconds, doubled each try: conflicts clear in milliseconds
+# The app needs no file access beyond its own database: this keeps the SQL console inside it.
+DUCKDB_CONFIG = {"enable_external_access": False}
+SQLITE_MAGIC = b"SQLite format 3\x00"  # the first bytes of an SQLite file, often mistaken for a DuckDB one
+# Storage faults in DuckDB's (and the OS's) words, what a person is told, and what to do about it.
+STORAGE_FAULTS = (
+    ("no space left on device", "the disk is full", "Free some space: the app carries on by itself."),
+    ("disk quota exceeded", "the disk quota is used up", "Free some space: the app carries on by itself."),
+    ("read-only file system", "the file system is read-only",
+     "Make it writable again, or point CHAT_DB at a file on a writable disk."),
+    ("permission denied", "the app may not write there (permission denied)",
+     "Give the app's user write access to the file and its folder, or point CHAT_DB elsewhere."),
+    ("input/output error", "the disk reported an input/output error",
+     "Check the disk; if the file is damaged, restore it from a backup."),
+)
+# Below this much free space on the database's disk, writes are refused before DuckDB tries them: in
+# DuckDB 1.5.5 and 1.5.6 a commit whose log write fails half-way aborts the whole process (undoing an
+# UPDATE on a table with a primary key hits an internal error; tests/test_db_faults.py shows it). 8 MB
+# holds the largest commit (a 1 MB message and its log record) several times over.
+DISK_RESERVE = 8 * 1024 * 1024
+# DuckDB's words for a file it cannot read as a database.
+DAMAGE = ("corrupt database file", "checksum", "could not read enough bytes", "failure while replaying wal",
+          "invalid block", "serialization error", "deserializ")
 
 
 def utcnow() -> datetime:
@@ -159,6 +182,12 @@ class Database:
         raise NotImplementedError
         yield  # pragma: no cover
 
+    @contextmanager
+    def console_source(self) -> Iterator[tuple[dict[str, Any], datetime]]:
+        """What a SQL console child process opens (``core.console``), and the time its data is from."""
+        raise NotImplementedError
+        yield  # pragma: no cover
+
     # writes --------------------------------------------------------------
     def write(self, work: Callable[[Transaction], T]) -> T:
         raise NotImplementedError
@@ -198,11 +227,15 @@ class DuckDatabase(Database):
         super().__init__(path, clock)
         self._connection = connection
         self._write_lock = FairLock()
+        self._broken = False  # DuckDB stopped after a fatal error: reopen before the next query
+        self._folder = None if path == ":memory:" else os.path.dirname(os.path.abspath(path))
 
     @contextmanager
     def cursor(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """A fresh cursor for this thread (a cursor costs ~5 µs; sharing one across threads fails)."""
         self._check_open()
+        if self._broken:
+            self._reopen()
         cur = self._connection.cursor()
         self.cursors_opened += 1
         try:
@@ -211,11 +244,11 @@ class DuckDatabase(Database):
             cur.close()
 
     def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
-        with self.cursor() as cur:
+        with self._storage("read"), self.cursor() as cur:
             return cur.execute(sql, list(params)).fetchall()
 
     def one(self, sql: str, params: Sequence[Any] = ()) -> tuple | None:
-        with self.cursor() as cur:
+        with self._storage("read"), self.cursor() as cur:
             return cur.execute(sql, list(params)).fetchone()
 
     @contextmanager
@@ -223,9 +256,68 @@ class DuckDatabase(Database):
         with self.cursor() as cur:
             yield cur
 
+    # storage faults ------------------------------------------------------
+    @contextmanager
+    def _storage(self, doing: str) -> Iterator[None]:
+        """Turn DuckDB's storage faults into readable errors; after a fatal one, reopen on the next use.
+
+        DuckDB stops a database for good after a fatal error (a checkpoint that hit a full disk): every
+        later query says "database has been invalidated". Reopening replays the log of committed writes.
+        """
+        try:
+            yield
+        except duckdb.Error as error:
+            if isinstance(error, (duckdb.FatalException, duckdb.InternalException)):
+                self._broken = True
+            translated = storage_error(error, self.path, doing, fatal=self._broken)
+            if translated is None:
+                raise
+            log.warning("database %s failed: %s", doing, _short(error))
+            raise translated from None
+
+    def _reopen(self) -> None:
+        """Close the stopped DuckDB instance and open the file again (readable error if that fails too)."""
+        with self._write_lock:
+            if not self._broken or self._closed:
+                return
+            if not os.path.isfile(self.path):  # never start an empty database in place of a missing one
+                raise DatabaseDamaged(f"The database file {self.path!r} is gone (moved or deleted while the app "
+                                      "ran). Put it back, or restart the app to start an empty database there.")
+            try:
+                self._connection.close()
+            except duckdb.Error:
+                pass  # it is stopped anyway
+            self._connection = _connect_file(self.path)  # raises a ChatError; the next use tries again
+            self._connection.execute(LATE_MATERIALIZATION)
+            self._broken = False
+            self.recent.invalidate_all()  # a commit that failed late may have landed: re-read every channel
+            log.warning("database %s reopened after a fatal error", self.path)
+
+    def _check_room(self) -> None:
+        """Refuse a write while the database's disk is (nearly) full: see DISK_RESERVE."""
+        if self._folder is None:
+            return
+        try:
+            stats = os.statvfs(self._folder)
+        except OSError:
+            return  # cannot tell: let DuckDB try
+        if stats.f_bavail * stats.f_frsize < DISK_RESERVE:
+            said, advice = _fault("no space left on device")
+            raise StorageError(f"The database {self.path!r} could not be written: {said} (less than "
+                               f"{DISK_RESERVE // 2**20} MB free). Nothing was saved. {advice}")
+
+    @contextmanager
+    def console_source(self) -> Iterator[tuple[dict[str, Any], datetime]]:
+        # The child cannot open this file (this process holds DuckDB's lock on it): it gets a snapshot.
+        from core.console import duckdb_source
+
+        with duckdb_source(self) as source:
+            yield source
+
     def write(self, work: Callable[[Transaction], T]) -> T:
         """Run ``work`` in one transaction, retrying DuckDB's write conflicts; then run its on-commit actions."""
-        with self._write_lock:
+        with self._write_lock, self._storage("write"):
+            self._check_room()
             pause = RETRY_PAUSE
             for attempt in range(1, WRITE_ATTEMPTS + 1):
                 with self.cursor() as cur:
@@ -275,26 +367,155 @@ def _is_conflict(error: Exception) -> bool:
     return "onflict" in text or "Duplicate key" in text
 
 
+LATE_MATERIALIZATION = "SET late_materialization_max_rows = 0"  # it slows "10 newest of a channel" by 30-50% (measured)
+
+
 def open_duckdb(path: str, clock: Callable[[], datetime] = utcnow) -> DuckDatabase:
-    """Open (creating if needed) and migrate the DuckDB database at ``path``; ``:memory:`` is allowed."""
+    """Open (creating if needed) and migrate the DuckDB database at ``path``; ``:memory:`` is allowed.
+
+    Every failure is a ChatError that names the file and what to do: locked by another process, not a
+    DuckDB file, damaged, or on a disk that is full, read-only or failing.
+    """
     from core.migrations import DuckMigrator, migrate
 
+    connection = _connect_file(path)
     try:
-        # The app needs no file access beyond its own database: this keeps the SQL console inside it.
-        connection = duckdb.connect(path, config={"enable_external_access": False})
-    except duckdb.IOException as error:
-        if "lock" in str(error).lower():
-            raise DatabaseLocked(
-                f"Another Channel Chat instance holds the database {path!r}. "
-                "Stop it, or point CHAT_DB at another file."
-            ) from None
-        raise ChatError(f"Cannot open the database {path!r}: {error}") from None
+        connection.execute(LATE_MATERIALIZATION)
+        if migrate(DuckMigrator(connection)) and path != ":memory:":
+            # DuckDB 1.5 cannot replay an ALTER TABLE from its write-ahead log when the table has a column
+            # default that calls a function (our ids' nextval): it needs a default database that is not set
+            # yet while a file opens (duckdb/duckdb#18259). Folding the migrations into the file at once
+            # keeps them out of the log, so a kill right after a first start does not leave such a log.
+            connection.execute("CHECKPOINT")
     except duckdb.Error as error:
-        raise ChatError(f"Cannot open the database {path!r}: {error}") from None
-    # DuckDB's late materialization slows "10 newest of a channel" by 30-50% (measured).
-    connection.execute("SET late_materialization_max_rows = 0")
-    migrate(DuckMigrator(connection))
+        log.warning("could not migrate %s: %s", path, _short(error))
+        connection.close()
+        raise open_error(error, path) from None
     return DuckDatabase(connection, path, clock)
+
+
+def _connect_file(path: str) -> duckdb.DuckDBPyConnection:
+    """``duckdb.connect`` with readable errors, replaying a log DuckDB cannot replay by itself (see open_duckdb)."""
+    try:
+        return duckdb.connect(path, config=DUCKDB_CONFIG)
+    except duckdb.Error as error:
+        if "failure while replaying wal" not in str(error).lower() or not os.path.exists(f"{path}.wal"):
+            raise open_error(error, path) from None
+        log.warning("DuckDB could not replay %s.wal when opening the file (%s); replaying it through ATTACH",
+                    path, _short(error))
+    _replay_log(path)
+    try:
+        return duckdb.connect(path, config=DUCKDB_CONFIG)
+    except duckdb.Error as error:
+        raise open_error(error, path) from None
+
+
+def _replay_log(path: str) -> None:
+    """Replay the file's write-ahead log from a connection that has a default database, and fold it in.
+
+    Attached to an in-memory connection, the file replays the log that failed when opened directly
+    (the failing lookup needs a default database); CHECKPOINT then writes the replayed rows into the
+    file and empties the log. Nothing is thrown away: if this fails too, the files are left as they are.
+    """
+    scratch = duckdb.connect(":memory:")
+    try:
+        scratch.execute(f"ATTACH {_quoted(path)} AS recovering")
+        scratch.execute("CHECKPOINT recovering")
+        scratch.execute("DETACH recovering")
+    except duckdb.Error as error:
+        raise DatabaseDamaged(
+            f"The database {path!r} cannot be opened: DuckDB cannot replay its log of the last writes "
+            f"({path}.wal): {_short(error)} Nothing was changed or deleted. Restore a backup, or point CHAT_DB "
+            "at another file; keep both files if you ask for help."
+        ) from None
+    finally:
+        scratch.close()
+    log.warning("replayed %s.wal into %s", path, path)
+
+
+def _quoted(text: str) -> str:
+    """A SQL string literal (ATTACH takes no bound parameter)."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _short(error: BaseException) -> str:
+    """DuckDB's first line, without the stack trace an internal error carries."""
+    text = str(error).strip()
+    line = text.split("\n", 1)[0].strip() if text else type(error).__name__
+    return line if line.endswith(".") else line + "."
+
+
+def _fault(text: str) -> tuple[str, str] | None:
+    """(what happened, what to do) for a storage fault in an error text, or None."""
+    lowered = text.lower()
+    return next(((said, advice) for found, said, advice in STORAGE_FAULTS if found in lowered), None)
+
+
+def _damaged(path: str, error: BaseException) -> DatabaseDamaged:
+    return DatabaseDamaged(
+        f"The database file {path!r} is damaged ({_short(error)}) Restore it from a backup, or point CHAT_DB at "
+        "another file (a new name starts an empty database). The app does not change or delete it."
+    )
+
+
+def storage_error(error: BaseException, path: str, doing: str, fatal: bool = False) -> ChatError | None:
+    """A readable error for a storage fault DuckDB reported while ``doing`` "read" or "write"; None for other errors."""
+    text = str(error)
+    verb = "written" if doing == "write" else "read"
+    if fault := _fault(text):
+        said, advice = fault
+        lost = " It may not have been saved: DuckDB stopped the database and reopens it on the next try." if fatal else (
+            " Nothing was saved." if doing == "write" else "")
+        return StorageError(f"The database {path!r} could not be {verb}: {said}.{lost} {advice}")
+    lowered = text.lower()
+    if any(word in lowered for word in DAMAGE):
+        return _damaged(path, error)
+    if fatal:
+        return StorageError(
+            f"The database {path!r} stopped after an error ({_short(error)}) The app reopens it on the next try."
+        )
+    if isinstance(error, (duckdb.IOException, duckdb.ConnectionException)):
+        return StorageError(f"The database {path!r} could not be {verb}: {_short(error)}")
+    return None
+
+
+def open_error(error: BaseException, path: str) -> ChatError:
+    """A readable error for a DuckDB file that could not be opened: which file, what is wrong, what to do."""
+    text = str(error)
+    lowered = text.lower()
+    if "could not set lock on file" in lowered:
+        return DatabaseLocked(
+            f"Another Channel Chat instance holds the database {path!r}. Stop it, or point CHAT_DB at another file."
+        )
+    if "is a directory" in lowered or os.path.isdir(path):
+        return ChatError(f"CHAT_DB names a folder, {path!r}, not a file: point it at a file such as "
+                         f"{os.path.join(path, 'chat.duckdb')!r}.")
+    if fault := _fault(text):
+        said, advice = fault
+        return StorageError(f"Cannot open the database {path!r}: {said}. {advice}")
+    if _starts_with(path, SQLITE_MAGIC):
+        return DatabaseDamaged(f"{path!r} is an SQLite database, not a DuckDB one. Point CHAT_DB at a DuckDB file "
+                               "(a new name starts an empty database); the app does not change this one.")
+    if "not a valid duckdb database file" in lowered or isinstance(error, duckdb.PermissionException):
+        return DatabaseDamaged(
+            f"{path!r} is not a DuckDB database file (it is empty, of another kind, or its start is damaged). "
+            "Point CHAT_DB at a DuckDB file (a new name starts an empty database), or restore this one from a "
+            "backup; the app does not change it."
+        )
+    if "version number" in lowered or "newer version" in lowered:
+        return DatabaseDamaged(f"{path!r} was written by another DuckDB version ({_short(error)}) Open it with the "
+                               "app version that wrote it, or point CHAT_DB at another file.")
+    if any(word in lowered for word in DAMAGE) or isinstance(error, (duckdb.InternalException, duckdb.FatalException)):
+        return _damaged(path, error)
+    return ChatError(f"Cannot open the database {path!r}: {_short(error)}")
+
+
+def _starts_with(path: str, magic: bytes) -> bool:
+    try:
+        with open(path, "rb") as file:
+            return file.read(len(magic)) == magic
+    except OSError:
+        return False
 
 
 def connect(target: str, clock: Callable[[], datetime] = utcnow) -> Database:

@@ -19,3 +19,11 @@ class DatabaseLocked(ChatError):
 
 class DatabaseUnavailable(ChatError):
     """The database server cannot be reached right now (the app retries by itself)."""
+
+
+class StorageError(ChatError):
+    """The database's storage failed (disk full, read-only, I/O error): the write was not made; the app carries on."""
+
+
+class DatabaseDamaged(ChatError):
+    """The database file cannot be opened as the app's database: a person has to restore or replace it."""

@@ -5,12 +5,16 @@ A migration is a function of a ``Migrator``: ``m.execute(sql)`` for SQL both bac
 """
 from __future__ import annotations
 
+import logging
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Sequence
 
 import duckdb
 
 from core.db import Dialect, DuckDialect, utcnow
+
+log = logging.getLogger(__name__)
+CLASH_MARK = "\x01"  # in a name key: no typed name holds a control character (see core.chat.clean_name)
 
 
 class Migrator:
@@ -155,6 +159,51 @@ def m004_job_leases(m: Migrator) -> None:
     m.create_index("ai_jobs_reply", "ai_jobs", "reply_id")  # retry and stop find a reply's jobs
 
 
+def m005_identities_and_limits(m: Migrator) -> None:
+    """Users bound to an OIDC issuer + subject (login mode), and what the rate limits read."""
+    m.execute(
+        """CREATE TABLE identities (
+            issuer VARCHAR NOT NULL,      -- the ID token's iss: subjects are unique only within one provider
+            subject VARCHAR NOT NULL,     -- the ID token's sub: stable for a person, unlike a name or an email
+            user_id BIGINT NOT NULL UNIQUE,
+            email VARCHAR,                -- as the provider last gave it (roles read it)
+            created_at TIMESTAMP NOT NULL,
+            PRIMARY KEY (issuer, subject))"""
+    )
+    m.create_index("messages_author_created", "messages", "author_id, created_at")  # a person's recent sends; AI tokens today
+    m.create_index("ai_jobs_created", "ai_jobs", "created_at")  # AI replies in the last hour
+
+def m007_name_keys(m: Migrator) -> None:
+    """Names compare in a normalised form (``core.chat.name_key``: NFKC, case folded, invisible marks dropped).
+
+    Recomputes every stored key. Where two existing names now compare equal, the older keeps the plain key
+    and the newer one's key gets a suffix no typed name can produce, so both stay as they are and a third
+    cannot be added; each clash is logged.
+    """
+    from core.chat import name_key
+
+    for table in ("users", "channels"):
+        rows = m.execute(f"SELECT id, name, name_key FROM {table} ORDER BY created_at, id").fetchall()
+        holder: dict[str, tuple[int, str]] = {}
+        wanted: dict[int, str] = {}
+        for row_id, name, old_key in rows:
+            key = name_key(name)
+            if key in holder:
+                first_id, first_name = holder[key]
+                log.warning("%s %d %r and %d %r now compare as one name; both are kept, no third can be added",
+                            table, first_id, first_name, row_id, name)
+                key = f"{key}{CLASH_MARK}{row_id}"
+            else:
+                holder[key] = (row_id, name)
+            if key != old_key:
+                wanted[row_id] = key
+        # Two passes, so a key moving to a row never meets the same key still held by another row.
+        for row_id in wanted:
+            m.execute(f"UPDATE {table} SET name_key = ? WHERE id = ?", [f"{CLASH_MARK}{row_id}", row_id])
+        for row_id, key in wanted.items():
+            m.execute(f"UPDATE {table} SET name_key = ? WHERE id = ?", [key, row_id])
+
+
 def m006_search(m: Migrator) -> None:
     """Message vectors for semantic search, the jobs that compute them, search's own state, text search indexes."""
     m.execute("CREATE SEQUENCE message_vectors_seq")
@@ -200,7 +249,9 @@ MIGRATIONS: list[tuple[str, Migration]] = [
     ("002_ai_replies", m002_ai_replies),
     ("003_channel_settings", m003_channel_settings),
     ("004_job_leases", m004_job_leases),
+    ("005_identities_and_limits", m005_identities_and_limits),
     ("006_search", m006_search),
+    ("007_name_keys", m007_name_keys),
     ("009_ai_tools", m009_ai_tools),
 ]
 

@@ -104,12 +104,10 @@ def _advance_identities(url: str, tables: list[str]) -> None:
                 )
         for table in tables:
             has_id = conn.execute(
-                "SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema() "
-                "AND table_name = %s AND column_name = 'id'",
-                [table],
-            ).fetchone()
+                "SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = %s "
+                "AND column_name = 'id'", [table]).fetchone()
             if not has_id:
-                continue
+                continue  # e.g. identities, keyed by issuer and subject
             sequence = conn.execute("SELECT pg_get_serial_sequence(%s, 'id')", [table]).fetchone()
             if sequence and sequence[0]:
                 conn.execute(

@@ -30,7 +30,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from core.db import RETRY_PAUSE, WRITE_ATTEMPTS, Database, Dialect, Transaction, utcnow
-from core.errors import ChatError, DatabaseUnavailable
+from core.errors import ChatError, DatabaseUnavailable, StorageError
 from core.migrations import Migrator, migrate
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,8 @@ RECONNECT_PAUSES = (0.2, 0.5, 1.0, 2.0, 5.0)  # the listener's back-off after lo
 MIGRATION_LOCK = 0x63686174  # pg_advisory_lock key ("chat"): replicas starting at once migrate one by one
 ATTACHED = "pg"  # the name the Postgres database has inside DuckDB (the Tables page's current database)
 READ_ONLY_OPTIONS = "-c default_transaction_read_only=on"  # the Tables page's connection cannot write
+# Storage faults of the server (SQLSTATE 53100, 58030, 25006): a write failed, the connection is fine.
+STORAGE_FAULTS = (pg_errors.DiskFull, pg_errors.IoError, pg_errors.ReadOnlySqlTransaction)
 RETRIED = (pg_errors.SerializationFailure, pg_errors.DeadlockDetected, pg_errors.UniqueViolation)
 
 
@@ -110,6 +112,18 @@ def _lost_connection(error: psycopg.OperationalError) -> bool:
     """A broken or refused connection (no SQLSTATE, class 08, or the server shutting down), not a query's failure."""
     state = getattr(error, "sqlstate", None)
     return state is None or state.startswith("08") or state in ("57P01", "57P02", "57P03")
+
+
+def storage_error(url: str, error: BaseException) -> StorageError:
+    """A readable error for the server's storage faults: disk full, an I/O error, a read-only database."""
+    if isinstance(error, pg_errors.ReadOnlySqlTransaction):
+        said = "it is read-only right now (a standby, or default_transaction_read_only is on)"
+    elif isinstance(error, pg_errors.IoError):
+        said = "the server reported an input/output error"
+    else:
+        said = "the server's disk is full"
+    return StorageError(f"The database {describe_url(url)} could not be written: {said}. Nothing was saved; "
+                        "the app carries on once the server can write again.")
 
 
 def unreachable(url: str, error: BaseException) -> DatabaseUnavailable:
@@ -182,6 +196,8 @@ class PostgresDatabase(Database):
                 yield conn
         except PoolTimeout as error:
             raise unreachable(self.path, error) from None
+        except STORAGE_FAULTS as error:
+            raise storage_error(self.path, error) from None
         except psycopg.OperationalError as error:
             if not _lost_connection(error):
                 raise  # a serialization failure or deadlock: write() retries it
@@ -212,6 +228,16 @@ class PostgresDatabase(Database):
             raise
         finally:
             cur.close()
+
+    @contextmanager
+    def console_source(self) -> Iterator[tuple[dict[str, Any], datetime]]:
+        # The child attaches the database itself, read-only, live; Postgres stops the query at the cap too.
+        # The password travels apart from the DSN: DuckDB shows an attached database's DSN in duckdb_databases().
+        parts = conninfo_to_dict(self.path)
+        password = parts.pop("password", None)
+        yield {"postgres": make_conninfo(**parts, connect_timeout=CONNECT_TIMEOUT_S), "password": password,
+               "options": READ_ONLY_OPTIONS, "extension_directory": extension_directory(),
+               "schema": f"{ATTACHED}.public"}, self.clock()
 
     # writes --------------------------------------------------------------
     def write(self, work: Callable[[Transaction], T]) -> T:

@@ -150,22 +150,25 @@ def _keyword_ids(
         where.append(f"m.id NOT IN ({', '.join('?' for _ in exclude)})")
         params.extend(exclude)
     if every_term:
-        # Two newest-first passes, the phrase, then every word: each can stop early on a common word
-        # (DuckDB's top-N skips row groups, Postgres walks the key backwards) instead of ranking all matches.
+        # Newest first, so a common word stops early (DuckDB's top-N skips row groups, Postgres walks its key
+        # backwards). One pass holds every match when there are fewer than ``depth``; otherwise a second,
+        # phrase-only pass finds the older exact phrases that rank above the newest scattered matches.
+        flag = f"(CASE WHEN {contains} THEN 1 ELSE 0 END)"
         rows = db.rows(
+            f"SELECT m.id, {flag} FROM messages m WHERE {' AND '.join([*where, *(contains for _ in terms)])} "
+            "ORDER BY m.id DESC LIMIT ?",
+            [phrase, *params, *terms, depth],
+        )
+        if len(rows) < depth or len(terms) == 1:
+            return sorted(((int(mid), int(hit)) for mid, hit in rows), key=lambda row: (-row[1], -row[0]))
+        exact = db.rows(
             f"SELECT m.id FROM messages m WHERE {' AND '.join([*where, contains])} ORDER BY m.id DESC LIMIT ?",
             [*params, phrase, depth],
         )
-        ranked = [(int(row[0]), 1) for row in rows]
-        if len(ranked) < depth and len(terms) > 1:
-            seen = {message_id for message_id, _ in ranked}
-            rows = db.rows(
-                f"SELECT m.id FROM messages m WHERE {' AND '.join([*where, *(contains for _ in terms)])} "
-                "ORDER BY m.id DESC LIMIT ?",
-                [*params, *terms, depth],
-            )
-            ranked += [(int(row[0]), 0) for row in rows if row[0] not in seen][: depth - len(ranked)]
-        return ranked
+        seen = {row[0] for row in exact}
+        ranked = [(int(row[0]), 1) for row in exact]
+        ranked += [(int(mid), 0) for mid, hit in rows if not hit and mid not in seen]
+        return ranked[:depth]
     matched = " + ".join(f"(CASE WHEN {contains} THEN 1 ELSE 0 END)" for _ in terms)
     sql = (
         f"SELECT m.id, (CASE WHEN {contains} THEN 1 ELSE 0 END) AS phrase, ({matched}) AS words FROM messages m "

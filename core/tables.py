@@ -9,7 +9,6 @@ import io
 import json
 import math
 import re
-import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
@@ -18,15 +17,18 @@ import duckdb
 import pandas as pd
 import pyarrow as pa
 
+from core import console
 from core.db import Database
 from core.errors import NotFound, ValidationError
+from core.limits import TOKENS_USED
 
 PAGE_SIZES = (25, 50, 100, 250)  # rows per page: a page is one LIMIT/OFFSET query, never the whole table
 DEFAULT_PAGE_SIZE = 50
 TEXT_PREVIEW_CHARS = 300  # a cell shows this much of a long text (messages go up to 1 MB); exports carry it all
 EXPORT_MAX_ROWS = 100_000  # ~100 MB of CSV at 1 KB a message: about what a browser download holds comfortably
 CONSOLE_MAX_ROWS = 1000  # rows the console shows; more would only slow the page
-CONSOLE_TIMEOUT_S = 5.0  # seconds before a console query is interrupted: the page should not hang
+CONSOLE_TIMEOUT_S = 5.0  # seconds before a console query is stopped: the page should not hang
+CONSOLE_MEMORY_MB = 256  # memory a console query may use on top of its process's own (~90 MB): app + console fit in 1 GB
 CONSOLE_EXAMPLE = (
     "SELECT c.name AS channel, count(*) AS messages, max(m.created_at) AS last_message\n"
     "FROM messages m JOIN channels c ON c.id = m.channel_id\nGROUP BY ALL ORDER BY messages DESC"
@@ -34,6 +36,7 @@ CONSOLE_EXAMPLE = (
 SQL_MAX_CHARS = 20_000  # a console query longer than this is a paste accident
 AI_AUTHOR = 0  # ids start at 1, so author 0 selects the AI's messages (author_id IS NULL)
 MESSAGES = "messages"
+PRIVATE_TABLES = frozenset({"identities"})  # people's e-mail addresses and account ids: admins only
 BUCKETS = ("hour", "day")
 TIME_RANGES: dict[str, timedelta | None] = {
     "All time": None,
@@ -481,6 +484,29 @@ def tokens_per_day(db: Database, since: datetime | None = None) -> pd.DataFrame:
     return frame.set_index("day")
 
 
+def usage_by_person(db: Database, since: datetime | None = None) -> pd.DataFrame:
+    """Per person: messages sent, AI replies their messages asked for, and those replies' tokens, most tokens first.
+
+    Tokens are the model's reported usage, or the estimate core.limits counts against the daily budget.
+    """
+    sent_since, sent_params = _since_clause(since, "created_at")
+    reply_since, reply_params = _since_clause(since, "m.created_at")
+    with db.analytics() as cur:
+        frame = cur.execute(
+            f"WITH sent AS (SELECT author_id, count(*) AS messages, max(created_at) AS last_message FROM messages "
+            f"WHERE author_id IS NOT NULL{sent_since} GROUP BY author_id), "
+            "asked AS (SELECT DISTINCT j.reply_id, t.author_id FROM ai_jobs j JOIN messages t ON t.id = j.trigger_id), "
+            f"spent AS (SELECT a.author_id, count(*) AS ai_replies, {TOKENS_USED} AS tokens FROM asked a "
+            f"JOIN messages m ON m.id = a.reply_id WHERE true{reply_since} GROUP BY a.author_id) "
+            'SELECT u.name AS person, coalesce(s.messages, 0) AS messages, coalesce(p.ai_replies, 0) AS "AI replies", '
+            'coalesce(p.tokens, 0) AS "AI tokens", s.last_message AS "last message" '
+            "FROM users u LEFT JOIN sent s ON s.author_id = u.id LEFT JOIN spent p ON p.author_id = u.id "
+            'WHERE s.author_id IS NOT NULL OR p.author_id IS NOT NULL ORDER BY "AI tokens" DESC, messages DESC, person',
+            [*sent_params, *reply_params],
+        ).df()
+    return frame
+
+
 # admin gate ------------------------------------------------------------------
 def password_ok(given: Any, expected: str | None) -> bool:
     """Whether ``given`` matches the admin password (constant-time); always True when none is set."""
@@ -492,6 +518,14 @@ def password_ok(given: Any, expected: str | None) -> bool:
 
 
 # SQL console -----------------------------------------------------------------
+class QueryStopped(ValidationError):
+    """A console query that did not answer (too slow, too big, bad SQL), with what it cost before it ended."""
+
+    def __init__(self, message: str, kind: str, seconds: float, peak_mb: float) -> None:
+        super().__init__(message)
+        self.kind, self.seconds, self.peak_mb = kind, seconds, peak_mb
+
+
 def _first_line(error: BaseException) -> str:
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
@@ -583,43 +617,28 @@ def _unique_names(names: list[str]) -> list[str]:
 
 
 def run_readonly_sql(
-    db: Database, sql: Any, max_rows: int = CONSOLE_MAX_ROWS, timeout_s: float = CONSOLE_TIMEOUT_S
+    db: Database,
+    sql: Any,
+    max_rows: int = CONSOLE_MAX_ROWS,
+    timeout_s: float = CONSOLE_TIMEOUT_S,
+    memory_mb: int = CONSOLE_MEMORY_MB,
 ) -> pd.DataFrame:
-    """Run one checked SELECT on a fresh cursor in a transaction that is always rolled back.
+    """Run one checked SELECT in the console's sandbox (``core.console``): a child process over a read-only copy.
 
-    At most ``max_rows`` rows come back; ``frame.attrs["truncated"]`` says whether more existed.
-    A query running longer than ``timeout_s`` seconds is interrupted. Every refusal or DuckDB error
-    is a ValidationError with a one-line message.
+    At most ``max_rows`` rows come back; ``frame.attrs`` holds ``truncated`` (more existed), ``seconds``,
+    ``peak_mb`` (the child's peak memory) and ``as_of`` (when the data was copied, UTC). A query that runs
+    longer than ``timeout_s`` or needs more than ``memory_mb`` is stopped (QueryStopped); every refusal or
+    error is a ValidationError with a one-line message.
     """
     text = check_readonly_sql(db, sql)
-    with db.analytics() as cur:
-        cur.begin()
-        timer = threading.Timer(timeout_s, cur.interrupt)
-        timer.start()
+    with db.console_source() as (source, as_of):
         try:
-            reader = cur.execute(text).to_arrow_reader(max_rows + 1)
-            batches, rows = [], 0
-            for batch in reader:
-                batches.append(batch)
-                rows += batch.num_rows
-                if rows > max_rows:
-                    break
-            schema = reader.schema
-        except duckdb.InterruptException:
-            raise ValidationError(
-                f"The query ran longer than {timeout_s:g} s and was stopped; narrow it down (WHERE, LIMIT)."
-            ) from None
-        except duckdb.Error as error:
-            raise ValidationError(_first_line(error)) from None
-        finally:
-            timer.cancel()
-            timer.join()
-            try:
-                cur.rollback()
-            except duckdb.Error:
-                pass  # an interrupted or failed transaction is already gone; closing the cursor ends it
-    table = pa.Table.from_batches(batches, schema=schema).slice(0, max_rows)
+            answer = console.run(source, text, max_rows=max_rows, timeout_s=timeout_s, memory_mb=memory_mb)
+        except console.ConsoleError as error:
+            raise QueryStopped(str(error), error.kind, error.seconds, error.peak_mb) from None
+    table = pa.ipc.open_stream(answer.ipc).read_all()
     table = table.rename_columns(_unique_names(table.column_names))
     frame = _to_pandas(table)
-    frame.attrs["truncated"] = rows > max_rows
+    frame.attrs.update(truncated=answer.truncated, seconds=answer.seconds, peak_mb=answer.peak_mb,
+                       as_of=as_of.isoformat(sep=" ", timespec="seconds"))
     return frame

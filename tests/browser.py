@@ -84,8 +84,15 @@ def streamlit_server(
     script: str = "app.py",
     log_dir: str | Path | None = None,
     extra_env: dict[str, str] | None = None,
+    extra_args: list[str] | None = None,
+    port: int | None = None,
 ) -> Iterator[Server]:
-    """Run `streamlit run <script>` on 127.0.0.1 with the app's settings in its environment; yield a Server."""
+    """Run `streamlit run <script>` on 127.0.0.1 with the app's settings in its environment; yield a Server.
+
+    ``port`` reuses a port (a restarted server that open browser windows reconnect to); default a free one.
+    ``extra_args`` go to `streamlit run` (e.g. ``--secrets.files PATH``); ``port`` is for a test that must
+    know the URL before the server starts (an OIDC redirect URI).
+    """
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "STREAMLIT_"))}
     env.update(
         CHAT_DB=str(db_path),
@@ -98,12 +105,12 @@ def streamlit_server(
     if openai_base_url:
         env["OPENAI_BASE_URL"] = openai_base_url
     env.update(extra_env or {})
-    port = free_port()
+    port = port or free_port()
     log_path = Path(log_dir or os.path.dirname(os.path.abspath(db_path))) / f"streamlit-{port}.log"
     command = [
         sys.executable, "-m", "streamlit", "run", script,
         "--server.port", str(port), "--server.address", "127.0.0.1", "--server.headless", "true",
-        "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
+        "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none", *(extra_args or []),
     ]
     with open(log_path, "wb") as log:
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,

@@ -10,7 +10,9 @@ from core.db import Database, connect
 
 ROOT = Path(__file__).resolve().parent.parent
 AI_VARIABLES = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_MODEL", "AI_WORKERS", "REFRESH_SECONDS",
-                "AI_TIMEOUT_SECONDS", "ADMIN_PASSWORD", "EMBEDDING_MODEL")
+                "AI_TIMEOUT_SECONDS", "ADMIN_PASSWORD", "LIVE_PUSH", "ADMIN_EMAILS", "IMAGE_HOSTS",
+                "MESSAGES_PER_MINUTE", "AI_REPLIES_PER_HOUR", "AI_TOKENS_PER_DAY", "CONSOLE_TIMEOUT_SECONDS",
+                "CONSOLE_MEMORY_MB", "EMBEDDING_MODEL")
 
 
 @pytest.fixture(autouse=True)
@@ -92,16 +94,19 @@ def fake_openai():
 
 @pytest.fixture
 def app_test():
-    """Build an AppTest of app.py; the app's cached database and AI worker are released afterwards."""
+    """Build an AppTest of the navigation script that app.py serves (views/main.py).
+
+    The app's cached database and AI worker are released afterwards.
+    """
     import streamlit as st
     from streamlit.testing.v1 import AppTest
 
     def build(page: str | None = None, **session) -> AppTest:
-        at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=30)
+        at = AppTest.from_file(str(ROOT / "views" / "main.py"), default_timeout=30)
         for key, value in session.items():
             at.session_state[key] = value
-        if page:
-            at.switch_page(page)
+        if page:  # a page by its path in the repository ("views/users.py"), as the navigation script names it
+            at.switch_page(str((ROOT / page).relative_to(ROOT / "views")))
         return at
 
     yield build

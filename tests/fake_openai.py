@@ -435,6 +435,7 @@ class _Handler(BaseHTTPRequestHandler):
             if i > 0:
                 self._sleep(script.chunk_delay)
             event({"content": piece}, None)
+            self._fake._sent(piece)
         if script.cut_after is not None:
             self._cut()  # cut_after >= len(chunks): everything sent, but no finish / [DONE]
         if script.error_after is not None:
@@ -506,6 +507,7 @@ class FakeOpenAI:
     def __init__(self, default: Script | None = None):
         self.default: Script = default if default is not None else Script()
         self.requests: list[dict] = []
+        self.chunks_sent: list[tuple[float, str]] = []  # (time.time(), content) of each streamed piece, as written
         self.embedding_requests: list[dict] = []  # bodies sent to /v1/embeddings
         self.reject_tools = False  # True: answer 400 to any chat request that carries "tools"
         self._lock = threading.Lock()
@@ -578,6 +580,7 @@ class FakeOpenAI:
         with self._lock:
             self._queue.clear()
             self.requests.clear()
+            self.chunks_sent.clear()
             self.embedding_requests.clear()
             self.reject_tools = False
 
@@ -603,6 +606,10 @@ class FakeOpenAI:
         with self._cond:
             self.requests.append(body)
             self._cond.notify_all()
+
+    def _sent(self, piece: str) -> None:
+        with self._lock:
+            self.chunks_sent.append((time.time(), piece))
 
     def _record_embedding(self, body: dict) -> None:
         with self._lock:

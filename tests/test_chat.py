@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import threading
 import time
+import unicodedata
 
 import pytest
 from hypothesis import given, settings
@@ -78,7 +79,7 @@ def test_name_length_limit(db, create, what):
         ("Ann\u2028Lee", "control characters"),
         ("Ann\u2029Lee", "control characters"),
         ("\u200b", "visible character"),
-        ("\u200e\u200f \u2060", "visible character"),
+        ("\u2060 \u200c", "visible character"),
         (None, "must be text"),
         (42, "must be text"),
         (b"Ann", "must be text"),
@@ -117,9 +118,59 @@ def test_user_and_channel_may_share_a_name(db):
 
 
 def test_names_keep_inner_unicode(db):
-    name = "Zoë \u202eRTL\u202c 😀 O'Brien; --"
+    name = "Zoë 😀 O'Brien; -- مرحبا 👩\u200d👩\u200d👧"
     user_id = chat.create_user(db, name)
     assert chat.get_user(db, user_id).name == name
+
+
+@pytest.mark.parametrize(
+    "first, second",
+    [
+        ("Ada", "Ada\u200b"),  # a zero-width space
+        ("Ada", "\ufeffA\u200dda\u2060"),  # BOM, zero-width joiner, word joiner
+        ("Ada", "A\u00adda"),  # a soft hyphen
+        ("José", "Jose\u0301"),  # NFC beside NFD
+        ("Ada", "ＡＤＡ"),  # full width
+        ("Ada", "𝐀𝐝𝐚"),  # mathematical bold
+        ("Ada Lee", "ada  lee"),  # two spaces
+        ("Ada Lee", "Ada\u00a0Lee"),  # a no-break space
+        ("Ada", "Ad\u3164a"),  # a Hangul filler
+        ("Ada", "Ada\ufe0f"),  # a variation selector
+    ],
+)
+def test_names_that_look_alike_are_one_name(db, first, second):
+    chat.create_user(db, first)
+    with pytest.raises(ValidationError, match="already exists"):
+        chat.create_user(db, second)
+    chat.create_channel(db, second)
+    with pytest.raises(ValidationError, match="already exists"):
+        chat.create_channel(db, first)
+    assert len(chat.list_users(db)) == len(chat.list_channels(db)) == 1
+
+
+@pytest.mark.parametrize("create, what", [(chat.create_user, "User name"), (chat.create_channel, "Channel name")])
+@pytest.mark.parametrize(
+    "bad",
+    ["\u202enimda", "ad\u202emin", "Ann\u2066Lee\u2069", "\u200fAnn", "Ann\u200e", "\u061cAnn"],
+)
+def test_text_direction_marks_are_refused_in_names(db, create, what, bad):
+    with pytest.raises(ValidationError) as caught:
+        create(db, bad)
+    assert what in str(caught.value) and "text-direction" in str(caught.value)
+    assert db.one("SELECT (SELECT count(*) FROM users) + (SELECT count(*) FROM channels)") == (0,)
+
+
+@pytest.mark.parametrize("bad", ["\u3164", "\u115f\u1160", "\uffa0", "\u2800", "\u0301", "\u0301\u0308 \u20dd",
+                                 "\u200b\u200c\u200d", "\ufeff", "\U000e0041", "\ufe0f", "\u034f"])
+def test_names_without_a_visible_character_are_refused(db, bad):
+    with pytest.raises(ValidationError, match="visible character"):
+        chat.create_user(db, bad)
+
+
+def test_names_are_stored_trimmed_of_invisible_ends_and_in_nfc(db):
+    user_id = chat.create_user(db, "\u200b Jose\u0301 \ufeff")
+    assert chat.get_user(db, user_id).name == "José"
+    assert db.one("SELECT name_key FROM users WHERE id = ?", [user_id]) == ("josé",)
 
 
 # channel settings ------------------------------------------------------------
@@ -255,6 +306,11 @@ def test_content_is_stored_exactly(db, ann, quiet):
         ("", "empty"),
         ("   \n\t  ", "empty"),
         ("\u3000", "empty"),
+        ("\u200b\u200b\u200b", "no visible characters"),
+        ("\ufeff \u2060", "no visible characters"),
+        ("\u3164", "no visible characters"),
+        ("\u2800\u2800", "no visible characters"),
+        ("\u0301\u0302", "no visible characters"),
         (None, "must be text"),
         (12, "must be text"),
         (b"hi", "must be text"),
@@ -295,9 +351,7 @@ TRICKY = [
     "\t", "\u2028", "\ufeff", "𝔘𝔫𝔦𝔠𝔬𝔡𝔢", "e\u0301", "NULL", "null", "{\"json\": [1]}",
 ]
 ANY_TEXT = st.text(st.characters(exclude_categories=("Cs",)), max_size=300)
-CONTENT = st.lists(st.sampled_from(TRICKY) | ANY_TEXT, min_size=1, max_size=6).map("".join).filter(
-    lambda text: text.strip() != ""
-)
+CONTENT = st.lists(st.sampled_from(TRICKY) | ANY_TEXT, min_size=1, max_size=6).map("".join).filter(chat.has_visible)
 
 
 def test_content_round_trips_exactly(tmp_path):
@@ -338,8 +392,9 @@ def test_names_round_trip_exactly(tmp_path):
     @settings(max_examples=60, deadline=None)
     @given(name=NAME.filter(is_valid_name))
     def check(name):
-        stored = name.strip()
-        key = stored.casefold()
+        edge = "".join({ch for ch in name if ch.isspace() or unicodedata.category(ch) == "Cf"})
+        stored = unicodedata.normalize("NFC", name.strip(edge))  # spaces and invisible marks trimmed, NFC
+        key = chat.name_key(stored)
         if key in seen:
             with pytest.raises(ValidationError, match="already exists"):
                 chat.create_user(db, name)

@@ -16,7 +16,8 @@ def test_defaults(monkeypatch, tmp_path):
     assert settings == Settings()
     assert settings.db_path == DEFAULT_DB
     assert settings.openai_model == DEFAULT_MODEL == "gpt-4o"
-    assert (settings.ai_workers, settings.refresh_seconds, settings.ai_timeout) == (4, 1.0, 60.0)
+    assert (settings.ai_workers, settings.refresh_seconds, settings.ai_timeout) == (4, 15.0, 60.0)
+    assert settings.live_push  # changes are pushed; the refresh is the slow fallback
     assert settings.openai_api_key is None and settings.admin_password is None
     assert not settings.ai_enabled
     assert (tmp_path / "data").is_dir()  # the default database's folder exists before DuckDB opens it
@@ -32,6 +33,7 @@ def test_environment_is_read(monkeypatch, tmp_path):
         "REFRESH_SECONDS": "0.5",
         "AI_TIMEOUT_SECONDS": "30",
         "ADMIN_PASSWORD": "hunter2",
+        "LIVE_PUSH": "off",
     }
     for name, value in env.items():
         monkeypatch.setenv(name, value)
@@ -44,6 +46,7 @@ def test_environment_is_read(monkeypatch, tmp_path):
         refresh_seconds=0.5,
         ai_timeout=30.0,
         admin_password="hunter2",
+        live_push=False,
     )
     assert load_settings().ai_enabled
 
@@ -153,3 +156,13 @@ def test_a_postgres_url_from_a_connections_section_of_the_secrets(monkeypatch):
 def test_settings_never_print_their_secrets():
     shown = repr(Settings(db_path="postgresql://chat:pg-pass@h/db", openai_api_key="sk-key", admin_password="admin-pass"))
     assert not any(secret in shown for secret in ("pg-pass", "sk-key", "admin-pass"))
+
+
+@pytest.mark.parametrize("value, expected", [("on", True), ("OFF", False), ("0", False), (" yes ", True), (False, False)])
+def test_live_push_switch(value, expected):
+    assert load_settings({"LIVE_PUSH": value}).live_push is expected
+
+
+def test_bad_live_push_says_what_is_allowed():
+    with pytest.raises(ValidationError, match="LIVE_PUSH must be on or off, not 'sometimes'"):
+        load_settings({"LIVE_PUSH": "sometimes"})

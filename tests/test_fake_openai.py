@@ -358,3 +358,18 @@ def test_concurrent_streams(fake):
 def test_split_words_round_trips(text):
     assert "".join(split_words(text)) == text
     assert all(piece for piece in split_words(text))
+
+
+def test_streamed_pieces_are_logged_with_the_time_they_were_written(fake):
+    fake.push(Script(chunks=["first ", "second"], chunk_delay=0.1))
+    before = time.time()
+    chunks = _stream(fake.client(max_retries=0))
+    first = next(c for c in chunks if c.choices and c.choices[0].delta.content)
+    received = time.time()
+    list(chunks)
+    (sent_first, piece_first), (sent_second, piece_second) = fake.chunks_sent
+    assert (piece_first, piece_second) == ("first ", "second") and first.choices[0].delta.content == "first "
+    assert before <= sent_first <= received  # logged when written, before the client read it
+    assert sent_second - sent_first >= 0.09
+    fake.reset()
+    assert fake.chunks_sent == []

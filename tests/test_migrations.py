@@ -8,6 +8,7 @@ import pytest
 
 from core import chat
 from core.db import connect
+from core.errors import ValidationError
 from core.migrations import MIGRATIONS, applied, migrate
 
 ALL_NAMES = [name for name, _ in MIGRATIONS]
@@ -62,6 +63,13 @@ SCHEMA = {
         ("lease_until", "TIMESTAMP", True),
         ("owner", "VARCHAR", True),
     ],
+    "identities": [
+        ("issuer", "VARCHAR", False),
+        ("subject", "VARCHAR", False),
+        ("user_id", "BIGINT", False),
+        ("email", "VARCHAR", True),
+        ("created_at", "TIMESTAMP", False),
+    ],
     "message_vectors": [
         ("message_id", "BIGINT", False),
         ("channel_id", "BIGINT", False),
@@ -113,12 +121,14 @@ def test_migrate_blank_creates_whole_schema(tmp_path):
     ).fetchall()
     assert sorted((t, tuple(c)) for t, c in primary) == sorted(
         [("migrations", ("name",)), ("users", ("id",)), ("channels", ("id",)), ("messages", ("id",)), ("ai_jobs", ("id",)),
+         ("identities", ("issuer", "subject")),
          ("message_vectors", ("message_id",)), ("embedding_jobs", ("message_id", "provider")), ("search_state", ("name",))]
     )
     unique = con.execute(
         "SELECT table_name, constraint_column_names FROM duckdb_constraints() WHERE constraint_type = 'UNIQUE'"
     ).fetchall()
-    assert sorted((t, tuple(c)) for t, c in unique) == [("channels", ("name_key",)), ("users", ("name_key",))]
+    assert sorted((t, tuple(c)) for t, c in unique) == [
+        ("channels", ("name_key",)), ("identities", ("user_id",)), ("users", ("name_key",))]
     sequences = {row[0] for row in con.execute("SELECT sequence_name FROM duckdb_sequences()").fetchall()}
     assert sequences == {"users_id_seq", "channels_id_seq", "messages_id_seq", "ai_jobs_id_seq", "message_vectors_seq"}
 
@@ -232,3 +242,51 @@ def test_failed_migration_rolls_back_and_keeps_its_error(tmp_path):
     assert con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'half_done'").fetchone() == (0,)
     assert migrate(con) == ALL_NAMES[1:]
     con.close()
+
+
+@pytest.fixture
+def before_007(backend, tmp_path, request):
+    """A database of either backend migrated up to (not including) 007, and a way to run SQL on it."""
+    before = [name for name, _ in MIGRATIONS].index("007_name_keys")
+    if backend == "duckdb":
+        target = str(tmp_path / "keys.duckdb")
+        con = duckdb.connect(target)
+        migrate(con, MIGRATIONS[:before])
+        yield target, lambda sql, params: con.execute(sql, params), con.close
+        return
+    import psycopg
+
+    from core.pg import PgMigrator
+
+    target = request.getfixturevalue("pg_server").create_database()
+    with psycopg.connect(target, autocommit=True) as con:
+        m = PgMigrator(con)
+        migrate(m, MIGRATIONS[:before])
+        yield target, m.execute, lambda: None
+
+
+def test_name_keys_are_recomputed_and_clashes_kept(before_007, caplog):
+    """007: keys of names stored under the old rule (casefold only) become the normalised key, on both backends."""
+    target, execute, done = before_007
+    when = datetime(2024, 5, 1, 12, 0, 0)
+    names = ["Ada", "ada\u200b", "ＢＯＢ", "Jose\u0301", "José", "Cy"]  # 2 clashes: Ada/ada+ZWSP, José NFD/NFC
+    for name in names:
+        execute("INSERT INTO users (name, name_key, created_at) VALUES (?, ?, ?)", [name, name.casefold(), when])
+        execute("INSERT INTO channels (name, name_key, created_at) VALUES (?, ?, ?)", [name, name.casefold(), when])
+    done()
+
+    with caplog.at_level("WARNING", logger="core.migrations"):
+        db = connect(target)
+    try:
+        keys = db.rows("SELECT id, name, name_key FROM users ORDER BY id")
+        assert [k for _, _, k in keys] == ["ada", "ada\x012", "bob", "josé", "josé\x015", "cy"]
+        assert db.rows("SELECT name_key FROM channels ORDER BY id") == [(k,) for _, _, k in keys]
+        assert [u.name for u in chat.list_users(db)][:2] == ["Ada", "ada\u200b"]  # both kept, names untouched
+        clashes = [r.getMessage() for r in caplog.records if "compare as one name" in r.getMessage()]
+        assert len(clashes) == 4 and "'Ada'" in clashes[0] and "'ada\\u200b'" in clashes[0]
+        for name in ("ADA", "Bob", "josé", "Ada\u2060"):
+            with pytest.raises(ValidationError, match="already exists"):
+                chat.create_user(db, name)
+        assert chat.create_user(db, "Dee")
+    finally:
+        db.close()

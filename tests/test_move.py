@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core import chat, replies
+from core import accounts, chat, replies
 from core.db import connect
 from core.embeddings import Embedder, local_provider
 from core.errors import ValidationError
@@ -27,12 +27,14 @@ def seeded_file(path: str, messages: int) -> dict:
         job = replies.claim_next_job(db)
         replies.stream_reply(db, job.reply_id, "half an answer", job_id=job.id)
         replies.fail_reply(db, job, "The AI service had an error (HTTP 500). Try again.", "half an answer")
+        accounts.user_for(db, accounts.Identity("https://issuer.example", "dee", "dee@example.com", True, "Dee"))
         embedder = Embedder(db, local_provider())
         while embedder.run_once():  # search's vectors and state move too
             pass
         embedder.run_once()
-        tables = ("users", "channels", "messages", "ai_jobs", "message_vectors", "embedding_jobs", "search_state")
-        return {table: db.rows(f"SELECT * FROM {table} ORDER BY 1") for table in tables}
+        tables = ("users", "channels", "messages", "ai_jobs", "identities", "message_vectors", "embedding_jobs",
+                  "search_state")
+        return {table: db.rows(f"SELECT * FROM {table} ORDER BY 1, 2") for table in tables}
     finally:
         db.close()
 
@@ -47,7 +49,7 @@ def test_move_copies_every_row_and_new_rows_get_fresh_ids(tmp_path, pg_server):
     db = connect(target)
     try:
         for table, rows in before.items():
-            after = db.rows(f"SELECT * FROM {table} ORDER BY 1")
+            after = db.rows(f"SELECT * FROM {table} ORDER BY 1, 2")
             if table == "message_vectors":  # FLOAT[256] -> REAL[]: the same float32 values
                 assert np.array_equal(np.array([r[4] for r in after], np.float32), np.array([r[4] for r in rows], np.float32))
                 after, rows = [r[:4] + r[5:] for r in after], [r[:4] + r[5:] for r in rows]

@@ -169,3 +169,13 @@ def test_related_messages_ranks_by_shared_words_and_excludes(db, ann, general, d
     hits = search.related_messages(db, general, "deploy", before_id=old[2], limit=5)
     assert [h.message_id for h in hits] == [old[0]]
     assert search.related_messages(db, general, "?!") == []
+
+
+def test_an_old_exact_phrase_beats_many_newer_scattered_matches(db, ann, general):
+    exact = say(db, general, ann, "the deploy on friday went well")[0]
+    scattered = say(db, general, ann, *[f"friday {i}: deploy, then on call" for i in range(30)])
+    first = search.search_messages(db, "deploy on friday", limit=10)
+    assert first[0].message_id == exact
+    assert [h.message_id for h in first[1:]] == scattered[::-1][:9]
+    rest = search.search_messages(db, "deploy on friday", limit=10, offset=10)
+    assert [h.message_id for h in rest] == scattered[::-1][9:19]

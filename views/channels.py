@@ -3,17 +3,21 @@ import streamlit as st
 
 from core import chat
 from core.errors import ChatError
-from views.common import escape_markdown, get_db, get_settings, show_error
+from views.common import escape_markdown, get_db, get_settings, is_admin, show_error
 
 POLICY_LABELS = {"every": "Every message (as the original)", "mention": "Only when someone writes @ai", "off": "Never"}
 
 db = get_db()
+# Anyone may create a channel; in login mode only admins choose or change when the AI answers and its persona.
+may_set_ai = not get_settings().login or is_admin()
 st.title("Channels")
 st.subheader("New channel")
 
 with st.form("create_channel", clear_on_submit=True):
     name = st.text_input("Name", placeholder="general")
-    policy = st.radio("AI replies to", list(POLICY_LABELS), format_func=POLICY_LABELS.get, horizontal=True)
+    policy = "every"
+    if may_set_ai:
+        policy = st.radio("AI replies to", list(POLICY_LABELS), format_func=POLICY_LABELS.get, horizontal=True)
     if st.form_submit_button("Create channel"):
         try:
             channel_id = chat.create_channel(db, name, reply_policy=policy)
@@ -22,7 +26,10 @@ with st.form("create_channel", clear_on_submit=True):
         else:
             st.success(f"Created channel #{escape_markdown(chat.get_channel(db, channel_id).name)}.")
 
-if channels := chat.list_channels(db):
+if not may_set_ai:
+    st.caption(":material/lock: New channels answer every message. Admins (ADMIN_EMAILS) set when the AI answers "
+               "and its persona.")
+elif channels := chat.list_channels(db):
     st.subheader("AI settings")
     names = {c.id: f"# {c.name}" for c in channels}
     channel = chat.get_channel(db, st.selectbox("Channel", list(names), format_func=names.get, key="edit_channel"))

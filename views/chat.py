@@ -1,29 +1,66 @@
 """Chat: the channel's recent messages, live, and a box to write in."""
 import streamlit as st
 
-from core import chat, replies, tools
+from core import chat, render, replies, tools
 from core.errors import ChatError
-from views.common import current_channel, current_user, escape_markdown, get_db, get_settings, local_time, show_error
+from views import live
+from views.common import (current_channel, current_user, escape_markdown, get_db, get_settings, guarded, local_time,
+                          show_error)
 from views.search import search_panel
 
 PAGE = chat.RECENT_LIMIT  # messages per "load older" step, as many as the original lists
 TYPING = "▌"  # drawn after a reply that is still being written
+SENT = "chat_sent_by_callback"  # this run's message was stored by the chat box's callback
+NOT_SENT = "chat_not_sent"  # why the last message could not be stored, until it is drawn
 
 db, settings = get_db(), get_settings()
 user, channel = current_user(db), current_channel(db)
 if channel is None:
     st.info("Create a channel in the sidebar to start chatting.")
+    live.follow_directory(db, settings)
     st.stop()
+
+
+def send(channel_id: int, user_id: int, key: str) -> None:
+    """Chat box callback: store the message before the page runs.
+
+    Streamlit stops a running script when a newer full rerun arrives (runner.fastReruns), so a message
+    handled in the page body could be dropped before it reached the database. Callbacks run before the
+    body, with no stop point inside them (a stop is checked only when a page element is sent).
+    """
+    st.session_state[SENT] = True
+    prompt = st.session_state.get(key)
+    if prompt and not store(channel_id, user_id, prompt) and prompt.strip():
+        st.session_state[key] = prompt  # back in the box, to send again
+
+
+def store(channel_id: int, user_id: int, prompt: str) -> bool:
+    """Send; or keep a notice that says the message was not sent and why, and return False."""
+    try:
+        chat.send_message(get_db(), channel_id, user_id, prompt, limits=get_settings().limits)
+    except ChatError as error:
+        st.session_state[NOT_SENT] = f"Your message was not sent. {error}"
+        return False
+    return True
+
 
 st.header(f"# {escape_markdown(channel.name)}", divider="gray")
 search_panel(db, channel)
 if user is None:
     st.info("Create a user in the sidebar to write in this channel.")
-elif prompt := st.chat_input(f"Message #{channel.name} as {user.name}", key=f"draft_{channel.id}"):
-    try:
-        chat.send_message(db, channel.id, user.id, prompt)
-    except ChatError as error:
-        show_error(error)
+else:
+    key = f"draft_{channel.id}"
+    # "disable": the box stays disabled until the run that carries a message is over, so the next send
+    # cannot stop that run — the one path a callback does not cover is a session's first run, whose
+    # page has not yet told Streamlit about the callback (a window that outlived a server restart).
+    prompt = st.chat_input(f"Message #{channel.name} as {user.name}", key=key, submit_mode="disable",
+                           on_submit=send, args=(channel.id, user.id, key))
+    sent = st.session_state.pop(SENT, False)
+    if prompt and not sent:
+        store(channel.id, user.id, prompt)
+if notice := st.session_state.get(NOT_SENT):
+    show_error(notice)
+    del st.session_state[NOT_SENT]  # after drawing: a run stopped mid-way shows it on the next one
 
 
 def act(verb, message_id: int) -> None:
@@ -81,7 +118,8 @@ def draw(message: chat.Message) -> None:
         if message.status == "pending":
             st.caption("typing …")
         elif message.content:
-            st.markdown(message.content + (f" {TYPING}" if message.status == "streaming" else ""))
+            st.markdown(render.message_markdown(message.content, settings.image_hosts)
+                        + (f" {TYPING}" if message.status == "streaming" else ""))
         if message.status == "error":
             st.error(message.error or "The reply failed.", icon=":material/error:")
         if message.stopped:
@@ -97,10 +135,12 @@ def draw(message: chat.Message) -> None:
 
 
 @st.fragment(run_every=settings.refresh_seconds)
+@guarded
 def live_messages(channel_id: int) -> None:
-    """Re-reads the channel only when its version changed; redraws every tick."""
+    """Re-reads the channel only when its version changed; a pushed change reruns it at once."""
     state = st.session_state
     shown = (channel_id, chat.channel_version(db, channel_id), state.get("pages", 1))
+    live.follow(db, settings, channel_id, shown[1])
     if state.get("shown") != shown:
         state["messages"] = chat.list_messages(db, channel_id, limit=PAGE * shown[2])
         state["shown"] = shown

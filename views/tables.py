@@ -4,9 +4,10 @@ from functools import partial
 import streamlit as st
 from streamlit_autorefresh import st_autorefresh
 
-from core import chat, tables
+from core import chat, limits, tables
+from core.console import SNAPSHOT_MAX_AGE
 from core.errors import ChatError
-from views.common import get_db, get_settings, show_error
+from views.common import get_db, get_settings, is_admin, show_error
 
 LIVE_SECONDS = (2, 5, 10, 30)  # refresh choices: a rerun over a million messages takes well under a second
 VIEWS = ("Browse", "Overview", "SQL console")
@@ -16,7 +17,12 @@ st.title("Tables")
 
 
 def admin_unlocked() -> bool:
-    """The console and exports need ADMIN_PASSWORD when it is set; the page says when they are open."""
+    """Login mode: the console and exports are for admins (ADMIN_EMAILS). Open mode: ADMIN_PASSWORD when set."""
+    if settings.login:
+        if is_admin():
+            return True
+        st.caption(":material/lock: The SQL console, exports and the identities table are for admins (ADMIN_EMAILS).")
+        return False
     if not settings.admin_password:
         st.caption(":material/lock_open: No ADMIN_PASSWORD is set: the SQL console and exports are open to anyone who can open this page.")
         return True
@@ -71,8 +77,10 @@ def filter_widgets(table: str) -> tables.Filters:
 
 
 def browse() -> None:
-    counts = dict(tables.list_tables(db))
+    counts = {name: rows for name, rows in tables.list_tables(db) if unlocked or name not in tables.PRIVATE_TABLES}
     names = list(counts)
+    if st.session_state.get("tables_table") not in names:
+        st.session_state.pop("tables_table", None)
     table = st.selectbox("Table", names, index=names.index(tables.MESSAGES) if tables.MESSAGES in names else 0,
                          format_func=lambda n: f"{n} · {counts[n]:,} rows", key="tables_table")
     filters = filter_widgets(table)
@@ -137,6 +145,15 @@ def overview() -> None:
             st.caption(empty)
         else:
             chart(frame)
+    st.subheader("Usage per person")
+    limit = settings.ai_tokens_per_day
+    st.caption(f"AI tokens today (UTC): {limits.tokens_today(db):,}" + (f" of {limit:,}" if limit else " (no daily budget)"))
+    usage = tables.usage_by_person(db, since)
+    if usage.empty:
+        st.caption("Nobody has written yet.")
+    else:
+        st.dataframe(usage, hide_index=True, column_config={
+            "last message": st.column_config.DatetimeColumn("last message", format="YYYY-MM-DD HH:mm", help="UTC")})
     st.subheader("Tables")
     st.dataframe([info._asdict() for info in tables.list_tables(db)], hide_index=True)
 
@@ -145,14 +162,16 @@ def console() -> None:
     if not unlocked:
         st.info("🔒 Enter the admin password above to use the SQL console.")
         return
-    st.caption(f"One read-only SELECT over the app's tables; at most {tables.CONSOLE_MAX_ROWS:,} rows "
-               f"and {tables.CONSOLE_TIMEOUT_S:g} s. Files, settings and writes are refused.")
+    st.caption(f"One read-only SELECT over a copy of the app's tables (refreshed every {SNAPSHOT_MAX_AGE:g} s), "
+               f"run in its own process: at most {tables.CONSOLE_MAX_ROWS:,} rows, {settings.console_seconds:g} s and "
+               f"{settings.console_memory_mb:,} MB. Files, settings and writes are refused.")
     with st.form("sql_console"):
         sql = st.text_area("SQL", value=tables.CONSOLE_EXAMPLE, height=140, key="console_sql")
         run = st.form_submit_button("Run")
     if run:
         try:
-            st.session_state["console_result"] = tables.run_readonly_sql(db, sql)
+            st.session_state["console_result"] = tables.run_readonly_sql(
+                db, sql, timeout_s=settings.console_seconds, memory_mb=settings.console_memory_mb)
         except ChatError as error:
             st.session_state.pop("console_result", None)
             show_error(error)
@@ -162,7 +181,8 @@ def console() -> None:
         note = f"{len(result):,} rows"
         if result.attrs.get("truncated"):
             note = f"Showing the first {len(result):,} rows; the query returned more."
-        st.caption(note)
+        st.caption(f"{note} · data as of {result.attrs['as_of']} UTC · {result.attrs['seconds']:.1f} s · "
+                   f"peak {result.attrs['peak_mb']:,.0f} MB")
 
 
 live, every, _ = st.columns([1, 1, 4])
@@ -171,7 +191,10 @@ if live.toggle("Live", key="tables_live", help="Rerun the whole page every few s
                               label_visibility="collapsed", key="tables_live_seconds")
     st_autorefresh(interval=seconds * 1000, key="tables_refresh")
 unlocked = admin_unlocked()
-view = st.radio("View", VIEWS, horizontal=True, label_visibility="collapsed", key="tables_view")
+views = VIEWS if unlocked or not settings.login else VIEWS[:2]  # in login mode the console is not even offered
+if st.session_state.get("tables_view") not in views:
+    st.session_state["tables_view"] = views[0]
+view = st.radio("View", views, horizontal=True, label_visibility="collapsed", key="tables_view")
 try:
     {"Browse": browse, "Overview": overview, "SQL console": console}[view]()
 except ChatError as error:

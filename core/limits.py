@@ -1,0 +1,122 @@
+"""Rate limits and the AI budget, counted from the database so they hold across restarts and replicas.
+
+* messages per person per minute and AI replies per person per hour: ``check_send`` runs inside
+  ``send_message``'s transaction; a send over a limit raises ``RateLimited`` (nothing is stored) saying
+  which limit and when the next send can go. Windows slide: the next send is allowed once the oldest
+  counted message (or reply) is a full window old.
+* AI tokens per day, for the whole app: ``budget_spent`` is asked before each reply goes to the model; a
+  reply past the budget ends at once with that reason. Tokens are the model's reported usage, or, for a
+  reply without usage (it failed or was stopped), an estimate of 4 characters a token of what was sent
+  and received. The day is the UTC day.
+
+A limit of 0 is off. Nothing here knows who a person is: ``author_id`` is whoever the page says sends.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from core.db import Database, Transaction
+from core.errors import ChatError
+
+MINUTE = timedelta(minutes=1)
+HOUR = timedelta(hours=1)
+CHARS_PER_TOKEN = 4  # OpenAI's rule of thumb for English text: the estimate for replies without reported usage
+
+# Used tokens of AI replies created since a time: reported usage where there is some, else the estimate.
+TOKENS_USED = (
+    "CAST(coalesce(sum(CASE WHEN prompt_tokens IS NOT NULL OR completion_tokens IS NOT NULL "
+    "THEN coalesce(prompt_tokens, 0) + coalesce(completion_tokens, 0) "
+    f"ELSE ceil((length(coalesce(context, '')) + length(content)) / {CHARS_PER_TOKEN}.0) END), 0) AS BIGINT)"
+)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one person may send and the app may spend; 0 turns a limit off."""
+
+    messages_per_minute: int = 0
+    ai_replies_per_hour: int = 0
+    ai_tokens_per_day: int = 0
+
+
+class RateLimited(ChatError):
+    """A send refused by a limit; ``retry_at`` (naive UTC) is when it can go."""
+
+    def __init__(self, message: str, retry_at: datetime) -> None:
+        super().__init__(message)
+        self.retry_at = retry_at
+
+
+def wait_words(seconds: float) -> str:
+    """'12 s', '3 min', '2 h 5 min': how long until something, rounded up."""
+    seconds = max(1, int(seconds + 0.999))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes = (seconds + 59) // 60
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, rest = divmod(minutes, 60)
+    return f"{hours} h {rest} min" if rest else f"{hours} h"
+
+
+def _newest_times(tx: Transaction, sql: str, params: list[Any], limit: int) -> list[datetime]:
+    return [row[0] for row in tx.rows(sql + " ORDER BY 1 DESC LIMIT ?", [*params, limit])]
+
+
+def check_send(db: Database, tx: Transaction, limits: Limits, author_id: int, wants_reply: bool, now: datetime) -> None:
+    """Raise RateLimited when ``author_id`` may not send now (inside the send's transaction)."""
+    if not (limits.messages_per_minute or (wants_reply and limits.ai_replies_per_hour)):
+        return
+    # One person's sends are decided one at a time, also on parallel Postgres writers and replicas.
+    tx.one(f"SELECT id FROM users WHERE id = ?{db.dialect.for_update}", [author_id])
+    if limits.messages_per_minute:
+        times = _newest_times(
+            tx, "SELECT created_at FROM messages WHERE author_id = ? AND created_at > ?",
+            [author_id, now - MINUTE], limits.messages_per_minute,
+        )
+        if len(times) >= limits.messages_per_minute:
+            retry_at = times[-1] + MINUTE
+            raise RateLimited(
+                f"You have sent {limits.messages_per_minute} messages in the last minute, the limit. "
+                f"You can send again in {wait_words((retry_at - now).total_seconds())}.",
+                retry_at,
+            )
+    if wants_reply and limits.ai_replies_per_hour:
+        times = _newest_times(
+            tx, "SELECT j.created_at FROM ai_jobs j JOIN messages m ON m.id = j.trigger_id "
+                "WHERE m.author_id = ? AND j.created_at > ?",
+            [author_id, now - HOUR], limits.ai_replies_per_hour,
+        )
+        if len(times) >= limits.ai_replies_per_hour:
+            retry_at = times[-1] + HOUR
+            raise RateLimited(
+                f"Your messages got {limits.ai_replies_per_hour} AI replies in the last hour, the limit. "
+                f"You can send again in {wait_words((retry_at - now).total_seconds())}, or now in a channel "
+                "where the AI does not answer this message.",
+                retry_at,
+            )
+
+
+def day_start(moment: datetime) -> datetime:
+    return moment.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def tokens_today(db: Database) -> int:
+    """AI tokens used since midnight UTC (reported, or estimated for replies without usage)."""
+    return int(db.one(f"SELECT {TOKENS_USED} FROM messages WHERE author_id IS NULL AND created_at >= ?",
+                      [day_start(db.clock())])[0])
+
+
+def budget_spent(db: Database, limits: Limits) -> str | None:
+    """Why no AI reply may go to the model now (today's token budget is used up), or None."""
+    if not limits.ai_tokens_per_day:
+        return None
+    used = tokens_today(db)
+    if used < limits.ai_tokens_per_day:
+        return None
+    now = db.clock()
+    resume = day_start(now) + timedelta(days=1)
+    return (f"Today's AI budget ({limits.ai_tokens_per_day:,} tokens) is spent; AI replies resume at 00:00 UTC "
+            f"(in {wait_words((resume - now).total_seconds())}). Press Retry then.")

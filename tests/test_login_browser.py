@@ -1,0 +1,259 @@
+"""Login mode in Debian's Chromium: a real OIDC provider (oidc-provider-mock) started here on 127.0.0.1, Streamlit's
+st.login through it, two people in two windows, logout, attempts to speak as someone else, roles, and a remote image
+that no window fetches."""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import subprocess
+import threading
+import time
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from itsdangerous import URLSafeTimedSerializer
+
+from browser import VIEWPORT, chromium, free_port, streamlit_server
+from core import chat
+from core.db import connect
+
+pytestmark = pytest.mark.browser
+
+REFRESH = 0.5  # seconds between the chat page's checks for news
+MESSAGE = "[data-testid=stChatMessage]"
+INPUT = "[data-testid=stChatInput] textarea"
+SECRETS = {  # every one of them must stay out of pages and the server's log
+    "cookie_secret": "browser-cookie-secret-0123456789",
+    "client_secret": "browser-client-secret-0123456789",
+    "openai": "sk-browser-openai-key-0123456789",
+}
+PEOPLE = {
+    "ann": {"email": "ann@example.com", "name": "Ann", "email_verified": True},
+    "bob": {"email": "bob@example.com", "name": "Bob", "email_verified": True},
+    "boss": {"email": "boss@example.com", "name": "Boss", "email_verified": True},
+}
+PROVIDER_START_S = 20.0  # the provider answering its discovery document on a busy machine
+
+
+class _Pixel(BaseHTTPRequestHandler):
+    """An image host that records every request (a tracking pixel's owner)."""
+
+    def do_GET(self):  # noqa: N802 - http.server's naming
+        self.server.requests.append(self.path)
+        self.send_response(200)
+        self.send_header("Content-Type", "image/png")
+        self.end_headers()
+        self.wfile.write(b"\x89PNG\r\n\x1a\n")
+
+    def log_message(self, *args):
+        pass
+
+
+@contextlib.contextmanager
+def image_host():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Pixel)
+    server.requests = []
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@contextlib.contextmanager
+def oidc_provider(folder):
+    """`oidc-provider-mock -p PORT` on 127.0.0.1 with Ann, Bob and Boss's claims; stopped afterwards."""
+    port = free_port()
+    log = open(folder / "oidc.log", "wb")
+    process = subprocess.Popen(["oidc-provider-mock", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT,
+                               stdin=subprocess.DEVNULL, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + PROVIDER_START_S
+        while True:
+            try:
+                urllib.request.urlopen(url + "/.well-known/openid-configuration", timeout=2).close()
+                break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"oidc-provider-mock did not start: {(folder / 'oidc.log').read_text()[-2000:]}")
+                time.sleep(0.1)
+        for sub, claims in PEOPLE.items():
+            request = urllib.request.Request(f"{url}/users/{sub}", data=json.dumps(claims).encode(), method="PUT",
+                                             headers={"Content-Type": "application/json"})
+            urllib.request.urlopen(request, timeout=5).close()
+        yield url
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(5)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(5)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("login")
+    db = connect(str(folder / "chat.duckdb"))
+    channels = {name: chat.create_channel(db, name, reply_policy="off") for name in ("lobby", "pics", "guards", "bye")}
+    db.close()
+    port = free_port()
+    with oidc_provider(folder) as provider, image_host() as pixels:
+        (folder / "secrets.toml").write_text(
+            f'ADMIN_EMAILS = "boss@example.com"\nOPENAI_API_KEY = "{SECRETS["openai"]}"\n\n[auth]\n'
+            f'redirect_uri = "http://127.0.0.1:{port}/oauth2callback"\ncookie_secret = "{SECRETS["cookie_secret"]}"\n'
+            f'client_id = "channel-chat"\nclient_secret = "{SECRETS["client_secret"]}"\n'
+            f'server_metadata_url = "{provider}/.well-known/openid-configuration"\n'
+        )
+        with streamlit_server(folder / "chat.duckdb", refresh_seconds=REFRESH, log_dir=folder, port=port,
+                              extra_args=["--secrets.files", str(folder / "secrets.toml")]) as app, chromium() as browser:
+            yield {"app": app, "browser": browser, "channels": channels, "pixels": pixels, "db": folder / "chat.duckdb",
+                   "provider": provider}
+
+
+@pytest.fixture
+def person(world):
+    """Log a person in through the provider, each in a browser context (cookies) of their own; closed afterwards."""
+    contexts = []
+
+    def log_in(sub: str, channel: str = "lobby"):
+        context = world["browser"].new_context(viewport=VIEWPORT)
+        contexts.append(context)
+        page = context.new_page()
+        page.goto(world["app"].url)
+        page.get_by_role("button", name="Log in").click()
+        page.wait_for_selector("input[name=sub]", timeout=20_000)  # the provider's authorize page
+        page.fill("input[name=sub]", sub)
+        page.get_by_role("button", name="Authorize").click()
+        page.wait_for_selector(INPUT, timeout=30_000)  # back in the app, logged in
+        page.goto(f"{world['app'].url}/?channel={world['channels'][channel]}")
+        page.wait_for_selector(f"{INPUT}[placeholder*='#{channel} as ']", timeout=30_000)
+        return page
+
+    yield log_in
+    for context in contexts:
+        context.close()
+
+
+def _send(page, text: str) -> None:
+    page.fill(INPUT, text)
+    page.press(INPUT, "Enter")
+
+
+def _texts(page) -> list[str]:
+    return page.locator(MESSAGE).all_inner_texts()
+
+
+def _wait(page, condition, timeout: float = 15.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while not (value := condition(page)):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"waited {timeout:g} s for {what}; the page shows {_texts(page)}")
+        page.wait_for_timeout(50)
+    return value
+
+
+def _spoken(page) -> list[tuple[str, str]]:
+    """(speaker, text) of each message drawn, read from its caption 'Name · time' and its body."""
+    found = []
+    for text in _texts(page):
+        match = re.search(r"^(.+?) · \d", text, re.M)
+        body = text.split("\n")[-1].strip()
+        found.append((match.group(1).strip() if match else "?", body))
+    return found
+
+
+def test_two_people_in_two_windows_each_message_carries_its_author(person):
+    ann, bob = person("ann"), person("bob")
+    assert "as Ann" in ann.get_attribute(INPUT, "placeholder") and "as Bob" in bob.get_attribute(INPUT, "placeholder")
+    _send(ann, "Hello from Ann")
+    _wait(bob, lambda p: ("Ann", "Hello from Ann") in _spoken(p), what="Ann's message in Bob's window")
+    _send(bob, "Hi Ann, Bob here")
+    for page in (ann, bob):
+        _wait(page, lambda p: _spoken(p)[-2:] == [("Ann", "Hello from Ann"), ("Bob", "Hi Ann, Bob here")],
+              what="both messages with their authors")
+
+
+def test_logout_ends_the_session(world, person):
+    ann = person("ann", channel="bye")
+    ann.get_by_role("button", name="Log out").click()
+    # The provider offers to end its session too (OIDC end_session), then sends the browser back to the app.
+    ann.wait_for_selector("text=End Session", timeout=20_000)
+    ann.get_by_role("button", name="End session").click()
+    ann.get_by_role("button", name="Log in").wait_for(timeout=30_000)
+    assert not [c for c in ann.context.cookies() if c["name"].startswith("_streamlit_user")]
+    ann.goto(f"{world['app'].url}/?channel={world['channels']['bye']}")
+    ann.get_by_role("button", name="Log in").wait_for(timeout=30_000)
+    ann.wait_for_timeout(1000)
+    assert ann.locator(INPUT).count() == 0 and ann.locator(MESSAGE).count() == 0
+
+
+def test_nobody_speaks_as_someone_else(world, person):
+    bob = person("bob", channel="guards")
+    ann = person("ann", channel="guards")
+    # Query parameters naming another user change nothing.
+    ann.goto(f"{world['app'].url}/?channel={world['channels']['guards']}&user=Bob&user_id=2&as=bob")
+    ann.wait_for_selector(f"{INPUT}[placeholder*='as Ann']", timeout=30_000)
+    _send(ann, "still Ann, whatever the link says")
+    _wait(bob, lambda p: ("Ann", "still Ann, whatever the link says") in _spoken(p), what="the message, as Ann's")
+    # Taking another person's name is refused.
+    ann.locator("[data-testid=stSidebar]").get_by_text("Rename").click()
+    ann.get_by_label("Display name").fill("Bob")
+    ann.get_by_role("button", name="Save name").click()
+    _wait(ann, lambda p: p.get_by_text("already exists").count(), what="the refusal")
+    # An identity cookie forged for Bob (well formed, signed without the app's cookie secret) is no login at all.
+    (cookie,) = [c for c in ann.context.cookies() if c["name"] == "_streamlit_user"]
+    claims = {"iss": world["provider"], "sub": "bob", "email": "bob@example.com", "name": "Bob", "is_logged_in": True,
+              "origin": world["app"].url, "provider": "default"}
+    forged = URLSafeTimedSerializer("a-guessed-secret", salt="_streamlit_user").dumps(json.dumps(claims))
+    ann.context.add_cookies([dict(cookie, value=forged)])
+    ann.goto(f"{world['app'].url}/?channel={world['channels']['guards']}")
+    ann.get_by_role("button", name="Log in").wait_for(timeout=30_000)
+    assert ann.locator(INPUT).count() == 0
+
+
+def test_a_non_admin_cannot_reach_the_console_or_exports(world, person):
+    for sub, admin in (("ann", False), ("boss", True)):
+        page = person(sub)
+        page.goto(f"{world['app'].url}/tables")
+        page.wait_for_selector("[data-testid=stDataFrame]", timeout=30_000)  # the page has run to its table
+        page.wait_for_timeout(500)
+        radio = page.locator("[data-testid=stRadio]").first  # the view switch (the other radio sorts)
+        views = [text for text in radio.locator("label").all_inner_texts() if text != "View"]
+        downloads = page.locator("[data-testid=stDownloadButton]").count()
+        if admin:
+            assert "SQL console" in views and downloads == 2
+        else:
+            assert views == ["Browse", "Overview"] and downloads == 0
+            assert page.get_by_text("for admins (ADMIN_EMAILS)").count() == 1
+
+
+def test_a_remote_image_is_not_fetched_when_another_window_shows_it(world, person):
+    pixel = f"http://127.0.0.1:{world['pixels'].server_port}/pixel.png"
+    ann, bob = person("ann", channel="pics"), person("bob", channel="pics")
+    _send(ann, f"look ![tracker]({pixel}) and [this](data:text/html,<script>alert(1)</script>) and [docs](https://docs.streamlit.io)")
+    _wait(bob, lambda p: p.locator(f"{MESSAGE} a[href='{pixel}']").count(), what="the image, as a link, in Bob's window")
+    bob.wait_for_timeout(1500)  # time enough for any fetch
+    for page in (ann, bob):
+        assert page.locator(f"{MESSAGE} img[src*='127.0.0.1:{world['pixels'].server_port}']").count() == 0
+        hrefs = page.locator(f"{MESSAGE} a").evaluate_all("links => links.map(l => l.getAttribute('href') || '')")
+        assert pixel in hrefs and "https://docs.streamlit.io" in hrefs
+        assert not [h for h in hrefs if re.match(r"\s*(data|javascript):", h, re.I)]
+    assert world["pixels"].requests == []
+
+
+def test_the_server_log_holds_no_secret(world, person):
+    person("boss")  # at least one full login and page run have been logged
+    log = world["app"].log(tail=10**8)
+    assert "Uvicorn running" in log or "You can now view" in log  # the whole log was read
+    for name, secret in SECRETS.items():
+        assert secret not in log, f"the {name} is in the server log"

@@ -1,0 +1,147 @@
+"""Push in real browser windows (Debian's Chromium): changes arrive long before the fallback could fire.
+
+The server runs with the slowest fallback (REFRESH_SECONDS=60), so anything a window shows sooner
+than a minute after it last drew was pushed.
+"""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from browser import VIEWPORT, chromium, free_port, streamlit_server
+from core import chat
+from core.db import connect
+from fake_openai import FakeOpenAI, Script
+
+pytestmark = pytest.mark.browser
+
+FALLBACK = 60.0  # seconds: REFRESH_SECONDS, the slow poll push makes unnecessary (its maximum)
+INPUT = "[data-testid=stChatInput] textarea"
+MESSAGE = "[data-testid=stChatMessage]"
+WORDS = "one two three four five six seven eight nine ten eleven twelve".split()
+
+
+def _seed(path, **channels) -> dict[str, int]:
+    db = connect(str(path))
+    for name in ("Ann", "Bob"):
+        chat.create_user(db, name)
+    ids = {name: chat.create_channel(db, name, reply_policy=policy) for name, policy in channels.items()}
+    db.close()
+    return ids
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("push")
+    channels = _seed(folder / "chat.duckdb", talk="off", ai="every", many="off", drafts="off")
+    with FakeOpenAI(default=Script(text=" ".join(WORDS), chunk_delay=0.2)) as model, \
+            streamlit_server(folder / "chat.duckdb", openai_base_url=model.base_url, refresh_seconds=FALLBACK,
+                             log_dir=folder) as app, chromium() as browser:
+        yield {"app": app, "browser": browser, "channels": channels}
+
+
+@pytest.fixture
+def contexts(world):
+    opened = []
+
+    def new():
+        opened.append(world["browser"].new_context(viewport=VIEWPORT))
+        return opened[-1]
+
+    yield new
+    for context in opened:
+        context.close()
+
+
+def _open(context, url: str):
+    page = context.new_page()
+    page.goto(url, wait_until="commit")  # never wait for `load`: a page that streams may never "finish"
+    page.wait_for_selector(INPUT, timeout=30_000)
+    page.loaded_at = time.monotonic()
+    return page
+
+
+def _send(page, text: str) -> None:
+    page.fill(INPUT, text)
+    page.press(INPUT, "Enter")
+
+
+def _sockets(page) -> int:
+    """How many /live WebSockets the page's listener opened (reconnects included)."""
+    return page.evaluate("window.__channelChatSockets || 0")
+
+
+def _shows(page, text: str, timeout: float) -> float:
+    """Wait until ``text`` is in a chat message; return when (time.monotonic())."""
+    page.locator(MESSAGE, has_text=text).first.wait_for(timeout=timeout * 1000)
+    return time.monotonic()
+
+
+def test_a_message_and_a_growing_reply_are_pushed_to_the_other_window(world, contexts):
+    url = f"{world['app'].url}/?channel={world['channels']['ai']}"
+    a, b = _open(contexts(), url), _open(contexts(), url)
+    sent = time.monotonic()
+    _send(a, "hello from A")
+    seen = _shows(b, "hello from A", timeout=10)
+    assert seen - b.loaded_at < FALLBACK and seen - sent < 5  # pushed: the fallback cannot have fired yet
+
+    lengths = set()  # how much of the AI reply B showed, checked without touching B
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and len(lengths) < 3:
+        texts = b.locator(MESSAGE).all_inner_texts()
+        lengths.add(sum(word in texts[-1] for word in WORDS) if len(texts) == 2 else 0)
+        lengths.discard(0)
+        lengths.discard(len(WORDS))
+        b.wait_for_timeout(50)
+    assert len(lengths) >= 2, f"B saw the reply at lengths {sorted(lengths)}: it should grow as it streams"
+    _shows(b, " ".join(WORDS), timeout=20)
+    assert time.monotonic() - b.loaded_at < FALLBACK
+    assert _sockets(a) == _sockets(b) == 1  # one connection per page, kept across all those reruns
+
+
+def test_eight_windows_in_one_browser_all_load_and_stay_live(world, contexts):
+    context = contexts()  # one browser profile: its tabs share the per-host connection limits
+    url = f"{world['app'].url}/?channel={world['channels']['many']}"
+    pages = [_open(context, url) for _ in range(8)]
+    sent = time.monotonic()
+    _send(pages[0], "to all eight")
+    for page in pages:
+        assert _shows(page, "to all eight", timeout=15) - sent < 10
+    assert [_sockets(page) for page in pages] == [1] * 8
+
+
+def test_typing_survives_pushed_messages_and_a_new_channel(world, contexts):
+    url = f"{world['app'].url}/?channel={world['channels']['drafts']}"
+    a, b = _open(contexts(), url), _open(contexts(), url)
+    b.fill(INPUT, "half-written thought")
+    for i in range(3):
+        _send(a, f"tick {i}")
+        _shows(b, f"tick {i}", timeout=10)
+    a.locator("[data-testid=stSidebar] button", has_text="New channel").click()
+    a.get_by_label("Channel name").fill("fresh")
+    a.get_by_role("button", name="Create channel").click()
+    b.locator("[data-testid=stSidebar] [data-testid=stSelectbox]").nth(1).click()  # B's sidebar followed
+    b.get_by_role("option", name="# fresh").wait_for(timeout=10_000)
+    b.keyboard.press("Escape")
+    assert time.monotonic() - b.loaded_at < FALLBACK
+    assert b.input_value(INPUT) == "half-written thought"
+
+
+def test_pages_reconnect_after_a_server_restart_and_catch_up(tmp_path, contexts):
+    channels = _seed(tmp_path / "chat.duckdb", restart="off")
+    url_path, port = f"/?channel={channels['restart']}", free_port()
+    with streamlit_server(tmp_path / "chat.duckdb", refresh_seconds=FALLBACK, log_dir=tmp_path, port=port) as app:
+        a, b = _open(contexts(), app.url + url_path), _open(contexts(), app.url + url_path)
+        _send(a, "before the restart")
+        _shows(b, "before the restart", timeout=10)
+    db = connect(str(tmp_path / "chat.duckdb"))  # the server is down: write as another process would
+    chat.send_message(db, channels["restart"], 1, "while the server was down")
+    db.close()
+    with streamlit_server(tmp_path / "chat.duckdb", refresh_seconds=FALLBACK, log_dir=tmp_path, port=port):
+        for page in (a, b):  # nobody reloads: the pages come back by themselves
+            _shows(page, "while the server was down", timeout=30)
+        b.wait_for_function("window.__channelChatSockets >= 2", timeout=10_000)  # the listener reconnected
+        sent = time.monotonic()
+        _send(a, "after the restart")
+        assert _shows(b, "after the restart", timeout=10) - sent < 5

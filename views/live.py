@@ -1,0 +1,195 @@
+"""Push, not poll: a WebSocket route that sends version stamps, and the page's listener that reruns on them.
+
+The route (mounted by app.py's st.App) sends each topic's version stamp when a browser connects and
+whenever a commit changes it: version numbers only, never message text. The listener is a tiny
+Components v2 element mounted inside a fragment: it keeps one WebSocket per page (on its element,
+since its code runs again on every rerun), and when a stamp differs from what the fragment last
+drew it sets a trigger, which reruns only that fragment. It reconnects with back-off; on
+reconnect the first message carries every stamp, so the page catches up on anything it missed.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+
+import streamlit as st
+from starlette.concurrency import run_in_threadpool
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from core import chat
+from core.config import Settings
+from core.db import Database
+from core.errors import ChatError
+from core.feed import feed_of
+from core.recent import DIRECTORY
+
+log = logging.getLogger(__name__)
+
+LIVE_PATH = "/live"  # custom routes ignore server.baseUrlPath: behind a prefix-only proxy the fallback poll serves
+MAX_TOPICS = 2  # a page follows its channel and the directory (users and channels lists)
+POLICY_VIOLATION = 1008  # WebSocket close codes the listener treats as "do not come back soon"
+SERVER_ERROR = 1011
+
+LISTENER_JS = """
+const FIRST_RETRY_MS = 250, MAX_RETRY_MS = 8000;  // back-off after a drop: 0.25 s doubling to 8 s
+const ASK_AGAIN_MS = 3000;  // a rerun that did not bring the pushed version in time is asked for again
+
+export default function ({ data, parentElement, setTriggerValue }) {
+  // This runs again on every rerun that changes `data`; cleanup runs only on unmount, so the one
+  // connection of this page lives on the element and survives reruns.
+  let live = parentElement.__channelChatLive;
+  if (!live) {
+    live = parentElement.__channelChatLive = { latest: {}, shown: {}, asked: "", askedAt: 0, failures: 0 };
+    live.check = () => {
+      const stale = Object.keys(live.latest).some((t) => live.latest[t] !== live.shown[t]);
+      if (!stale) { live.asked = ""; return; }
+      const want = JSON.stringify(live.latest);
+      if (want === live.asked && Date.now() - live.askedAt < ASK_AGAIN_MS) return;  // one rerun in flight
+      live.asked = want; live.askedAt = Date.now();
+      window.__channelChatReruns = (window.__channelChatReruns || 0) + 1;
+      live.trigger("changed", want);
+    };
+    live.connect = () => {
+      const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+      const socket = live.socket = new WebSocket(`${scheme}//${location.host}${live.path}`);
+      window.__channelChatSockets = (window.__channelChatSockets || 0) + 1;  // tests and the benchmark count these
+      socket.onmessage = (event) => {
+        live.failures = 0;
+        Object.assign(live.latest, JSON.parse(event.data));
+        live.check();
+      };
+      socket.onclose = () => {
+        if (live.socket !== socket || live.gone) return;
+        live.socket = null;
+        const delay = Math.min(MAX_RETRY_MS, FIRST_RETRY_MS * 2 ** live.failures++);
+        live.timer = setTimeout(live.connect, delay * (0.75 + Math.random() / 2));  // jitter: no stampede
+      };
+    };
+  }
+  live.trigger = setTriggerValue;
+  live.shown = data.shown;
+  if (live.path !== data.path) {  // first run, or the page follows other topics now
+    live.path = data.path;
+    live.latest = {};
+    if (live.socket) { const old = live.socket; live.socket = null; old.close(); }
+    clearTimeout(live.timer);
+    live.connect();
+  }
+  live.check();
+  return () => {
+    live.gone = true;
+    clearTimeout(live.timer);
+    if (live.socket) live.socket.close();
+    delete parentElement.__channelChatLive;
+  };
+}
+"""
+
+_listener = st.components.v2.component("channel_chat.live", js=LISTENER_JS)
+
+
+def _ignore() -> None:
+    """A trigger needs a callback to be registered; the rerun it causes is all the page needs."""
+
+
+def listen(key: str, shown: dict[int, str]) -> None:
+    """Mount the page's listener: rerun the calling fragment when a topic's stamp differs from ``shown``."""
+    topics = ",".join(str(topic) for topic in shown)
+    _listener(key=key, data={"path": f"{LIVE_PATH}?topics={topics}", "shown": {str(t): v for t, v in shown.items()}},
+              on_changed_change=_ignore, width="stretch", height="content")
+
+
+def follow(db: Database, settings: Settings, channel_id: int | None = None, version: int = 0) -> None:
+    """Inside a fragment: push-rerun it when the channel moves past ``version``; redraw the whole page
+    (the sidebar's lists) when users or channels changed since the sidebar was drawn."""
+    drawn = st.session_state.get("directory_shown", 0)
+    if drawn != chat.directory_version(db):
+        st.rerun()
+    if not settings.live_push:
+        return
+    feed = feed_of(db)
+    shown = {DIRECTORY: feed.stamp(drawn)}
+    if channel_id is not None:
+        shown[channel_id] = feed.stamp(version)
+    listen(f"live-{channel_id or 'directory'}", shown)
+
+
+def follow_directory(db: Database, settings: Settings) -> None:
+    """For pages without a live fragment of their own: a small one that follows the users and channels."""
+    st.fragment(follow, run_every=settings.refresh_seconds)(db, settings)
+
+
+# the route ----------------------------------------------------------------------------------------
+def may_subscribe(websocket: WebSocket) -> bool:
+    """Whether this browser may follow changes. The hook for login mode: answer only valid logins here.
+
+    The route sends version stamps only (no text, no names), so an open app lets anyone follow.
+    """
+    return True
+
+
+def _topics(raw: str | None) -> list[int] | None:
+    try:
+        topics = [int(part) for part in (raw or "").split(",") if part.strip()]
+    except ValueError:
+        return None
+    if not topics or len(topics) > MAX_TOPICS or any(t < 0 for t in topics):
+        return None
+    return list(dict.fromkeys(topics))
+
+
+def _open_database() -> Database:
+    from views.common import _database, get_settings  # the pages' own cached database
+
+    return _database(get_settings().db_path)
+
+
+async def live_route(websocket: WebSocket) -> None:
+    """WebSocket /live?topics=3,0: send {topic: stamp} for every topic now, then each change as it commits."""
+    topics = _topics(websocket.query_params.get("topics"))
+    if topics is None or not may_subscribe(websocket):
+        await websocket.close(code=POLICY_VIOLATION)
+        return
+    try:
+        db = await run_in_threadpool(_open_database)  # opening and migrating the file must not block the loop
+    except ChatError as error:
+        log.warning("live route: %s", error)
+        await websocket.close(code=SERVER_ERROR)
+        return
+    await websocket.accept()
+    feed = feed_of(db)
+    loop = asyncio.get_running_loop()
+    ready = asyncio.Event()
+    subscription = feed.subscribe(topics, wake=lambda: loop.call_soon_threadsafe(ready.set))
+    listening = asyncio.ensure_future(_until_closed(websocket, ready))
+    try:
+        await websocket.send_text(json.dumps({str(t): feed.current(t) for t in topics}))
+        while not listening.done():
+            await ready.wait()
+            ready.clear()
+            changes = subscription.take()
+            if any(change.topic is None for change in changes):  # fell behind, or anything may have changed
+                stamps = {str(t): feed.current(t) for t in topics}
+            else:
+                stamps = {str(change.topic): feed.stamp(change.version) for change in changes}
+            if stamps:
+                await websocket.send_text(json.dumps(stamps))
+    except (WebSocketDisconnect, RuntimeError, OSError):
+        pass  # the browser went away mid-send
+    finally:
+        subscription.close()
+        listening.cancel()
+
+
+async def _until_closed(websocket: WebSocket, ready: asyncio.Event) -> None:
+    """Read (and ignore) what the browser sends until it disconnects, then wake the sender loop."""
+    try:
+        while True:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+    except (WebSocketDisconnect, RuntimeError):
+        return
+    finally:
+        ready.set()
