@@ -171,7 +171,7 @@ class Responder:
         with self._lock:
             if self._run is not None:
                 return self
-            recovered = recover_interrupted(self.db)
+            recovered = recover_interrupted(self.db, owner=self.owner)
             if recovered["requeued"] or recovered["closed"]:
                 log.info("AI replies after a restart: %(requeued)d requeued, %(closed)d closed", recovered)
             if not self.enabled:

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from core.db import is_postgres_url
 from core.errors import ValidationError
 
 DEFAULT_DB = "data/chat.duckdb"
@@ -13,8 +14,8 @@ DEFAULT_MODEL = "gpt-4o"  # the original's model
 
 @dataclass(frozen=True)
 class Settings:
-    db_path: str = DEFAULT_DB
-    openai_api_key: str | None = None
+    db_path: str = field(default=DEFAULT_DB, repr=False)  # a Postgres URL may carry a password
+    openai_api_key: str | None = field(default=None, repr=False)
     openai_base_url: str | None = None
     openai_model: str = DEFAULT_MODEL
     ai_workers: int = 4
@@ -22,7 +23,7 @@ class Settings:
     live_push: bool = True
     ai_timeout: float = 60.0
     ai_lease_seconds: float = 30.0
-    admin_password: str | None = None
+    admin_password: str | None = field(default=None, repr=False)
 
     @property
     def ai_enabled(self) -> bool:
@@ -53,6 +54,14 @@ def _switch(name: str, raw: str) -> bool:
     return value in ("on", "true", "1", "yes")
 
 
+def _connection_url(overrides: Mapping[str, Any] | None) -> str | None:
+    """``url`` of a ``[connections.chat]`` secrets section (Streamlit's convention for connections), if any."""
+    try:
+        return _text(overrides["connections"]["chat"]["url"]) if overrides else None
+    except (KeyError, TypeError):
+        return None
+
+
 def load_settings(overrides: Mapping[str, Any] | None = None) -> Settings:
     """Read settings from the environment; keys in ``overrides`` win."""
     source: dict[str, Any] = {k: v for k, v in os.environ.items()}
@@ -63,8 +72,8 @@ def load_settings(overrides: Mapping[str, Any] | None = None) -> Settings:
     def get(name: str) -> Any:
         return _text(source.get(name))
 
-    db_path = get("CHAT_DB") or DEFAULT_DB
-    if db_path != ":memory:":
+    db_path = get("CHAT_DB") or _connection_url(overrides) or DEFAULT_DB
+    if db_path != ":memory:" and not is_postgres_url(db_path):
         folder = os.path.dirname(os.path.abspath(db_path))
         try:
             os.makedirs(folder, exist_ok=True)

@@ -44,6 +44,7 @@ POOL_WAIT_S = 5.0  # a request waits this long for a connection before it says t
 LISTEN_POLL_S = 1.0  # the listener wakes this often to notice close()
 RECONNECT_PAUSES = (0.2, 0.5, 1.0, 2.0, 5.0)  # the listener's back-off after losing its connection
 MIGRATION_LOCK = 0x63686174  # pg_advisory_lock key ("chat"): replicas starting at once migrate one by one
+ATTACHED = "pg"  # the name the Postgres database has inside DuckDB (the Tables page's current database)
 READ_ONLY_OPTIONS = "-c default_transaction_read_only=on"  # the Tables page's connection cannot write
 RETRIED = (pg_errors.SerializationFailure, pg_errors.DeadlockDetected, pg_errors.UniqueViolation)
 
@@ -191,6 +192,7 @@ class PostgresDatabase(Database):
             connection = self._analytics
         cur = connection.cursor()
         try:
+            cur.execute(f"USE {ATTACHED}.public")  # a cursor is a new DuckDB connection: it does not inherit USE
             yield cur
         except duckdb.IOException as error:
             if "postgres" in str(error).lower() or "connection" in str(error).lower():
@@ -245,6 +247,8 @@ class PostgresDatabase(Database):
                     self.listener_connected.set()
                     while not self._closed:
                         for note in conn.notifies(timeout=LISTEN_POLL_S):
+                            if self._closed:
+                                break
                             self._apply(note.payload)
             except Exception as error:  # the connection broke: assume events were missed
                 self.listener_connected.clear()
@@ -263,7 +267,7 @@ class PostgresDatabase(Database):
             log.warning("ignored a malformed change notification")
             return
         if change.get("o") == self.origin:
-            return  # this process updated its own cache at commit
+            return  # this process updated its own cache at commit (or close() woke the listener)
         for channel_id in change.get("c", ()):
             self.recent.invalidate(int(channel_id))
         if change.get("d"):
@@ -275,6 +279,11 @@ class PostgresDatabase(Database):
         if self._closed:
             return
         self._closed = True
+        try:  # wake the listener now rather than at its next poll
+            with self._pool.connection(timeout=1) as conn:
+                conn.execute("SELECT pg_notify(%s, %s)", [NOTIFY_CHANNEL, json.dumps({"o": self.origin})])
+        except Exception:
+            pass  # the server is gone: the listener is not waiting on it either
         self._listener.join(LISTEN_POLL_S + 1)
         self._pool.close()
         with self._analytics_lock:
@@ -325,8 +334,7 @@ def attach_read_only(url: str) -> duckdb.DuckDBPyConnection:
         connection.execute("LOAD postgres_scanner")
         dsn = make_conninfo(url, options=READ_ONLY_OPTIONS, connect_timeout=CONNECT_TIMEOUT_S)
         literal = "'" + dsn.replace("'", "''") + "'"  # ATTACH takes no parameters: a quoted literal
-        connection.execute(f"ATTACH {literal} AS pg (TYPE postgres, READ_ONLY)")
-        connection.execute("USE pg.public")
+        connection.execute(f"ATTACH {literal} AS {ATTACHED} (TYPE postgres, READ_ONLY)")
         # Loaded and attached: from here on the console cannot reach files or other servers.
         connection.execute("SET enable_external_access = false")
     except duckdb.Error as error:

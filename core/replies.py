@@ -103,10 +103,6 @@ def stream_reply(db: Database, reply_id: int, content: str, job_id: int | None =
         )
         if row is None:
             return False
-        if job_id is not None:  # text arriving is a sign of life: the lease runs on
-            tx.execute(
-                "UPDATE ai_jobs SET lease_until = ? WHERE id = ?", [db.clock() + timedelta(seconds=LEASE_SECONDS), job_id]
-            )
         _refresh(db, tx, reply_id)
         return True
 
@@ -244,12 +240,12 @@ def stop_reply(db: Database, message_id: Any) -> bool:
     return db.write(work)
 
 
-def recover_interrupted(db: Database, everything: bool | None = None) -> dict[str, int]:
+def recover_interrupted(db: Database, everything: bool | None = None, owner: str | None = None) -> dict[str, int]:
     """Re-queue replies whose worker is gone (up to MAX_ATTEMPTS), close the rest as errors.
 
     ``everything`` (at start, when no other process can be running jobs: a DuckDB file has one owner)
-    takes every running job; otherwise only those whose lease expired, never one a live replica is
-    still streaming. A requeued job is a new row: the old one is retired, so a worker that was only
+    takes every running job; otherwise only those whose lease expired or that ``owner`` (this process,
+    starting again) left behind, never one a live replica is still streaming. A requeued job is a new row: the old one is retired, so a worker that was only
     slow, not dead, finds its writes refused.
     """
     if everything is None:
@@ -258,12 +254,12 @@ def recover_interrupted(db: Database, everything: bool | None = None) -> dict[st
     def work(tx: Transaction) -> dict[str, int]:
         now = db.clock()
         requeued = closed = 0
-        stale = "" if everything else " AND (j.lease_until IS NULL OR j.lease_until < ?)"
+        stale = "" if everything else " AND (j.lease_until IS NULL OR j.lease_until < ? OR j.owner = ?)"
         for job_id, channel_id, trigger_id, reply_id, attempts, status in tx.rows(
             "SELECT j.id, j.channel_id, j.trigger_id, j.reply_id, j.attempts, m.status "
             "FROM ai_jobs j LEFT JOIN messages m ON m.id = j.reply_id "
             f"WHERE j.state = 'running'{stale} ORDER BY j.id",
-            [] if everything else [now],
+            [] if everything else [now, owner],
         ):
             held = tx.one(f"SELECT state FROM ai_jobs WHERE id = ?{db.dialect.skip_locked}", [job_id])
             if held is None or held[0] != "running":

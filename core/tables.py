@@ -134,6 +134,17 @@ def _to_pandas(table: pa.Table) -> pd.DataFrame:
     return table.to_pandas(types_mapper=NULLABLE_INTS.get)
 
 
+def _rows(db: Database, sql: str, params: list[Any] | tuple = ()) -> list[tuple]:
+    """DuckDB SQL over the app's tables (on Postgres through DuckDB's read-only attachment)."""
+    with db.analytics() as cur:
+        return cur.execute(sql, list(params)).fetchall()
+
+
+def _one(db: Database, sql: str, params: list[Any] | tuple = ()) -> tuple | None:
+    with db.analytics() as cur:
+        return cur.execute(sql, list(params)).fetchone()
+
+
 def quote(name: str) -> str:
     """An SQL identifier, double-quoted."""
     return '"' + name.replace('"', '""') + '"'
@@ -141,16 +152,17 @@ def quote(name: str) -> str:
 
 # catalog ---------------------------------------------------------------------
 def _table_names(db: Database) -> list[str]:
-    rows = db.rows(
+    rows = _rows(
+        db,
         "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() "
-        "AND schema_name = 'main' AND NOT temporary ORDER BY table_name"
+        "AND schema_name = current_schema() AND NOT temporary ORDER BY table_name"
     )
     return [row[0] for row in rows]
 
 
 def list_tables(db: Database) -> list[TableInfo]:
     """Every table of the app with its exact row count (DuckDB counts a million rows in about a millisecond)."""
-    return [TableInfo(name, db.one(f"SELECT count(*) FROM {quote(name)}")[0]) for name in _table_names(db)]
+    return [TableInfo(name, _one(db, f"SELECT count(*) FROM {quote(name)}")[0]) for name in _table_names(db)]
 
 
 def _check_table(db: Database, table: Any) -> str:
@@ -162,9 +174,10 @@ def _check_table(db: Database, table: Any) -> str:
 def table_columns(db: Database, table: str) -> list[Column]:
     """The table's columns and types, from the catalog."""
     table = _check_table(db, table)
-    rows = db.rows(
+    rows = _rows(
+        db,
         "SELECT column_name, data_type FROM duckdb_columns() WHERE database_name = current_database() "
-        "AND schema_name = 'main' AND table_name = ? ORDER BY column_index",
+        "AND schema_name = current_schema() AND table_name = ? ORDER BY column_index",
         [table],
     )
     return [Column(*row) for row in rows]
@@ -178,7 +191,7 @@ def _source(db: Database, table: str) -> str:
 
 def browse_columns(db: Database, table: str) -> list[Column]:
     """The columns the browser shows for ``table`` (messages gain channel and author names)."""
-    with db.cursor() as cur:
+    with db.analytics() as cur:
         rows = cur.execute(f"DESCRIBE SELECT * FROM {_source(db, table)}").fetchall()
     return [Column(row[0], row[1]) for row in rows]
 
@@ -225,7 +238,7 @@ def status_values(db: Database, table: str) -> list[str]:
     column = "status" if "status" in names else "state" if "state" in names else None
     if column is None:
         return []
-    rows = db.rows(f"SELECT DISTINCT {quote(column)} FROM {quote(table)} WHERE {quote(column)} IS NOT NULL ORDER BY 1")
+    rows = _rows(db, f"SELECT DISTINCT {quote(column)} FROM {quote(table)} WHERE {quote(column)} IS NOT NULL ORDER BY 1")
     return [row[0] for row in rows]
 
 
@@ -320,7 +333,7 @@ def _plan(db: Database, table: str, filters: Filters, sort: Sort | None, preview
 def count_rows(db: Database, table: str, filters: Filters = Filters()) -> int:
     """How many rows of ``table`` pass ``filters``."""
     query = _plan(db, table, filters, None, preview=True)
-    return db.one(query.count, query.params)[0]
+    return _one(db, query.count, query.params)[0]
 
 
 def page_count(total: int, page_size: int) -> int:
@@ -342,7 +355,7 @@ def browse(
     if isinstance(page, bool) or not isinstance(page, int) or page < 1:
         raise ValidationError(f"Page must be a whole number from 1, not {page!r}.")
     query = _plan(db, table, filters, sort, preview=True)
-    with db.cursor() as cur:
+    with db.analytics() as cur:
         total = cur.execute(query.count, query.params).fetchone()[0]
         frame = _frame(cur.execute(query.rows, [*query.params, page_size, (page - 1) * page_size]))
     return frame, total
@@ -354,7 +367,7 @@ def export_frame(
 ) -> tuple[pd.DataFrame, bool]:
     """The filtered rows with full texts, at most ``limit`` of them, and whether the limit cut them."""
     query = _plan(db, table, filters, sort, preview=False)
-    with db.cursor() as cur:
+    with db.analytics() as cur:
         frame = _frame(cur.execute(query.rows, [*query.params, limit + 1, 0]))
     capped = len(frame) > limit
     return (frame.iloc[:limit] if capped else frame), capped
@@ -396,13 +409,14 @@ def _since_clause(since: datetime | None, column: str = "m.created_at") -> tuple
 def overview_totals(db: Database, since: datetime | None = None) -> dict[str, Any]:
     """Headline numbers: messages, AI replies, errors and the error rate, users, channels."""
     clause, params = _since_clause(since)
-    messages, ai, errors = db.one(
+    messages, ai, errors = _one(
+        db,
         "SELECT count(*), count(*) FILTER (m.author_id IS NULL), count(*) FILTER (m.status = 'error') "
         f"FROM messages m WHERE true{clause}",
         params,
     )
-    users = db.one("SELECT count(*) FROM users")[0]
-    channels = db.one("SELECT count(*) FROM channels")[0]
+    users = _one(db, "SELECT count(*) FROM users")[0]
+    channels = _one(db, "SELECT count(*) FROM channels")[0]
     rate = errors / ai if ai else 0.0
     return {"messages": messages, "ai_replies": ai, "errors": errors, "error_rate": rate, "users": users, "channels": channels}
 
@@ -410,7 +424,7 @@ def overview_totals(db: Database, since: datetime | None = None) -> dict[str, An
 def messages_over_time(db: Database, bucket: str = "day", since: datetime | None = None) -> pd.DataFrame:
     """Messages per channel per hour or day: one row per bucket, one column per channel."""
     clause, params = _since_clause(since)
-    with db.cursor() as cur:
+    with db.analytics() as cur:
         long = cur.execute(
             "SELECT date_trunc(?, m.created_at) AS bucket, coalesce(c.name, '#' || m.channel_id) AS channel, "
             "count(*) AS messages FROM messages m LEFT JOIN channels c ON c.id = m.channel_id "
@@ -427,7 +441,7 @@ def messages_over_time(db: Database, bucket: str = "day", since: datetime | None
 def ai_timings(db: Database, bucket: str = "day", since: datetime | None = None) -> pd.DataFrame:
     """AI time to first token and total time (median and 95th percentile, ms) per hour or day."""
     clause, params = _since_clause(since)
-    with db.cursor() as cur:
+    with db.analytics() as cur:
         frame = cur.execute(
             "SELECT date_trunc(?, m.created_at) AS bucket, "
             "quantile_cont(m.ttft_ms, 0.5) AS \"first token p50\", quantile_cont(m.ttft_ms, 0.95) AS \"first token p95\", "
@@ -442,7 +456,7 @@ def ai_timings(db: Database, bucket: str = "day", since: datetime | None = None)
 def error_reasons(db: Database, since: datetime | None = None) -> pd.DataFrame:
     """AI errors by reason: how many, and their share (%) of all AI replies, most frequent first."""
     clause, params = _since_clause(since)
-    with db.cursor() as cur:
+    with db.analytics() as cur:
         frame = cur.execute(
             f"WITH ai AS (SELECT m.status, m.error FROM messages m WHERE m.author_id IS NULL{clause}) "
             f"SELECT left(coalesce(error, 'unknown'), {ERROR_REASON_CHARS}) AS reason, count(*) AS errors, "
@@ -456,7 +470,7 @@ def error_reasons(db: Database, since: datetime | None = None) -> pd.DataFrame:
 def tokens_per_day(db: Database, since: datetime | None = None) -> pd.DataFrame:
     """Prompt and completion tokens of AI replies per day."""
     clause, params = _since_clause(since)
-    with db.cursor() as cur:
+    with db.analytics() as cur:
         frame = cur.execute(
             "SELECT date_trunc('day', m.created_at) AS day, coalesce(sum(m.prompt_tokens), 0) AS prompt, "
             "coalesce(sum(m.completion_tokens), 0) AS completion FROM messages m "
@@ -549,7 +563,7 @@ def check_readonly_sql(db: Database, sql: Any) -> str:
             kind = statement.type.name.replace("_INTO", "").replace("_", " ")
             reason = STATEMENT_REASONS.get(statement.type.name, "are not read-only")
         raise ValidationError(f"Only SELECT queries run in the console: {kind} statements {reason}.")
-    with db.cursor() as cur:
+    with db.analytics() as cur:
         serialized = cur.execute("SELECT json_serialize_sql(?)", [text]).fetchone()[0]
     tree = json.loads(serialized)
     if tree.get("error"):
@@ -578,7 +592,7 @@ def run_readonly_sql(
     is a ValidationError with a one-line message.
     """
     text = check_readonly_sql(db, sql)
-    with db.cursor() as cur:
+    with db.analytics() as cur:
         cur.begin()
         timer = threading.Timer(timeout_s, cur.interrupt)
         timer.start()

@@ -1,6 +1,7 @@
 """Shared fixtures: a real DuckDB file per test, and a local OpenAI-compatible server."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -21,9 +22,59 @@ def isolated_settings(tmp_path, monkeypatch):
     return tmp_path
 
 
+@pytest.fixture(scope="session")
+def pg_server():
+    """One real Postgres server for the whole run (Debian's postgresql; .ci/run installs it)."""
+    from pgserver import PostgresServer
+
+    try:
+        server = PostgresServer().start()
+    except FileNotFoundError as error:
+        if os.environ.get("CI"):
+            pytest.fail(f"{error}: CI must run the Postgres half of the suite")
+        pytest.skip(f"{error}: the Postgres half of the suite cannot run here")
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def pg_template(pg_server) -> str:
+    """A migrated database that each test's database is copied from (copying beats migrating every time)."""
+    url = pg_server.create_database()
+    connect(url).close()
+    return url.rsplit("/", 1)[1]
+
+
 @pytest.fixture
-def db(tmp_path) -> Database:
-    """A migrated database in a real file under tmp_path."""
+def pg_url(pg_server, pg_template) -> str:
+    """The URL of a fresh, migrated Postgres database of this test's own."""
+    return pg_server.create_database(template=pg_template)
+
+
+@pytest.fixture(params=["duckdb", "postgres"])
+def backend(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def db_target(backend, tmp_path, request) -> str:
+    """Where this test's database lives: a DuckDB file under tmp_path, or a fresh Postgres database."""
+    if backend == "duckdb":
+        return str(tmp_path / "test.duckdb")
+    return request.getfixturevalue("pg_url")
+
+
+@pytest.fixture
+def db(db_target) -> Database:
+    """A migrated database: a real DuckDB file under tmp_path, or a real Postgres database (each test runs on both)."""
+    database = connect(db_target)
+    yield database
+    database.close()
+
+
+@pytest.fixture
+def duck_db(tmp_path) -> Database:
+    """A migrated DuckDB file, for what only the DuckDB backend does (file locks, its conflict retries)."""
     database = connect(str(tmp_path / "test.duckdb"))
     yield database
     database.close()

@@ -153,3 +153,16 @@ def test_live_push_switch(value, expected):
 def test_bad_live_push_says_what_is_allowed():
     with pytest.raises(ValidationError, match="LIVE_PUSH must be on or off, not 'sometimes'"):
         load_settings({"LIVE_PUSH": "sometimes"})
+
+
+def test_a_postgres_url_from_a_connections_section_of_the_secrets(monkeypatch):
+    monkeypatch.delenv("CHAT_DB", raising=False)
+    url = "postgresql://chat:pw@db.example.com/chat"
+    assert load_settings({"connections": {"chat": {"url": url}}}).db_path == url
+    monkeypatch.setenv("CHAT_DB", "data/other.duckdb")  # CHAT_DB, when set, wins
+    assert load_settings({"connections": {"chat": {"url": url}}}).db_path == "data/other.duckdb"
+
+
+def test_settings_never_print_their_secrets():
+    shown = repr(Settings(db_path="postgresql://chat:pg-pass@h/db", openai_api_key="sk-key", admin_password="admin-pass"))
+    assert not any(secret in shown for secret in ("pg-pass", "sk-key", "admin-pass"))

@@ -36,9 +36,10 @@ def test_memory_database_works():
 
 
 def test_external_access_is_off(db):
-    """The SQL console cannot read files outside the database."""
+    """The SQL console's DuckDB cannot read files outside the database, on either backend."""
     with pytest.raises(duckdb.Error, match="(?i)external|disabled|permission"):
-        db.rows("SELECT * FROM read_csv('/etc/hostname')")
+        with db.analytics() as cur:
+            cur.execute("SELECT * FROM read_csv('/etc/hostname')")
 
 
 def test_clock_is_passed_in(tmp_path):
@@ -76,7 +77,8 @@ def test_write_rolls_back_on_error_and_skips_actions(db):
     assert seen == []
 
 
-def test_write_retries_a_conflict(db):
+def test_write_retries_a_conflict(duck_db):
+    db = duck_db
     user_id = chat.create_user(db, "Ann")
     attempts = []
     with db.cursor() as other:
@@ -150,7 +152,8 @@ def test_not_a_database_file_is_a_readable_error(tmp_path):
     assert not isinstance(caught.value, DatabaseLocked)
 
 
-def test_second_process_gets_database_locked(db):
+def test_second_process_gets_database_locked(duck_db):
+    db = duck_db
     script = (
         "import sys\n"
         "from core.db import connect\n"

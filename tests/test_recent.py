@@ -139,7 +139,7 @@ class Sequence:
             return set()  # a job row only: no message changes
         if kind == "recover":
             self.running.clear()  # the pretend worker died
-            replies.recover_interrupted(db)
+            replies.recover_interrupted(db, everything=True)
             return None
         if kind == "page":
             channel_id = rng.choice(self.channels[:3])

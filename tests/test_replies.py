@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 
 import pytest
 
@@ -76,7 +77,7 @@ def test_eight_threads_claim_each_job_exactly_once(db, ann, general):
         thread.join()
     assert errors == []
     assert sorted(claimed) == sorted(expected)
-    assert db.rows("SELECT state, attempts, count(*) FROM ai_jobs GROUP BY ALL") == [("running", 1, 60)]
+    assert db.rows("SELECT state, attempts, count(*) FROM ai_jobs GROUP BY state, attempts") == [("running", 1, 60)]
 
 
 # streaming and finishing -----------------------------------------------------
@@ -224,7 +225,7 @@ def test_retry_of_a_reply_without_a_job_answers_the_last_user_message(db, ann, g
             "VALUES (?, NULL, '', 'streaming', ?) RETURNING id", [quiet, db.clock()]
         )[0]
     )
-    assert replies.recover_interrupted(db) == {"requeued": 0, "closed": 1}  # an orphan, closed
+    assert replies.recover_interrupted(db, everything=True) == {"requeued": 0, "closed": 1}  # an orphan, closed
     assert chat.get_message(db, reply_id).error == INTERRUPTED
     assert replies.retry_reply(db, reply_id) is True
     job = replies.claim_next_job(db)
@@ -238,7 +239,7 @@ def test_recover_requeues_running_jobs_then_gives_up(db, ann, general):
         job = replies.claim_next_job(db)
         assert job.attempts == attempt
         replies.stream_reply(db, reply_id, "partial before the crash")
-        assert replies.recover_interrupted(db) == {"requeued": 1, "closed": 0}
+        assert replies.recover_interrupted(db, everything=True) == {"requeued": 1, "closed": 0}
         message = chat.get_message(db, reply_id)
         assert (message.status, message.content) == ("pending", "")
         assert job_row(db, reply_id)[:3] == ("pending", attempt, False)
@@ -247,13 +248,13 @@ def test_recover_requeues_running_jobs_then_gives_up(db, ann, general):
         assert coherent(db, general)
     job = replies.claim_next_job(db)
     assert job.attempts == MAX_ATTEMPTS
-    assert replies.recover_interrupted(db) == {"requeued": 0, "closed": 1}
+    assert replies.recover_interrupted(db, everything=True) == {"requeued": 0, "closed": 1}
     message = chat.get_message(db, reply_id)
     assert (message.status, message.error) == ("error", INTERRUPTED)
     assert "Retry" in message.error
     assert job_row(db, reply_id)[0] == "done"
     assert replies.claim_next_job(db) is None
-    assert replies.recover_interrupted(db) == {"requeued": 0, "closed": 0}
+    assert replies.recover_interrupted(db, everything=True) == {"requeued": 0, "closed": 0}
     assert coherent(db, general)
     assert replies.retry_reply(db, reply_id) is True  # a person can still ask again
     assert replies.claim_next_job(db).attempts == 1
@@ -261,7 +262,7 @@ def test_recover_requeues_running_jobs_then_gives_up(db, ann, general):
 
 def test_recover_leaves_pending_jobs_alone(db, ann, general):
     _, reply_id = ask(db, general, ann)
-    assert replies.recover_interrupted(db) == {"requeued": 0, "closed": 0}
+    assert replies.recover_interrupted(db, everything=True) == {"requeued": 0, "closed": 0}
     assert chat.get_message(db, reply_id).status == "pending"
     assert job_row(db, reply_id)[:2] == ("pending", 0)
 
@@ -269,7 +270,7 @@ def test_recover_leaves_pending_jobs_alone(db, ann, general):
 def test_recover_closes_orphan_open_replies(db, ann, general):
     _, reply_id = ask(db, general, ann)
     db.write(lambda tx: tx.execute("UPDATE ai_jobs SET state = 'done' WHERE reply_id = ?", [reply_id]))
-    assert replies.recover_interrupted(db) == {"requeued": 0, "closed": 1}
+    assert replies.recover_interrupted(db, everything=True) == {"requeued": 0, "closed": 1}
     assert (chat.get_message(db, reply_id).status, chat.get_message(db, reply_id).error) == ("error", INTERRUPTED)
     assert coherent(db, general)
 
@@ -280,7 +281,7 @@ def test_recover_does_not_rerun_a_reply_stopped_while_running(db, ann, general):
     replies.claim_next_job(db)
     replies.stream_reply(db, reply_id, "kept")
     replies.stop_reply(db, reply_id)
-    assert replies.recover_interrupted(db) == {"requeued": 0, "closed": 0}
+    assert replies.recover_interrupted(db, everything=True) == {"requeued": 0, "closed": 0}
     assert job_row(db, reply_id)[0] == "done"
     assert replies.claim_next_job(db) is None
     message = chat.get_message(db, reply_id)
@@ -307,3 +308,36 @@ def test_retry_right_after_stop_does_not_let_the_old_run_write(db, ann, general)
     assert replies.stream_reply(db, reply_id, "new run: Hello") is True
     replies.finish_reply(db, new, "new run: Hello Ann")
     assert chat.get_message(db, reply_id).content == "new run: Hello Ann"
+
+
+# leases (several replicas) -------------------------------------------------------
+def test_a_sweep_takes_only_jobs_whose_lease_expired(db, ann, general):
+    _, live_reply = ask(db, general, ann)
+    _, dead_reply = ask(db, general, ann, "second @ai")
+    live = replies.claim_next_job(db, lease=60, owner="replica-a:1")
+    dead = replies.claim_next_job(db, lease=0.05, owner="replica-b:2")
+    replies.stream_reply(db, dead.reply_id, "half", job_id=dead.id)
+    time.sleep(0.1)  # replica b died: nobody renews its lease
+    assert replies.recover_interrupted(db, everything=False) == {"requeued": 1, "closed": 0}
+    assert job_row(db, live.reply_id)[0] == "running"  # a live replica's reply is never taken over
+    assert job_row(db, dead.reply_id)[:2] == ("pending", 1)
+    assert replies.stream_reply(db, dead.reply_id, "the dead run wakes up", job_id=dead.id) is False
+    assert replies.stream_reply(db, live.reply_id, "the live run goes on", job_id=live.id) is True
+    again = replies.claim_next_job(db, owner="replica-a:1")
+    assert (again.reply_id, again.attempts) == (dead.reply_id, 2)
+
+
+def test_a_restarted_process_takes_back_its_own_jobs_at_once(db, ann, general):
+    ask(db, general, ann)
+    mine = replies.claim_next_job(db, lease=60, owner="host:42")
+    assert replies.recover_interrupted(db, everything=False, owner="host:7") == {"requeued": 0, "closed": 0}
+    assert replies.recover_interrupted(db, everything=False, owner="host:42") == {"requeued": 1, "closed": 0}
+    assert job_row(db, mine.reply_id)[0] == "pending"
+
+
+def test_renewed_leases_outlive_the_sweep(db, ann, general):
+    ask(db, general, ann)
+    job = replies.claim_next_job(db, lease=0.01)
+    replies.renew_leases(db, [job.id], lease=60)
+    assert replies.recover_interrupted(db, everything=False) == {"requeued": 0, "closed": 0}
+    assert job_row(db, job.reply_id)[0] == "running"

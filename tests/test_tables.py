@@ -176,7 +176,7 @@ def test_paging_in_sql(db):
     user, channel = chat.create_user(db, "Ann"), chat.create_channel(db, "bulk", reply_policy="off")
     db.write(lambda tx: tx.execute(
         "INSERT INTO messages (channel_id, author_id, content, created_at) "
-        "SELECT ?, ?, 'm' || i, TIMESTAMP '2024-01-01' + i * INTERVAL 1 MINUTE FROM range(120) r(i)",
+        "SELECT ?, ?, 'm' || i, TIMESTAMP '2024-01-01' + i * INTERVAL '1 minute' FROM generate_series(0, 119) r(i)",
         [channel, user],
     ))
     pages = [t.browse(db, "messages", page=n, page_size=25) for n in range(1, 6)]

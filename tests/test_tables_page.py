@@ -29,9 +29,10 @@ def fresh_caches():
 
 
 @pytest.fixture
-def seeded():
-    """The app's database file (CHAT_DB, under tmp_path) with two channels, two users and an AI reply."""
-    db = connect(os.environ["CHAT_DB"])
+def seeded(db_target, monkeypatch):
+    """The app's database (a DuckDB file under tmp_path, or Postgres) with two channels, two users and an AI reply."""
+    monkeypatch.setenv("CHAT_DB", db_target)
+    db = connect(db_target)
     ann, bob = chat.create_user(db, "Ann"), chat.create_user(db, "Bob")
     general = chat.create_channel(db, "general")
     quiet = chat.create_channel(db, "quiet", reply_policy="off")
@@ -198,7 +199,8 @@ def test_a_million_messages_never_reach_the_page(seeded):
     db = connect(os.environ["CHAT_DB"])
     db.write(lambda tx: tx.execute(
         "INSERT INTO messages (channel_id, author_id, content, status, created_at) "
-        "SELECT ?, ?, 'bulk ' || i, 'complete', TIMESTAMP '2024-01-01' + i * INTERVAL 1 SECOND FROM range(1000000) r(i)",
+        "SELECT ?, ?, 'bulk ' || i, 'complete', TIMESTAMP '2024-01-01' + i * INTERVAL '1 second' "
+        "FROM generate_series(0, 999999) r(i)",
         [seeded["general"], seeded["ann"]],
     ))
     db.close()

@@ -8,14 +8,16 @@ from datetime import datetime, timezone
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import streamlit as st
+from streamlit_autorefresh import st_autorefresh
 
 from core import chat
 from core.ai import Responder
 from core.config import Settings, load_settings
 from core.db import Database, connect
-from core.errors import ChatError
+from core.errors import ChatError, DatabaseUnavailable
 
 log = logging.getLogger(__name__)
+RECONNECT_SECONDS = 5  # how often a page retries a database server that was unreachable
 MARKDOWN_SPECIALS = re.compile(r"([\\`*_{}\[\]()#+\-.!|>~<&])")
 
 
@@ -48,6 +50,10 @@ def get_db() -> Database:
     settings = get_settings()
     try:
         return _database(settings.db_path)
+    except DatabaseUnavailable as error:  # a database server that is down: say so, and try again shortly
+        st.error(str(error), icon=":material/cloud_off:")
+        st_autorefresh(interval=int(RECONNECT_SECONDS * 1000), key="db_reconnect")
+        st.stop()
     except ChatError as error:
         st.error(str(error))
         st.stop()

@@ -1,0 +1,79 @@
+"""The move command: a DuckDB file copied into an empty Postgres database, ids and sequences kept right."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from core import chat, replies
+from core.db import connect
+from core.errors import ValidationError
+from core.move import move
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def seeded_file(path: str, messages: int) -> dict:
+    db = connect(path)
+    try:
+        users = [chat.create_user(db, name) for name in ("Ann", "Bob", "Zoë 🚀")]
+        channels = [chat.create_channel(db, "general"), chat.create_channel(db, "quiet", reply_policy="off")]
+        for i in range(messages):
+            chat.send_message(db, channels[i % 7 == 0], users[i % 3], f"message {i} 'quoted' %s ? \\n {'é' * (i % 5)}")
+        job = replies.claim_next_job(db)
+        replies.stream_reply(db, job.reply_id, "half an answer", job_id=job.id)
+        replies.fail_reply(db, job, "The AI service had an error (HTTP 500). Try again.", "half an answer")
+        return {table: db.rows(f"SELECT * FROM {table} ORDER BY id") for table in ("users", "channels", "messages", "ai_jobs")}
+    finally:
+        db.close()
+
+
+def test_move_copies_every_row_and_new_rows_get_fresh_ids(tmp_path, pg_server):
+    source = str(tmp_path / "chat.duckdb")
+    before = seeded_file(source, 2000)
+    target = pg_server.create_database()
+    moved = {m.table: m.rows for m in move(source, target)}
+    assert moved == {table: len(rows) for table, rows in before.items()}
+    db = connect(target)
+    try:
+        for table, rows in before.items():
+            assert db.rows(f"SELECT * FROM {table} ORDER BY id") == rows, table
+        general = before["channels"][0][0]
+        newest = max(row[0] for row in before["messages"])
+        new_id = chat.send_message(db, general, before["users"][0][0], "first message on Postgres")
+        assert new_id > newest
+        assert chat.create_user(db, "Cy") > max(row[0] for row in before["users"])
+        assert [m.id for m in chat.list_messages(db, general)][1] == new_id  # under its pending AI reply
+        with pytest.raises(ValidationError, match="already exists"):
+            chat.create_user(db, "ann")  # the moved names still guard uniqueness ignoring case
+    finally:
+        db.close()
+
+
+def test_move_refuses_a_target_that_is_not_empty(tmp_path, pg_url):
+    source = str(tmp_path / "chat.duckdb")
+    seeded_file(source, 10)
+    db = connect(pg_url)
+    chat.create_user(db, "Already here")
+    db.close()
+    with pytest.raises(ValidationError, match="not empty: its table users has 1 rows"):
+        move(source, pg_url)
+    db = connect(pg_url)
+    try:
+        assert db.one("SELECT count(*) FROM messages") == (0,)  # nothing was copied
+    finally:
+        db.close()
+
+
+def test_move_command_line_says_what_it_did(tmp_path, pg_server):
+    source = str(tmp_path / "chat.duckdb")
+    rows = len(seeded_file(source, 20)["messages"])
+    target = pg_server.create_database()
+    done = subprocess.run([sys.executable, "-m", "core.move", source, target], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert f"messages: {rows} rows" in done.stdout
+    again = subprocess.run([sys.executable, "-m", "core.move", source, target], cwd=ROOT, capture_output=True, text=True)
+    assert again.returncode == 1
+    assert again.stderr.startswith("Nothing was moved: ") and "not empty" in again.stderr
