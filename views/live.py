@@ -34,20 +34,25 @@ SERVER_ERROR = 1011
 
 LISTENER_JS = """
 const FIRST_RETRY_MS = 250, MAX_RETRY_MS = 8000;  // back-off after a drop: 0.25 s doubling to 8 s
-const ASK_AGAIN_MS = 3000;  // a rerun that did not bring the pushed version in time is asked for again
+const ASK_AGAIN_MS = 3000;  // a rerun that has not come back by then is asked for again
 const LINGER_MS = 2000;  // Streamlit now and then remounts an element during a rerun: the new one adopts the socket
 const count = (name) => { window[name] = (window[name] || 0) + 1; };  // for tests, the benchmark and diagnosis
 
 function follow(path) {  // one connection per page and topic set, shared by whichever element shows it
-  const live = { path, latest: {}, shown: {}, asked: "", askedAt: 0, failures: 0, holders: 0 };
+  const live = { path, latest: {}, shown: {}, asking: false, askedAt: 0, asks: 0, failures: 0, holders: 0 };
   live.check = () => {
+    clearTimeout(live.again);
     const stale = Object.keys(live.latest).some((t) => live.latest[t] !== live.shown[t]);
-    if (!stale) { live.asked = ""; return; }
-    const want = JSON.stringify(live.latest);
-    if (want === live.asked && Date.now() - live.askedAt < ASK_AGAIN_MS) return;  // one rerun in flight
-    live.asked = want; live.askedAt = Date.now();
-    count("__channelChatReruns");
-    live.trigger("changed", want);
+    if (!stale) return;
+    // One rerun at a time: it reads the newest version anyway, and changes that arrive meanwhile
+    // are caught by the next one. A request can be lost (folded into a page rerun that began
+    // before the change): until the page shows what was pushed, ask again now and then.
+    if (!live.asking || Date.now() - live.askedAt >= ASK_AGAIN_MS) {
+      live.asking = true; live.askedAt = Date.now();
+      count("__channelChatReruns");
+      live.trigger("changed", ++live.asks);  // a new value each time: an event, never deduplicated
+    }
+    if (!live.gone) live.again = setTimeout(live.check, live.askedAt + ASK_AGAIN_MS - Date.now());
   };
   live.connect = () => {
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
@@ -70,6 +75,7 @@ function follow(path) {  // one connection per page and topic set, shared by whi
     live.lingering = setTimeout(() => {
       live.gone = true;
       clearTimeout(live.timer);
+      clearTimeout(live.again);
       if (live.socket) live.socket.close();
       delete window.__channelChatLive[path];
     }, LINGER_MS);
@@ -93,6 +99,7 @@ export default function ({ data: bytes, parentElement, setTriggerValue }) {
   }
   live.trigger = setTriggerValue;
   live.shown = data.shown;
+  live.asking = false;  // the fragment ran: it drew `shown`
   live.check();
   return () => parentElement.__channelChatLive.release();
 }
