@@ -36,6 +36,7 @@ LISTENER_JS = """
 const FIRST_RETRY_MS = 250, MAX_RETRY_MS = 8000;  // back-off after a drop: 0.25 s doubling to 8 s
 const ASK_AGAIN_MS = 3000;  // a rerun that has not come back by then is asked for again
 const LINGER_MS = 2000;  // Streamlit now and then remounts an element during a rerun: the new one adopts the socket
+const SENDING = '[data-testid="stChatInputTextArea"]:disabled', SENDING_POLL_MS = 100;
 const count = (name) => { window[name] = (window[name] || 0) + 1; };  // for tests, the benchmark and diagnosis
 
 function follow(path) {  // one connection per page and topic set, shared by whichever element shows it
@@ -44,6 +45,9 @@ function follow(path) {  // one connection per page and topic set, shared by whi
     clearTimeout(live.again);
     const stale = Object.keys(live.latest).some((t) => live.latest[t] !== live.shown[t]);
     if (!stale) return;
+    // A message just typed is on its way (the box stays disabled until its run ends): a rerun asked
+    // for now would stop that run and leave the box disabled. Ask once it is over.
+    if (document.querySelector(SENDING)) { if (!live.gone) live.again = setTimeout(live.check, SENDING_POLL_MS); return; }
     // One rerun at a time: it reads the newest version anyway, and changes that arrive meanwhile
     // are caught by the next one. A request can be lost (folded into a page rerun that began
     // before the change): until the page shows what was pushed, ask again now and then.
