@@ -31,9 +31,11 @@ DEFAULT_PERSONA = (
 
 MESSAGE_COLUMNS = (
     "m.id, m.channel_id, m.author_id, u.name, m.content, m.status, m.error, m.created_at, m.updated_at, "
-    "coalesce(m.stopped, false), m.model, m.prompt_tokens, m.completion_tokens, m.ttft_ms, m.total_ms"
+    "coalesce(m.stopped, false), m.model, m.prompt_tokens, m.completion_tokens, m.ttft_ms, m.total_ms, m.steps"
 )
 MESSAGE_FROM = "messages m LEFT JOIN users u ON u.id = m.author_id"
+CHANNEL_COLUMNS = "id, name, created_at, reply_policy, persona, model, coalesce(look_back, false)"
+MODEL_MAX = 200  # characters of a model name (OpenAI's are ~30; a local server's may carry a path)
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,8 @@ class Channel:
     created_at: datetime
     reply_policy: str = "every"
     persona: str | None = None
+    model: str | None = None  # None: the app's OPENAI_MODEL
+    look_back: bool = False  # add the most relevant older messages to what the AI sees
 
 
 @dataclass(frozen=True)
@@ -207,17 +211,46 @@ def _persona(persona: Any) -> str | None:
     return persona.strip() or None
 
 
-def update_channel(db: Database, channel_id: Any, reply_policy: str | None = None, persona: Any = ...) -> Channel:
-    """Change a channel's reply policy and/or persona (``persona=None`` restores the default prompt)."""
+def update_channel(
+    db: Database, channel_id: Any, reply_policy: str | None = None, persona: Any = ..., model: Any = ...,
+    look_back: bool | None = None,
+) -> Channel:
+    """Change a channel's reply policy, persona, model and/or look-back switch (``None`` persona or model: the default)."""
     channel = get_channel(db, channel_id)
     policy = channel.reply_policy if reply_policy is None else _policy(reply_policy)
     new_persona = channel.persona if persona is ... else _persona(persona)
+    new_model = channel.model if model is ... else _model(model)
+    new_look_back = channel.look_back if look_back is None else _switch(look_back, "Look further back")
+
     def work(tx: Transaction) -> None:
-        tx.execute("UPDATE channels SET reply_policy = ?, persona = ? WHERE id = ?", [policy, new_persona, channel.id])
+        tx.execute(
+            "UPDATE channels SET reply_policy = ?, persona = ?, model = ?, look_back = ? WHERE id = ?",
+            [policy, new_persona, new_model, new_look_back, channel.id],
+        )
         tx.announce(directory=True)
 
     db.write(work)
     return get_channel(db, channel.id)
+
+
+def _model(model: Any) -> str | None:
+    if model is None:
+        return None
+    if not isinstance(model, str):
+        raise ValidationError("The model must be text, such as gpt-4o.")
+    _valid_unicode(model, "The model")
+    model = model.strip()
+    if len(model) > MODEL_MAX:
+        raise ValidationError(f"The model name is too long: {len(model)} characters; the limit is {MODEL_MAX}.")
+    if any(ch.isspace() or unicodedata.category(ch)[0] == "C" for ch in model):
+        raise ValidationError("A model name has no spaces or control characters (e.g. gpt-4o-mini).")
+    return model or None
+
+
+def _switch(value: Any, what: str) -> bool:
+    if not isinstance(value, bool):
+        raise ValidationError(f"{what} must be on or off.")
+    return value
 
 
 def list_users(db: Database) -> list[User]:
@@ -227,7 +260,7 @@ def list_users(db: Database) -> list[User]:
 
 def list_channels(db: Database) -> list[Channel]:
     """All channels, by name."""
-    rows = db.rows("SELECT id, name, created_at, reply_policy, persona FROM channels ORDER BY name_key, id")
+    rows = db.rows(f"SELECT {CHANNEL_COLUMNS} FROM channels ORDER BY name_key, id")
     return [Channel(*row) for row in rows]
 
 
@@ -243,7 +276,7 @@ def get_user(db: Database, user_id: Any) -> User:
 def get_channel(db: Database, channel_id: Any) -> Channel:
     """One channel, or NotFound."""
     channel_id = check_id(channel_id, "Channel")
-    row = db.one("SELECT id, name, created_at, reply_policy, persona FROM channels WHERE id = ?", [channel_id])
+    row = db.one(f"SELECT {CHANNEL_COLUMNS} FROM channels WHERE id = ?", [channel_id])
     if row is None:
         raise NotFound(f"Channel {channel_id} not found.")
     return Channel(*row)
@@ -261,13 +294,15 @@ def user_overview(db: Database) -> list[dict]:
 
 
 def channel_overview(db: Database) -> list[dict]:
-    """Channels with message counts, last activity, reply policy and persona."""
+    """Channels with message counts, last activity and AI settings (reply policy, persona, model, look-back)."""
     rows = db.rows(
-        """SELECT c.id, c.name, c.created_at, c.reply_policy, c.persona, count(m.id), max(m.created_at)
+        """SELECT c.id, c.name, c.created_at, c.reply_policy, c.persona, c.model, coalesce(c.look_back, false),
+                  count(m.id), max(m.created_at)
            FROM channels c LEFT JOIN messages m ON m.channel_id = c.id
-           GROUP BY c.id, c.name, c.created_at, c.reply_policy, c.persona, c.name_key ORDER BY c.name_key, c.id"""
+           GROUP BY c.id, c.name, c.created_at, c.reply_policy, c.persona, c.model, c.look_back, c.name_key
+           ORDER BY c.name_key, c.id"""
     )
-    keys = ("id", "name", "created_at", "reply_policy", "persona", "messages", "last_activity")
+    keys = ("id", "name", "created_at", "reply_policy", "persona", "model", "look_back", "messages", "last_activity")
     return [dict(zip(keys, row)) for row in rows]
 
 

@@ -18,6 +18,7 @@ DEFAULT_AI_TOKENS_PER_DAY = 500_000  # for the whole app: about $1.25-5 a day of
 AUTH_KEYS = ("redirect_uri", "cookie_secret")  # what Streamlit's [auth] needs besides a provider
 PROVIDER_KEYS = ("client_id", "client_secret", "server_metadata_url")
 NOT_PROVIDERS = ("client_kwargs",)  # tables inside [auth] that configure a provider rather than name one
+DEFAULT_EMBEDDING_MODEL = "text-embedding-3-small"  # OpenAI's cheapest; "wordllama" keeps embeddings local
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,7 @@ class Settings:
     live_push: bool = True
     ai_timeout: float = 60.0
     ai_lease_seconds: float = 30.0
+    ai_context_tokens: int = 16000  # what one request may carry (estimated): see core/context.py
     admin_password: str | None = field(default=None, repr=False)
     login: bool = False  # an [auth] section in the secrets: everyone logs in (st.login) and speaks as themself
     login_providers: tuple[str | None, ...] = (None,)  # [auth.<name>] sections; None is [auth]'s own provider
@@ -41,6 +43,7 @@ class Settings:
     console_seconds: float = 5.0  # a console query's time cap, its process's start-up included
     console_memory_mb: int = 256  # what a console query may use on top of its process's ~90 MB
     image_hosts: frozenset[str] = frozenset()  # hosts whose images messages may show; others are shown as links
+    embedding_model: str = DEFAULT_EMBEDDING_MODEL
 
     @property
     def ai_enabled(self) -> bool:
@@ -139,6 +142,7 @@ def load_settings(overrides: Mapping[str, Any] | None = None) -> Settings:
         live_push=_switch("LIVE_PUSH", get("LIVE_PUSH") or "on"),
         ai_timeout=_number("AI_TIMEOUT_SECONDS", get("AI_TIMEOUT_SECONDS") or 60.0, float, 1.0, 600.0),
         ai_lease_seconds=_number("AI_LEASE_SECONDS", get("AI_LEASE_SECONDS") or 30.0, float, 1.0, 3600.0),
+        ai_context_tokens=_number("AI_CONTEXT_TOKENS", get("AI_CONTEXT_TOKENS") or 16000, int, 1000, 2_000_000),
         admin_password=get("ADMIN_PASSWORD"),
         console_seconds=_number("CONSOLE_TIMEOUT_SECONDS", get("CONSOLE_TIMEOUT_SECONDS") or 5.0, float, 1.0, 120.0),
         console_memory_mb=_number("CONSOLE_MEMORY_MB", get("CONSOLE_MEMORY_MB") or 256, int, 32, 8192),
@@ -152,6 +156,7 @@ def load_settings(overrides: Mapping[str, Any] | None = None) -> Settings:
                                     int, 0, 100_000),
         ai_tokens_per_day=_number("AI_TOKENS_PER_DAY", get("AI_TOKENS_PER_DAY") or DEFAULT_AI_TOKENS_PER_DAY,
                                   int, 0, 10**12),
+        embedding_model=get("EMBEDDING_MODEL") or DEFAULT_EMBEDDING_MODEL,
     )
 
 

@@ -204,13 +204,55 @@ def m007_name_keys(m: Migrator) -> None:
             m.execute(f"UPDATE {table} SET name_key = ? WHERE id = ?", [key, row_id])
 
 
+def m006_search(m: Migrator) -> None:
+    """Message vectors for semantic search, the jobs that compute them, search's own state, text search indexes."""
+    m.execute("CREATE SEQUENCE message_vectors_seq")
+    m.execute(
+        f"""CREATE TABLE message_vectors (
+            message_id BIGINT PRIMARY KEY,
+            channel_id BIGINT NOT NULL,
+            provider VARCHAR NOT NULL,   -- which model made it: vectors of two providers are never compared
+            seq BIGINT NOT NULL,         -- from message_vectors_seq at every write: readers load what is newer
+            vector {m.dialect.vector} NOT NULL,
+            created_at TIMESTAMP NOT NULL)"""
+    )
+    m.execute(
+        """CREATE TABLE embedding_jobs (
+            message_id BIGINT NOT NULL,
+            provider VARCHAR NOT NULL,
+            state VARCHAR NOT NULL,      -- pending | running | failed; a done job is deleted as its vector is written
+            attempts INTEGER NOT NULL DEFAULT 0,
+            claimed_by VARCHAR,          -- the worker holding it: only that worker may write its vector
+            claimed_at TIMESTAMP,
+            error VARCHAR,
+            created_at TIMESTAMP NOT NULL,
+            PRIMARY KEY (message_id, provider))"""
+    )
+    # Watermarks (scanned:<provider>) and the provider whose vectors cover all history (active_provider).
+    m.execute("CREATE TABLE search_state (name VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)")
+    m.create_index("message_vectors_seq_order", "message_vectors", "provider, seq")  # the index loads what is new
+    m.create_index("embedding_jobs_state", "embedding_jobs", "provider, state, message_id")  # the claim
+    for statement in m.dialect.text_search_ddl:
+        m.execute(statement)
+
+
+def m009_ai_tools(m: Migrator) -> None:
+    """What the AI did before answering (tool calls, retrieval, what the budget cut), and per-channel AI settings."""
+    m.execute("ALTER TABLE messages ADD COLUMN steps VARCHAR")  # JSON list of steps (core/tools.py), NULL: none
+    m.execute("ALTER TABLE channels ADD COLUMN model VARCHAR")  # NULL: the app's OPENAI_MODEL
+    # NULL reads as false: no DEFAULT, as DuckDB fails ADD COLUMN ... DEFAULT followed by another ADD COLUMN.
+    m.execute("ALTER TABLE channels ADD COLUMN look_back BOOLEAN")  # add relevant older messages to the context
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("001_initial", m001_initial),
     ("002_ai_replies", m002_ai_replies),
     ("003_channel_settings", m003_channel_settings),
     ("004_job_leases", m004_job_leases),
     ("005_identities_and_limits", m005_identities_and_limits),
+    ("006_search", m006_search),
     ("007_name_keys", m007_name_keys),
+    ("009_ai_tools", m009_ai_tools),
 ]
 
 

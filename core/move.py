@@ -19,6 +19,7 @@ from core.errors import ChatError, ValidationError
 from core.pg import describe_url, extension_directory, open_postgres, unreachable
 
 SKIPPED = {"migrations"}  # each side keeps its own record of the migrations applied to it
+PLAIN_SEQUENCES = {"message_vectors_seq": ("message_vectors", "seq")}  # sequences no identity column owns
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,14 @@ def move(source: str, target: str) -> list[Moved]:
 def _advance_identities(url: str, tables: list[str]) -> None:
     """Move each identity sequence past the largest copied id, so new rows never reuse one."""
     with psycopg.connect(url, autocommit=True) as conn:
+        for sequence, (table, column) in PLAIN_SEQUENCES.items():
+            if table in tables:
+                conn.execute(
+                    sql.SQL("SELECT setval(%s, coalesce((SELECT max({}) FROM {}), 0) + 1, false)").format(
+                        sql.Identifier(column), sql.Identifier(table)
+                    ),
+                    [sequence],
+                )
         for table in tables:
             has_id = conn.execute(
                 "SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = %s "

@@ -56,6 +56,18 @@ class PostgresDialect(Dialect):
     double = "DOUBLE PRECISION"
     for_update = " FOR UPDATE"  # writers run in parallel here: lock the rows a write decides on
     skip_locked = " FOR UPDATE SKIP LOCKED"  # replicas claim different jobs without waiting on each other
+    vector = "REAL[]"  # Debian's Postgres 15 has no pgvector package; vectors are searched in memory
+    # Trigrams index substring matching exactly (LIKE keeps every character literal after escaping):
+    # tsvector splits paths, e-mails and punctuation into other words, so it cannot answer "x.*y" or "C:\temp".
+    text_search_ddl = (
+        "CREATE EXTENSION IF NOT EXISTS pg_trgm",
+        "CREATE INDEX IF NOT EXISTS messages_content_trgm ON messages USING gin (lower(content) gin_trgm_ops)",
+    )
+
+    def contains(self, column: str) -> str:
+        # The pattern is folded to a constant at planning, so the trigram index serves it.
+        escaped = "replace(replace(replace(lower(CAST(? AS VARCHAR)), '\\', '\\\\'), '%', '\\%'), '_', '\\_')"
+        return f"lower({column}) LIKE '%' || {escaped} || '%' ESCAPE '\\'"
 
 
 @lru_cache(maxsize=1024)

@@ -41,6 +41,7 @@ class Message:
     completion_tokens: int | None = None
     ttft_ms: float | None = None
     total_ms: float | None = None
+    steps: str | None = None  # JSON: what the AI did before answering (core/tools.py), shown with the reply
 
     @property
     def is_ai(self) -> bool:

@@ -109,6 +109,24 @@ def stream_reply(db: Database, reply_id: int, content: str, job_id: int | None =
     return db.write(work)
 
 
+def record_steps(db: Database, job: Job, steps: list[dict]) -> bool:
+    """Keep what the AI did so far on its reply (every viewer sees it); False when the attempt was superseded."""
+
+    def work(tx: Transaction) -> bool:
+        if not _holds(db, tx, job.id):
+            return False
+        row = tx.one(
+            "UPDATE messages SET steps = ?, updated_at = ? WHERE id = ? AND status IN ('pending', 'streaming') RETURNING id",
+            [json.dumps(steps), db.clock(), job.reply_id],
+        )
+        if row is None:
+            return False
+        _refresh(db, tx, job.reply_id)
+        return True
+
+    return db.write(work)
+
+
 def finish_reply(
     db: Database,
     job: Job,
@@ -181,7 +199,8 @@ def retry_reply(db: Database, message_id: Any) -> bool:
             raise ValidationError("This reply is complete; only failed or stopped replies can be retried.")
         now = db.clock()
         tx.execute(
-            "UPDATE messages SET status = 'pending', content = '', error = NULL, stopped = false, prompt_tokens = NULL, "
+            "UPDATE messages SET status = 'pending', content = '', error = NULL, stopped = false, steps = NULL, "
+            "prompt_tokens = NULL, "
             "completion_tokens = NULL, ttft_ms = NULL, total_ms = NULL, updated_at = ? WHERE id = ?",
             [now, message_id],
         )
@@ -274,7 +293,7 @@ def recover_interrupted(db: Database, everything: bool | None = None, owner: str
                     [channel_id, trigger_id, reply_id, attempts, now],
                 )
                 tx.execute(
-                    "UPDATE messages SET status = 'pending', content = '', updated_at = ? "
+                    "UPDATE messages SET status = 'pending', content = '', steps = NULL, updated_at = ? "
                     "WHERE id = ? AND status IN ('pending', 'streaming')",
                     [now, reply_id],
                 )

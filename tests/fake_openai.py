@@ -24,6 +24,12 @@ Endpoints
   exactly like OpenAI (role chunk, content chunks, finish chunk, optional usage
   chunk when ``stream_options.include_usage`` is true, then ``data: [DONE]``).
   Otherwise a normal ``chat.completion`` JSON object with usage.
+  ``Script.tool_calls`` streams tool calls as OpenAI does (id, name, then the
+  arguments in pieces, finish reason ``tool_calls``); ``FakeOpenAI.reject_tools``
+  answers 400 to every request carrying ``tools`` (as many local servers do).
+* ``POST /v1/embeddings`` -- deterministic vectors (``embed``: hashed words, unit
+  length; ``dimensions`` honoured; float lists or base64, as asked), recorded in
+  ``FakeOpenAI.embedding_requests``; no script involved.
 * ``GET /v1/models`` and ``GET /v1/models/{id}`` -- a small static model list.
 * anything else -> 404 with an OpenAI-style JSON error body.
 
@@ -39,13 +45,25 @@ Behaviour notes for users of openai 3.52.0 (verified by tests/test_fake_openai.p
   read") after the chunks that did arrive have been yielded.  It does NOT end
   silently -- but a consumer that only looks for ``finish_reason`` would still
   need to handle the exception.
+* ``Script.malformed_after``: one SSE event whose data is not JSON makes iteration
+  raise ``json.JSONDecodeError`` (not an ``openai`` error) after the earlier chunks.
+* ``Script.error_after``: an ``event: error`` whose data is ``{"error": {...}}``
+  makes iteration raise ``openai.APIError`` with the error's message, body = the
+  error object.
+* ``Script.hang``, or a ``status`` of 429/503 with a ``retry_after`` larger than
+  a deadline, are what a reply's deadline must hold against (the SDK itself
+  sleeps out any Retry-After up to 120 s between its retries).
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
+import math
 import re
 import socket
+import struct
 import threading
 import time
 import uuid
@@ -54,7 +72,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-__all__ = ["FakeOpenAI", "Script", "split_words"]
+__all__ = ["FakeOpenAI", "Script", "embed", "split_words"]
 
 
 _WORD_RE = re.compile(r"\s*\S+\s*|\s+")
@@ -85,6 +103,17 @@ class Script:
     # streaming only: send this many content chunks, then close the socket
     # abruptly (no finish_reason chunk, no usage chunk, no [DONE])
     cut_after: int | None = None
+    # streaming only: after this many content chunks, one event whose data is not valid JSON, then the rest
+    malformed_after: int | None = None
+    # streaming only: after this many content chunks, an ``event: error`` with an OpenAI error body, then the
+    # stream ends (no finish_reason, no usage, ``[DONE]``), as OpenAI reports a failure mid-stream
+    error_after: int | None = None
+    error_message: str = "fake-openai: the model failed mid-stream"
+    # streaming only: ask for these tool calls after the text, as OpenAI does: each {"name": ..., "arguments":
+    # "<JSON text>"} (optional "id"), the arguments split across chunks of ``tool_chunk`` characters; the
+    # finish reason is then "tool_calls"
+    tool_calls: list[dict] | None = None
+    tool_chunk: int = 7
     finish_reason: str = "stop"  # finish reason on the last chunk / in the choice
     repeat: int = 1  # how many requests this script serves before the next queued one
 
@@ -147,6 +176,24 @@ def _prompt_tokens(body: dict[str, Any]) -> int:
 
 
 _MODELS = ["gpt-4o-mini", "gpt-4o", "gpt-4.1-mini", "fake-model"]
+EMBEDDING_DIMENSIONS = 1536  # text-embedding-3-small's size when no "dimensions" is asked for
+
+
+def embed(text: str, dimensions: int = EMBEDDING_DIMENSIONS) -> list[float]:
+    """The fake's embedding of ``text``: hashed lower-cased words, unit length (same text, same vector).
+
+    Texts sharing words point the same way, so nearest-neighbour search over these vectors behaves
+    like a (crude) semantic search; a text without words gets a fixed unit vector.
+    """
+    vector = [0.0] * dimensions
+    for word in re.findall(r"\w+", text.lower()):
+        digest = hashlib.blake2b(word.encode(), digest_size=8).digest()
+        slot = int.from_bytes(digest[:4], "little") % dimensions
+        vector[slot] += 1.0 if digest[4] & 1 else -1.0
+    norm = math.sqrt(sum(v * v for v in vector))
+    if norm == 0:
+        vector[0], norm = 1.0, 1.0
+    return [v / norm for v in vector]
 
 _CLIENT_GONE = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, TimeoutError, OSError)
 
@@ -268,7 +315,7 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         raw = self._read_body()
         path = self.path.split("?", 1)[0].rstrip("/")
-        if path != "/v1/chat/completions":
+        if path not in ("/v1/chat/completions", "/v1/embeddings"):
             self._not_found()
             return
         try:
@@ -278,8 +325,15 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError as exc:
             self._send_json(400, _error_body(400, f"fake-openai: could not parse JSON body: {exc}"))
             return
+        if path == "/v1/embeddings":
+            self._embeddings(body)
+            return
 
         self._fake._record(body)  # record BEFORE answering (also for error / hang scripts)
+        if self._fake.reject_tools and body.get("tools"):
+            # as many local model servers do: the request is refused, no script is used
+            self._send_json(400, _error_body(400, "fake-openai: this server does not support tools"))
+            return
         script = self._fake._next_script()
 
         if script.hang:
@@ -373,15 +427,36 @@ class _Handler(BaseHTTPRequestHandler):
         for i, piece in enumerate(chunks):
             if script.cut_after is not None and i >= script.cut_after:
                 self._cut()
+            if i == script.malformed_after:
+                self._write_chunk(b'data: {"id": "chatcmpl-broken", "choices": [{"delta": {"content": "oops\n\n')
+            if i == script.error_after:
+                self._error_event(script)
+                return
             if i > 0:
                 self._sleep(script.chunk_delay)
+            at = time.time()  # taken before the write: the client cannot have the piece any earlier
             event({"content": piece}, None)
-            self._fake._sent(piece)
+            self._fake._sent(at, piece)
         if script.cut_after is not None:
             self._cut()  # cut_after >= len(chunks): everything sent, but no finish / [DONE]
+        if script.error_after is not None:
+            self._error_event(script)  # error_after >= len(chunks): after every chunk
+            return
+
+        finish_reason = script.finish_reason
+        for index, call in enumerate(script.tool_calls or ()):
+            arguments = call.get("arguments", "")
+            pieces = [arguments[i : i + script.tool_chunk] for i in range(0, len(arguments), script.tool_chunk)]
+            self._sleep(script.chunk_delay)
+            first = {"index": index, "id": call.get("id") or f"call_{uuid.uuid4().hex[:20]}", "type": "function",
+                     "function": {"name": call["name"], "arguments": ""}}
+            event({"tool_calls": [first]}, None)
+            for piece in pieces:  # later deltas carry only the index and a piece of the arguments
+                event({"tool_calls": [{"index": index, "function": {"arguments": piece}}]}, None)
+            finish_reason = "tool_calls" if script.finish_reason == "stop" else script.finish_reason
 
         self._sleep(script.chunk_delay if chunks else 0)
-        event({}, script.finish_reason)
+        event({}, finish_reason)
         if include_usage:
             prompt = _prompt_tokens(body)
             completion = _count_tokens("".join(chunks))
@@ -396,6 +471,33 @@ class _Handler(BaseHTTPRequestHandler):
         self._write_chunk(b"data: [DONE]\n\n")
         self.wfile.write(b"0\r\n\r\n")
 
+    def _embeddings(self, body: dict[str, Any]) -> None:
+        self._fake._record_embedding(body)
+        texts = body.get("input")
+        texts = [texts] if isinstance(texts, str) else texts
+        if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
+            self._send_json(400, _error_body(400, "fake-openai: input must be a string or a list of strings"))
+            return
+        dimensions = body.get("dimensions") or EMBEDDING_DIMENSIONS
+        base64_wanted = body.get("encoding_format") == "base64"
+        data = []
+        for i, text in enumerate(texts):
+            vector = embed(text, int(dimensions))
+            if base64_wanted:  # what the SDK asks for by default: little-endian float32, base64
+                encoded: Any = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+            else:
+                encoded = vector
+            data.append({"object": "embedding", "index": i, "embedding": encoded})
+        tokens = sum(_count_tokens(t) for t in texts)
+        self._send_json(200, {"object": "list", "data": data, "model": body.get("model") or "text-embedding-3-small",
+                              "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+
+    def _error_event(self, script: Script) -> None:
+        body = _error_body(500, script.error_message)
+        self._write_chunk(b"event: error\ndata: " + json.dumps(body).encode() + b"\n\n")
+        self._write_chunk(b"data: [DONE]\n\n")
+        self.wfile.write(b"0\r\n\r\n")
+
 
 # --------------------------------------------------------------------------- public API
 
@@ -407,6 +509,8 @@ class FakeOpenAI:
         self.default: Script = default if default is not None else Script()
         self.requests: list[dict] = []
         self.chunks_sent: list[tuple[float, str]] = []  # (time.time(), content) of each streamed piece, as written
+        self.embedding_requests: list[dict] = []  # bodies sent to /v1/embeddings
+        self.reject_tools = False  # True: answer 400 to any chat request that carries "tools"
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         self._queue: deque[list[Any]] = deque()  # [script, remaining uses]
@@ -478,6 +582,8 @@ class FakeOpenAI:
             self._queue.clear()
             self.requests.clear()
             self.chunks_sent.clear()
+            self.embedding_requests.clear()
+            self.reject_tools = False
 
     @property
     def pending(self) -> int:
@@ -502,9 +608,13 @@ class FakeOpenAI:
             self.requests.append(body)
             self._cond.notify_all()
 
-    def _sent(self, piece: str) -> None:
+    def _sent(self, at: float, piece: str) -> None:
         with self._lock:
-            self.chunks_sent.append((time.time(), piece))
+            self.chunks_sent.append((at, piece))
+
+    def _record_embedding(self, body: dict) -> None:
+        with self._lock:
+            self.embedding_requests.append(body)
 
     def _track(self, conn: socket.socket, *, add: bool) -> None:
         with self._lock:

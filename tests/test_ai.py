@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -210,13 +211,13 @@ FAULTS = {
         [Script(hang=True)],
         {"ai_timeout": 1.0, "max_retries": 0},
         1,
-        ("error", "The AI service did not answer in 1 s.", ""),
+        ("error", "No answer from the AI service within 1 s. Try again.", ""),
     ),
     "trickle past the timeout": (
         [Script(chunks=["drip "] * 20, chunk_delay=0.25)],
         {"ai_timeout": 1.0},
         1,
-        ("error", "The AI service did not answer in 1 s.", "drip "),
+        ("error", "The AI service did not finish the reply within 1 s.", "drip "),
     ),
     "stream cut mid-way": (
         [Script(chunks=["one ", "two ", "three ", "four"], cut_after=2)],
@@ -272,6 +273,124 @@ def test_fault_ends_with_a_readable_reason(db, fake_openai, responders, fault):
     assert len(fake_openai.requests) == requests
     assert len(ai_messages(db, channel)) == 1
     assert running_jobs(db) == 0
+
+
+# one deadline per reply (issue 13) ------------------------------------------------
+DEADLINE = 2.0  # seconds: AI_TIMEOUT_SECONDS in these tests
+STREAM_FAULTS = {
+    "hang before any answer": (
+        [Script(hang=True)],
+        1,
+        ("No answer from the AI service within 2 s. Try again.", ""),
+    ),
+    "503 asking to wait longer than the deadline": (
+        [Script(status=503, retry_after=30)],
+        1,
+        ("The AI service is busy (HTTP 503) and asked to wait 30 s, more than the 2 s a reply may take. "
+         "Try again later.", ""),
+    ),
+    "429 asking to wait longer than the deadline": (
+        [Script(status=429, retry_after=3600)],
+        1,
+        ("The AI service is busy (rate limit) and asked to wait 3600 s, more than the 2 s a reply may take. "
+         "Try again later.", ""),
+    ),
+    "503 whose second wait crosses the deadline": (
+        [Script(status=503, retry_after=1.2, repeat=2)],
+        2,
+        (re.compile(r"The AI service was busy \(HTTP 503\); gave up after 1\.\d s\. Try again later\."), ""),
+    ),
+    "busy, then a hang on the retry": (  # the second try gets only the time left
+        [Script(status=503, retry_after=0.5), Script(hang=True)],
+        2,
+        ("No answer from the AI service within 2 s. Try again.", ""),
+    ),
+    "chunks that each arrive in time but not the whole": (  # each read waits 1.9 s, less than a per-try timeout
+        [Script(chunks=["slow ", "and ", "steady"], chunk_delay=1.9)],
+        1,
+        ("The AI service did not finish the reply within 2 s.", ("slow and ", "slow ")),  # "and " comes at 1.9 s
+    ),
+    "malformed event mid-stream": (
+        [Script(chunks=["Half ", "an ", "answer ", "then ", "garbage"], malformed_after=3)],
+        1,
+        ("The AI service sent a part of the reply that could not be read, so the reply ends there.",
+         "Half an answer "),
+    ),
+    "error event mid-stream": (
+        [Script(chunks=["Half ", "an ", "answer ", "then ", "an error"], error_after=3,
+                error_message="The server had an error while processing your request.")],
+        1,
+        ("The AI service reported an error: The server had an error while processing your request.",
+         "Half an answer "),
+    ),
+    "connection dropped mid-stream": (
+        [Script(chunks=["Half ", "an ", "answer ", "then ", "nothing"], cut_after=3)],
+        1,
+        ("The AI service closed the stream before the reply was finished.", "Half an answer "),
+    ),
+}
+
+
+@pytest.mark.parametrize("fault", STREAM_FAULTS)
+def test_reply_ends_by_its_deadline_keeping_its_text_with_a_reason(db, fake_openai, responders, fault):
+    scripts, requests, (error, content) = STREAM_FAULTS[fault]
+    fake_openai.push(*scripts)
+    ann, channel = create_user(db, "Ann"), create_channel(db, "general")
+    responder = responders(ai_settings(fake_openai, ai_timeout=DEADLINE))
+    started = time.monotonic()
+    reply_id = reply_to(db, send_message(db, channel, ann, "Tell me something"))
+    reply = settled(db, reply_id, timeout=DEADLINE + 5)
+    elapsed = time.monotonic() - started
+
+    assert elapsed <= DEADLINE + 1.0, f"the reply took {elapsed:.2f} s"
+    assert reply.status == "error"
+    assert error.fullmatch(reply.error) if isinstance(error, re.Pattern) else reply.error == error
+    assert reply.content in content if isinstance(content, tuple) else reply.content == content
+    assert len(fake_openai.requests) == requests
+    assert [m.id for m in ai_messages(db, channel)] == [reply_id]  # exactly one reply
+    assert running_jobs(db) == 0
+    wait_until(lambda: responder.status()["running"] == 0, 2, "the worker to be free")
+
+
+def test_the_sdk_would_have_run_past_the_deadline(fake_openai):
+    """The reason for the Responder's own retries: the SDK sleeps out a Retry-After far beyond any deadline."""
+    fake_openai.push(Script(status=503, retry_after=3), Script(text="late"))
+    client = fake_openai.client(timeout=DEADLINE, max_retries=1)
+    started = time.monotonic()
+    client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+    assert time.monotonic() - started >= 3
+
+
+def test_responder_holds_the_deadline_in_the_clients_connections(db, fake_openai):
+    from core.deadline import _Backend
+
+    for client in (None, fake_openai.client()):
+        responder = Responder(db, ai_settings(fake_openai), client)
+        assert isinstance(responder.client._client._transport._pool._network_backend, _Backend)
+        assert responder.client.max_retries == 0
+
+
+def test_credentials_in_the_base_url_never_reach_a_reply_or_the_logs(db, responders, caplog):
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    settings = Settings(openai_api_key="k", openai_base_url=f"http://proxyuser:s3cret-pw@127.0.0.1:{port}/v1")
+    channel, reply_id = one_message(db)
+    with caplog.at_level(logging.DEBUG):
+        responder = responders(settings)
+        reply = settled(db, reply_id)
+    assert (reply.status, reply.error) == ("error", f"Could not reach the AI service at 127.0.0.1:{port}.")
+    assert responder.status()["base_url"] == f"127.0.0.1:{port}"
+    assert any("127.0.0.1" in record.getMessage() for record in caplog.records)  # httpx2 logged the request
+    assert "s3cret" not in caplog.text and "proxyuser" not in caplog.text
+    assert "s3cret" not in str(db.rows("SELECT * FROM messages"))
+
+
+def test_safe_url_removes_user_and_password_from_every_url_in_a_text():
+    from core.ai import safe_url
+
+    text = "at https://bob:pa%40ss@proxy.example:8443/v1 and http://tok@h/x, not at mail bob@example.com"
+    assert safe_url(text) == "at https://proxy.example:8443/v1 and http://h/x, not at mail bob@example.com"
 
 
 def test_unreachable_server_names_the_host(db, responders):

@@ -106,7 +106,7 @@ def test_chat_rejects_empty_and_oversized_messages(app_test, app_db):
     user_id, channel_id = _seed(app_db, policy="off")
     at = app_test(user_id=user_id, channel_id=channel_id).run()
     at.chat_input[0].set_value("   \n ").run()
-    assert at.error[0].value == "Your message was not sent: The message is empty."
+    assert at.error[0].value == "Your message was not sent. The message is empty."
     at.chat_input[0].set_value("x" * (chat.CONTENT_MAX_BYTES + 1)).run()
     assert "not sent" in at.error[0].value and "too long" in at.error[0].value and "1 MB" in at.error[0].value
     box = at.chat_input[0].proto

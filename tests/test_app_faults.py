@@ -182,7 +182,7 @@ def test_a_send_on_a_full_disk_says_it_was_not_sent_and_keeps_the_text(app_test,
         ballast = fill(disk)
         at.chat_input[0].set_value("hello while full").run()
         said = _page_error(at)
-        assert said.startswith("Your message was not sent:") and "the disk is full" in said
+        assert said.startswith("Your message was not sent. ") and "the disk is full" in said
         assert at.chat_input[0].proto.value == "hello while full"  # back in the box
         for page in (USERS, CHANNELS):  # the other pages still read
             assert not app_test(page=page).run().exception

@@ -1,5 +1,6 @@
 """Tests for tests/fake_openai.py using the REAL openai SDK over HTTP (nothing patched)."""
 
+import json
 import pathlib
 import sys
 import threading
@@ -236,6 +237,28 @@ def test_cut_before_any_content(fake):
     assert [c.choices[0].delta.role for c in collected] == ["assistant"]
 
 
+def test_malformed_event_mid_stream(fake):
+    # one event whose data is not JSON: the SDK yields what came before, then raises json's own error
+    fake.push(Script(chunks=["one ", "two ", "three"], malformed_after=2))
+    collected = []
+    with pytest.raises(json.JSONDecodeError):
+        for chunk in _stream(fake.client(max_retries=0)):
+            collected.append(chunk)
+    assert _text(collected) == "one two "
+
+
+def test_error_event_mid_stream(fake):
+    fake.push(Script(chunks=["one ", "two ", "three"], error_after=1, error_message="overloaded, sorry"))
+    collected = []
+    with pytest.raises(openai.APIError) as raised:
+        for chunk in _stream(fake.client(max_retries=0)):
+            collected.append(chunk)
+    assert _text(collected) == "one "
+    assert not isinstance(raised.value, openai.APIStatusError)
+    assert raised.value.message == "overloaded, sorry"
+    assert raised.value.body["message"] == "overloaded, sorry" and raised.value.body["type"] == "server_error"
+
+
 def test_non_stream_response(fake):
     fake.push(Script(text="Plain answer here"))
     resp = fake.client(max_retries=0).chat.completions.create(model="gpt-4o-mini", messages=MSGS)
@@ -271,8 +294,46 @@ def test_models_and_404(fake):
     assert "gpt-4o-mini" in models
     assert client.models.retrieve("whatever").id == "whatever"
     with pytest.raises(openai.NotFoundError):
-        client.embeddings.create(model="e", input="x")
+        client.completions.create(model="e", prompt="x")  # the legacy endpoint is not served
     assert fake.requests == []  # only chat completions are recorded
+
+
+def test_embeddings_are_deterministic_unit_vectors_sharing_words_point_alike(fake):
+    from fake_openai import embed
+
+    client = fake.client(max_retries=0)
+    texts = ["The deploy is on Friday", "friday: the DEPLOY", "Lunch at noon"]
+    vectors = [d.embedding for d in client.embeddings.create(model="text-embedding-3-small", input=texts).data]
+    assert len(vectors) == 3 and len(vectors[0]) == 1536  # base64 on the wire, as the SDK asks by default
+    assert all(abs(sum(v * v for v in vector) - 1) < 1e-5 for vector in vectors)
+    same = sum(a * b for a, b in zip(vectors[0], vectors[1]))
+    other = sum(a * b for a, b in zip(vectors[0], vectors[2]))
+    assert same > 0.7 and abs(other) < 0.3
+    small = client.embeddings.create(model="m", input="The deploy is on Friday", dimensions=256, encoding_format="float")
+    assert small.data[0].embedding == pytest.approx(embed("The deploy is on Friday", 256))
+    assert small.usage.prompt_tokens == 5
+    assert [r["input"] for r in fake.embedding_requests] == [texts, "The deploy is on Friday"]
+    assert fake.requests == []
+    with pytest.raises(openai.BadRequestError):
+        client.embeddings.create(model="m", input=[])
+
+
+def test_streamed_tool_calls_arrive_in_pieces_and_a_mode_refuses_tools(fake):
+    arguments = '{"query": "deploy on monday", "channel": "general"}'
+    fake.push(Script(text="Let me look.", tool_calls=[{"name": "search_messages", "arguments": arguments, "id": "c1"}]))
+    tools = [{"type": "function", "function": {"name": "search_messages", "parameters": {"type": "object"}}}]
+    chunks = list(_stream(fake.client(max_retries=0), tools=tools))
+    deltas = [c.choices[0].delta.tool_calls[0] for c in chunks if c.choices and c.choices[0].delta.tool_calls]
+    assert deltas[0].id == "c1" and deltas[0].function.name == "search_messages"
+    pieces = [d.function.arguments for d in deltas[1:]]
+    assert len(pieces) > 3 and "".join(pieces) == arguments and all(d.index == 0 for d in deltas)
+    assert _text(chunks) == "Let me look."
+    assert chunks[-1].choices[0].finish_reason == "tool_calls"
+    fake.reject_tools = True
+    with pytest.raises(openai.BadRequestError):
+        _stream(fake.client(max_retries=0), tools=tools)
+    _stream(fake.client(max_retries=0))  # a request without tools is served
+    assert len(fake.requests) == 3
 
 
 def test_concurrent_streams(fake):

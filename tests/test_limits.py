@@ -201,12 +201,12 @@ def test_the_chat_page_says_why_and_when_and_stores_nothing_also_after_a_restart
         at.chat_input[0].set_value(text).run()
         assert not at.error
     at.chat_input[0].set_value("three").run()
-    assert at.error[0].value.startswith("Your message was not sent: You have sent 2 messages in the last minute, "
-                                        "the limit. You can send again in ")
+    assert at.error[0].value.startswith("Your message was not sent. You have sent 2 messages in the last minute, the limit. "
+                                        "You can send again in ")
     assert not at.exception
     st.cache_resource.clear()  # the app restarts: a new database object, no memory of the sends
     at.chat_input[0].set_value("four").run()
-    assert at.error[0].value.startswith("Your message was not sent: You have sent 2 messages")
+    assert at.error[0].value.startswith("Your message was not sent. You have sent 2 messages")
     from views.common import _database
     import os
 

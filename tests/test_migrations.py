@@ -29,6 +29,8 @@ SCHEMA = {
         ("created_at", "TIMESTAMP", False),
         ("reply_policy", "VARCHAR", True),
         ("persona", "VARCHAR", True),
+        ("model", "VARCHAR", True),
+        ("look_back", "BOOLEAN", True),
     ],
     "messages": [
         ("id", "BIGINT", False),
@@ -46,6 +48,7 @@ SCHEMA = {
         ("ttft_ms", "DOUBLE", True),
         ("total_ms", "DOUBLE", True),
         ("context", "VARCHAR", True),
+        ("steps", "VARCHAR", True),
     ],
     "ai_jobs": [
         ("id", "BIGINT", False),
@@ -67,6 +70,25 @@ SCHEMA = {
         ("email", "VARCHAR", True),
         ("created_at", "TIMESTAMP", False),
     ],
+    "message_vectors": [
+        ("message_id", "BIGINT", False),
+        ("channel_id", "BIGINT", False),
+        ("provider", "VARCHAR", False),
+        ("seq", "BIGINT", False),
+        ("vector", "FLOAT[256]", False),
+        ("created_at", "TIMESTAMP", False),
+    ],
+    "embedding_jobs": [
+        ("message_id", "BIGINT", False),
+        ("provider", "VARCHAR", False),
+        ("state", "VARCHAR", False),
+        ("attempts", "INTEGER", False),
+        ("claimed_by", "VARCHAR", True),
+        ("claimed_at", "TIMESTAMP", True),
+        ("error", "VARCHAR", True),
+        ("created_at", "TIMESTAMP", False),
+    ],
+    "search_state": [("name", "VARCHAR", False), ("value", "VARCHAR", False)],
 }
 
 
@@ -99,7 +121,8 @@ def test_migrate_blank_creates_whole_schema(tmp_path):
     ).fetchall()
     assert sorted((t, tuple(c)) for t, c in primary) == sorted(
         [("migrations", ("name",)), ("users", ("id",)), ("channels", ("id",)), ("messages", ("id",)), ("ai_jobs", ("id",)),
-         ("identities", ("issuer", "subject"))]
+         ("identities", ("issuer", "subject")),
+         ("message_vectors", ("message_id",)), ("embedding_jobs", ("message_id", "provider")), ("search_state", ("name",))]
     )
     unique = con.execute(
         "SELECT table_name, constraint_column_names FROM duckdb_constraints() WHERE constraint_type = 'UNIQUE'"
@@ -107,7 +130,7 @@ def test_migrate_blank_creates_whole_schema(tmp_path):
     assert sorted((t, tuple(c)) for t, c in unique) == [
         ("channels", ("name_key",)), ("identities", ("user_id",)), ("users", ("name_key",))]
     sequences = {row[0] for row in con.execute("SELECT sequence_name FROM duckdb_sequences()").fetchall()}
-    assert sequences == {"users_id_seq", "channels_id_seq", "messages_id_seq", "ai_jobs_id_seq"}
+    assert sequences == {"users_id_seq", "channels_id_seq", "messages_id_seq", "ai_jobs_id_seq", "message_vectors_seq"}
 
     messages = defaults_of(con, "messages")
     assert "messages_id_seq" in messages["id"]

@@ -5,15 +5,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from core import accounts, chat, replies
 from core.db import connect
+from core.embeddings import Embedder, local_provider
 from core.errors import ValidationError
 from core.move import move
 
 ROOT = Path(__file__).resolve().parent.parent
-ORDER = {"identities": "user_id"}  # tables without an id column
 
 
 def seeded_file(path: str, messages: int) -> dict:
@@ -27,8 +28,13 @@ def seeded_file(path: str, messages: int) -> dict:
         replies.stream_reply(db, job.reply_id, "half an answer", job_id=job.id)
         replies.fail_reply(db, job, "The AI service had an error (HTTP 500). Try again.", "half an answer")
         accounts.user_for(db, accounts.Identity("https://issuer.example", "dee", "dee@example.com", True, "Dee"))
-        return {table: db.rows(f"SELECT * FROM {table} ORDER BY {ORDER.get(table, 'id')}")
-                for table in ("users", "channels", "messages", "ai_jobs", "identities")}
+        embedder = Embedder(db, local_provider())
+        while embedder.run_once():  # search's vectors and state move too
+            pass
+        embedder.run_once()
+        tables = ("users", "channels", "messages", "ai_jobs", "identities", "message_vectors", "embedding_jobs",
+                  "search_state")
+        return {table: db.rows(f"SELECT * FROM {table} ORDER BY 1, 2") for table in tables}
     finally:
         db.close()
 
@@ -38,16 +44,24 @@ def test_move_copies_every_row_and_new_rows_get_fresh_ids(tmp_path, pg_server):
     before = seeded_file(source, 2000)
     target = pg_server.create_database()
     moved = {m.table: m.rows for m in move(source, target)}
-    assert moved == {table: len(rows) for table, rows in before.items()}
+    assert {table: moved[table] for table in before} == {table: len(rows) for table, rows in before.items()}
+    assert all(rows == 0 for table, rows in moved.items() if table not in before)  # e.g. search's, empty here
     db = connect(target)
     try:
         for table, rows in before.items():
-            assert db.rows(f"SELECT * FROM {table} ORDER BY {ORDER.get(table, 'id')}") == rows, table
+            after = db.rows(f"SELECT * FROM {table} ORDER BY 1, 2")
+            if table == "message_vectors":  # FLOAT[256] -> REAL[]: the same float32 values
+                assert np.array_equal(np.array([r[4] for r in after], np.float32), np.array([r[4] for r in rows], np.float32))
+                after, rows = [r[:4] + r[5:] for r in after], [r[:4] + r[5:] for r in rows]
+            assert after == rows, table
         general = before["channels"][0][0]
         newest = max(row[0] for row in before["messages"])
         new_id = chat.send_message(db, general, before["users"][0][0], "first message on Postgres")
         assert new_id > newest
         assert chat.create_user(db, "Cy") > max(row[0] for row in before["users"])
+        embedder = Embedder(db, local_provider())
+        embedder.run_once()  # the new message's vector is numbered after the moved ones
+        assert db.one("SELECT seq FROM message_vectors WHERE message_id = ?", [new_id])[0] > len(before["message_vectors"])
         assert [m.id for m in chat.list_messages(db, general)][1] == new_id  # under its pending AI reply
         with pytest.raises(ValidationError, match="already exists"):
             chat.create_user(db, "ann")  # the moved names still guard uniqueness ignoring case

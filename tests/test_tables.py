@@ -16,7 +16,8 @@ from core.db import connect
 from core.errors import NotFound, ValidationError
 
 START = datetime(2024, 3, 1, 9, 0)
-APP_TABLES = {"ai_jobs", "channels", "messages", "migrations", "users", "identities"}
+APP_TABLES = {"ai_jobs", "channels", "embedding_jobs", "identities", "message_vectors", "messages", "migrations",
+              "search_state", "users"}
 
 
 class Clock:

@@ -188,5 +188,6 @@ def test_deep_link_on_a_fresh_server_opens_the_app_with_its_sidebar(world, tmp_p
         nav = page.locator("[data-testid=stSidebarNav]").inner_text()
         lines = {line.strip() for line in nav.split("\n")}
         assert {"Chat", "Users", "Channels", "Tables"} <= lines and not {"app", "common", "users"} & lines
+        page.get_by_role("heading", name="Users").wait_for(timeout=30_000)  # the page body comes after the sidebar
         assert page.get_by_role("heading", name="Users").count() == 1
         page.close()

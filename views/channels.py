@@ -1,4 +1,4 @@
-"""Channels: create one, see activity, set each channel's reply policy and persona."""
+"""Channels: create one, see activity, set each channel's reply policy, persona, model and look-back."""
 import streamlit as st
 
 from core import chat
@@ -39,9 +39,16 @@ elif channels := chat.list_channels(db):
         persona = st.text_area("Persona (system prompt)", value=channel.persona or "",
                                placeholder=chat.system_prompt(channel), height=140,
                                help="Leave empty for the default group-chat prompt shown as the placeholder.")
+        model = st.text_input("Model", value=channel.model or "", placeholder=get_settings().openai_model,
+                              key=f"model_{channel.id}",
+                              help="Leave empty for the app's model (OPENAI_MODEL), shown as the placeholder.")
+        look_back = st.toggle("Look further back", value=channel.look_back, key=f"look_back_{channel.id}",
+                              help="Before answering, add the most relevant older messages of this channel "
+                                   "(beyond the 10 recent ones) to what the AI sees.")
         if st.form_submit_button("Save"):
             try:
-                chat.update_channel(db, channel.id, reply_policy=policy, persona=persona)
+                chat.update_channel(db, channel.id, reply_policy=policy, persona=persona, model=model or None,
+                                    look_back=look_back)
             except ChatError as error:
                 show_error(error)
             else:
@@ -59,6 +66,8 @@ st.dataframe(
         "created_at": st.column_config.DatetimeColumn("Created (UTC)", format="YYYY-MM-DD HH:mm"),
         "reply_policy": st.column_config.TextColumn("AI replies"),
         "persona": st.column_config.TextColumn("Persona", width="large"),
+        "model": st.column_config.TextColumn("Model", help="Empty: the app's model (OPENAI_MODEL)"),
+        "look_back": st.column_config.CheckboxColumn("Looks further back"),
         "messages": st.column_config.NumberColumn("Messages"),
         "last_activity": st.column_config.DatetimeColumn("Last activity (UTC)", format="YYYY-MM-DD HH:mm"),
     },

@@ -1,11 +1,12 @@
 """Chat: the channel's recent messages, live, and a box to write in."""
 import streamlit as st
 
-from core import chat, render, replies
+from core import chat, render, replies, tools
 from core.errors import ChatError
 from views import live
 from views.common import (current_channel, current_user, escape_markdown, get_db, get_settings, guarded, local_time,
                           show_error)
+from views.search import search_panel
 
 PAGE = chat.RECENT_LIMIT  # messages per "load older" step, as many as the original lists
 TYPING = "▌"  # drawn after a reply that is still being written
@@ -38,12 +39,13 @@ def store(channel_id: int, user_id: int, prompt: str) -> bool:
     try:
         chat.send_message(get_db(), channel_id, user_id, prompt, limits=get_settings().limits)
     except ChatError as error:
-        st.session_state[NOT_SENT] = f"Your message was not sent: {error}"
+        st.session_state[NOT_SENT] = f"Your message was not sent. {error}"
         return False
     return True
 
 
 st.header(f"# {escape_markdown(channel.name)}", divider="gray")
+search_panel(db, channel)
 if user is None:
     st.info("Create a user in the sidebar to write in this channel.")
 else:
@@ -78,11 +80,41 @@ def context_used(message: chat.Message) -> list[dict] | None:
     return seen[key]
 
 
+STEP_ICONS = {"tool": ":material/search:", "retrieval": ":material/history:", "budget": ":material/content_cut:",
+              "fallback": ":material/info:"}
+
+
+def step_line(step: dict) -> str:
+    """One step of a reply as a line of inert text: what the AI did and how it went."""
+    line = escape_markdown(str(step.get("label", "")))
+    if step.get("state") == "error":
+        line += f" — {escape_markdown(str(step.get('error', '')))}"
+    elif step.get("summary"):
+        line += f" {escape_markdown(str(step['summary']))}"
+    return f"{STEP_ICONS.get(step.get('kind'), ':material/info:')} {line}"
+
+
+def draw_context(message: chat.Message, context: list[dict] | None) -> None:
+    """"Context used": each step with what it returned (tool calls, older messages, cuts), then the request."""
+    with st.expander("Context used"):
+        for step in tools.steps_of(message):
+            st.caption(step_line(step))
+            if step.get("kind") == "tool":
+                st.text(f"{step.get('tool')}({step.get('arguments', '')})")
+            if step.get("output"):
+                st.text(step["output"])
+        if context:
+            st.json(context, expanded=False)
+
+
 def draw(message: chat.Message) -> None:
     name = "AI" if message.is_ai else message.author_name or "Unknown user"
     # A person's own name gives each speaker an avatar with their initial; the AI gets the preset look.
     with st.chat_message("assistant" if message.is_ai else name, avatar=":material/smart_toy:" if message.is_ai else None):
         st.caption(f"**{escape_markdown(name)}** · {local_time(message.created_at)}")
+        if message.is_ai and message.status in replies.OPEN:  # every window sees what the AI is doing
+            for step in tools.steps_of(message):
+                st.caption(step_line(step))
         if message.status == "pending":
             st.caption("typing …")
         elif message.content:
@@ -96,9 +128,10 @@ def draw(message: chat.Message) -> None:
             st.button("Stop", key=f"stop_{message.id}", on_click=act, args=(replies.stop_reply, message.id))
         if message.is_ai and (message.status == "error" or message.stopped):
             st.button("Retry", key=f"retry_{message.id}", on_click=act, args=(replies.retry_reply, message.id))
-        if message.is_ai and message.status not in replies.OPEN and (context := context_used(message)):
-            with st.expander("Context used"):
-                st.json(context, expanded=True)
+        if message.is_ai and message.status not in replies.OPEN:
+            context = context_used(message)
+            if context or message.steps:
+                draw_context(message, context)
 
 
 @st.fragment(run_every=settings.refresh_seconds)

@@ -17,6 +17,7 @@ from core import accounts, chat
 from core.ai import Responder
 from core.config import Settings, load_settings
 from core.db import Database, connect
+from core.embeddings import Embedder, provider_for
 from core.errors import ChatError, DatabaseDamaged, DatabaseUnavailable, StorageError
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,21 @@ def _responder(path: str, settings: Settings) -> Responder:
     responder.start()
     atexit.register(responder.stop)
     return responder
+
+
+@st.cache_resource(show_spinner=False, max_entries=1, on_release=lambda embedder: embedder.stop())
+def _embedder(path: str, settings: Settings) -> Embedder:
+    embedder = Embedder(_database(path), provider_for(settings))
+    embedder.start()
+    atexit.register(embedder.stop)
+    return embedder
+
+
+def get_embedder() -> Embedder:
+    """The process's background embedder (search's vectors), started on first use."""
+    settings = get_settings()
+    get_db()
+    return _embedder(settings.db_path, settings)
 
 
 def get_db() -> Database:
@@ -295,6 +311,7 @@ def draw_sidebar() -> None:
             st.query_params["channel"] = str(st.session_state["channel_id"])
 
         st.divider()
+        get_embedder()
         status = get_responder().status()
         if status["enabled"]:
             st.caption(f":material/bolt: AI replies on · {status['model']} · {status['workers']} workers")
