@@ -280,6 +280,8 @@ class DuckDatabase(Database):
         with self._write_lock:
             if not self._broken or self._closed:
                 return
+            if self._folder is None:
+                raise StorageError("The in-memory database stopped after an error; restart the app.")
             if not os.path.isfile(self.path):  # never start an empty database in place of a missing one
                 raise DatabaseDamaged(f"The database file {self.path!r} is gone (moved or deleted while the app "
                                       "ran). Put it back, or restart the app to start an empty database there.")

@@ -434,8 +434,9 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             if i > 0:
                 self._sleep(script.chunk_delay)
+            at = time.time()  # taken before the write: the client cannot have the piece any earlier
             event({"content": piece}, None)
-            self._fake._sent(piece)
+            self._fake._sent(at, piece)
         if script.cut_after is not None:
             self._cut()  # cut_after >= len(chunks): everything sent, but no finish / [DONE]
         if script.error_after is not None:
@@ -607,9 +608,9 @@ class FakeOpenAI:
             self.requests.append(body)
             self._cond.notify_all()
 
-    def _sent(self, piece: str) -> None:
+    def _sent(self, at: float, piece: str) -> None:
         with self._lock:
-            self.chunks_sent.append((time.time(), piece))
+            self.chunks_sent.append((at, piece))
 
     def _record_embedding(self, body: dict) -> None:
         with self._lock:

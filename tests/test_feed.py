@@ -168,3 +168,20 @@ def test_a_lost_listener_connection_tells_everyone_to_reread(db):
     db.recent.invalidate_all()  # what a Postgres backend does when its LISTEN connection was lost
     assert subscription.take() == [REREAD]
     assert feed.current(channel) != before  # a page that re-reads by stamp sees that it must redraw
+
+
+def test_a_commit_in_another_replica_reaches_this_replicas_listeners(pg_url):
+    from core.db import connect
+
+    here, there = connect(pg_url), connect(pg_url)  # two app processes on one Postgres
+    try:
+        ann = chat.create_user(there, "Ann")
+        channel = chat.create_channel(there, "c", reply_policy="off")
+        subscription = feed_of(here).subscribe([channel])
+        chat.send_message(there, channel, ann, "from the other replica")
+        changes = subscription.wait(WAIT)
+        assert [change.topic for change in changes] == [channel]
+        assert chat.list_messages(here, channel)[0].content == "from the other replica"
+    finally:
+        here.close()
+        there.close()

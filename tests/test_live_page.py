@@ -15,7 +15,7 @@ from core.recent import DIRECTORY
 def listeners(at) -> list[tuple[str, dict]]:
     """(key, data) of each live listener the run drew, in the main area and the sidebar."""
     found = [node.proto for node in at.get("bidi_component") if node.proto.component_name == "channel_chat.live"]
-    return [(proto.id.split("-", 2)[2], json.loads(proto.json)) for proto in found]  # id: $$ID-<hash>-<key>
+    return [(proto.id.split("-", 2)[2], json.loads(proto.bytes)) for proto in found]  # id: $$ID-<hash>-<key>
 
 
 def test_chat_page_mounts_one_listener_for_its_channel_and_the_directory(app_test, app_db):

@@ -67,7 +67,8 @@ def test_an_incomplete_auth_section_is_a_sentence(login_app, app_db):
     at.secrets["auth"] = {"redirect_uri": AUTH["redirect_uri"], "client_id": "x"}
     at.run()
     assert not at.exception
-    assert at.error[0].value.startswith("The [auth] section of the secrets is incomplete: it needs cookie_secret, ")
+    assert at.error[0].value.startswith(
+        "A setting needs fixing: The [auth] section of the secrets is incomplete: it needs cookie_secret, ")
 
 
 def test_first_login_creates_a_bound_user_and_messages_carry_it(login_app, app_db):

@@ -72,6 +72,11 @@ def _sockets(page) -> int:
     return page.evaluate("window.__channelChatSockets || 0")
 
 
+def _why(page) -> str:
+    """What the listener went through, for a failure message."""
+    return page.evaluate("JSON.stringify({mounts: window.__channelChatMounts, reruns: window.__channelChatReruns})")
+
+
 def _shows(page, text: str, timeout: float) -> float:
     """Wait until ``text`` is in a chat message; return when (time.monotonic())."""
     page.locator(MESSAGE, has_text=text).first.wait_for(timeout=timeout * 1000)
@@ -97,7 +102,7 @@ def test_a_message_and_a_growing_reply_are_pushed_to_the_other_window(world, con
     assert len(lengths) >= 2, f"B saw the reply at lengths {sorted(lengths)}: it should grow as it streams"
     _shows(b, " ".join(WORDS), timeout=20)
     assert time.monotonic() - b.loaded_at < FALLBACK
-    assert _sockets(a) == _sockets(b) == 1  # one connection per page, kept across all those reruns
+    assert _sockets(a) == _sockets(b) == 1, (_why(a), _why(b))  # one connection per page, kept across reruns
 
 
 def test_eight_windows_in_one_browser_all_load_and_stay_live(world, contexts):
@@ -145,3 +150,17 @@ def test_pages_reconnect_after_a_server_restart_and_catch_up(tmp_path, contexts)
         sent = time.monotonic()
         _send(a, "after the restart")
         assert _shows(b, "after the restart", timeout=10) - sent < 5
+
+
+def test_a_message_sent_through_one_replica_is_pushed_to_a_window_on_another(pg_url, tmp_path, contexts):
+    db = connect(pg_url)
+    chat.create_user(db, "Ann")
+    channel = chat.create_channel(db, "replicas", reply_policy="off")
+    db.close()
+    with streamlit_server(pg_url, refresh_seconds=FALLBACK, log_dir=tmp_path) as one, \
+            streamlit_server(pg_url, refresh_seconds=FALLBACK, log_dir=tmp_path) as two:
+        a = _open(contexts(), f"{one.url}/?channel={channel}")
+        b = _open(contexts(), f"{two.url}/?channel={channel}")
+        sent = time.monotonic()
+        _send(a, "committed on replica one")
+        assert _shows(b, "committed on replica one", timeout=10) - sent < 5  # Postgres NOTIFY, then push

@@ -65,16 +65,19 @@ def _notices(page) -> str:
     return " ".join(page.locator("[data-testid=stAlert]").all_inner_texts())
 
 
+NO_LIMITS = {"MESSAGES_PER_MINUTE": "0"}  # bursts of 14 pass the default 12 a minute: this tests delivery, not limits
+
+
 def test_bursts_right_after_a_server_restart_are_all_stored(browser, tmp_path):
     path = tmp_path / "chat.duckdb"
     channel_id = _seed(path)
     port = free_port()
     page = browser.new_page(viewport=VIEWPORT)
-    with streamlit_server(path, port=port, log_dir=tmp_path):
+    with streamlit_server(path, extra_env=NO_LIMITS, port=port, log_dir=tmp_path):
         page.goto(f"http://127.0.0.1:{port}/?channel={channel_id}")
         page.wait_for_selector(INPUT, timeout=30_000)
     texts = [f"burst {i} after restart" for i in range(BURST)]
-    with streamlit_server(path, port=port, log_dir=tmp_path) as app:
+    with streamlit_server(path, extra_env=NO_LIMITS, port=port, log_dir=tmp_path) as app:
         page.wait_for_selector(f"{INPUT}:not([disabled])", timeout=30_000)  # the window reconnects by itself
         for text in texts:
             _send(page, text)
@@ -91,7 +94,7 @@ def test_sends_30_ms_apart_are_all_stored(browser, tmp_path):
     path = tmp_path / "chat.duckdb"
     channel_id = _seed(path)
     texts = []
-    with streamlit_server(path, log_dir=tmp_path) as app:
+    with streamlit_server(path, extra_env=NO_LIMITS, log_dir=tmp_path) as app:
         page = browser.new_page(viewport=VIEWPORT)
         page.goto(f"{app.url}/?channel={channel_id}")
         page.wait_for_selector(INPUT, timeout=30_000)
@@ -121,7 +124,7 @@ def test_unknown_paths_and_odd_links_open_the_chat_page(browser, tmp_path):
     """A deep link to a page that does not exist, or an odd ?channel=, still shows the app (never blank)."""
     path = tmp_path / "chat.duckdb"
     _seed(path)
-    with streamlit_server(path, log_dir=tmp_path) as app:
+    with streamlit_server(path, extra_env=NO_LIMITS, log_dir=tmp_path) as app:
         for link in ["/nope", "/Users", "/%E2%80%AE", "/?channel=%C2%B2", "/?channel=99999999999999999999999"]:
             page = browser.new_page(viewport=VIEWPORT)
             page.goto(app.url + link)

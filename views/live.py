@@ -2,10 +2,11 @@
 
 The route (mounted by app.py's st.App) sends each topic's version stamp when a browser connects and
 whenever a commit changes it: version numbers only, never message text. The listener is a tiny
-Components v2 element mounted inside a fragment: it keeps one WebSocket per page (on its element,
-since its code runs again on every rerun), and when a stamp differs from what the fragment last
-drew it sets a trigger, which reruns only that fragment. It reconnects with back-off; on
-reconnect the first message carries every stamp, so the page catches up on anything it missed.
+Components v2 element mounted inside a fragment: it keeps one WebSocket per page (its code runs
+again on every rerun, so the socket lives outside it, and outlives a remount of the element), and
+when a stamp differs from what the fragment last drew it sets a trigger, which reruns only that
+fragment. It reconnects with back-off; on reconnect the first message carries every stamp, so the
+page catches up on anything it missed.
 """
 from __future__ import annotations
 
@@ -33,56 +34,78 @@ SERVER_ERROR = 1011
 
 LISTENER_JS = """
 const FIRST_RETRY_MS = 250, MAX_RETRY_MS = 8000;  // back-off after a drop: 0.25 s doubling to 8 s
-const ASK_AGAIN_MS = 3000;  // a rerun that did not bring the pushed version in time is asked for again
+const ASK_AGAIN_MS = 3000;  // a rerun that has not come back by then is asked for again
+const LINGER_MS = 2000;  // Streamlit now and then remounts an element during a rerun: the new one adopts the socket
+const SENDING = '[data-testid="stChatInputTextArea"]:disabled', SENDING_POLL_MS = 100;
+const count = (name) => { window[name] = (window[name] || 0) + 1; };  // for tests, the benchmark and diagnosis
 
-export default function ({ data, parentElement, setTriggerValue }) {
-  // This runs again on every rerun that changes `data`; cleanup runs only on unmount, so the one
-  // connection of this page lives on the element and survives reruns.
+function follow(path) {  // one connection per page and topic set, shared by whichever element shows it
+  const live = { path, latest: {}, shown: {}, asking: false, askedAt: 0, asks: 0, failures: 0, holders: 0 };
+  live.check = () => {
+    clearTimeout(live.again);
+    const stale = Object.keys(live.latest).some((t) => live.latest[t] !== live.shown[t]);
+    if (!stale) return;
+    // A message just typed is on its way (the box stays disabled until its run ends): a rerun asked
+    // for now would stop that run and leave the box disabled. Ask once it is over.
+    if (document.querySelector(SENDING)) { if (!live.gone) live.again = setTimeout(live.check, SENDING_POLL_MS); return; }
+    // One rerun at a time: it reads the newest version anyway, and changes that arrive meanwhile
+    // are caught by the next one. A request can be lost (folded into a page rerun that began
+    // before the change): until the page shows what was pushed, ask again now and then.
+    if (!live.asking || Date.now() - live.askedAt >= ASK_AGAIN_MS) {
+      live.asking = true; live.askedAt = Date.now();
+      count("__channelChatReruns");
+      live.trigger("changed", ++live.asks);  // a new value each time: an event, never deduplicated
+    }
+    if (!live.gone) live.again = setTimeout(live.check, live.askedAt + ASK_AGAIN_MS - Date.now());
+  };
+  live.connect = () => {
+    const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+    const socket = live.socket = new WebSocket(`${scheme}//${location.host}${path}`);
+    count("__channelChatSockets");
+    socket.onmessage = (event) => {
+      live.failures = 0;
+      Object.assign(live.latest, JSON.parse(event.data));
+      live.check();
+    };
+    socket.onclose = () => {
+      if (live.socket !== socket || live.gone) return;
+      live.socket = null;
+      const delay = Math.min(MAX_RETRY_MS, FIRST_RETRY_MS * 2 ** live.failures++);
+      live.timer = setTimeout(live.connect, delay * (0.75 + Math.random() / 2));  // jitter: no stampede
+    };
+  };
+  live.release = () => {
+    if (--live.holders > 0) return;
+    live.lingering = setTimeout(() => {
+      live.gone = true;
+      clearTimeout(live.timer);
+      clearTimeout(live.again);
+      if (live.socket) live.socket.close();
+      delete window.__channelChatLive[path];
+    }, LINGER_MS);
+  };
+  live.connect();
+  return live;
+}
+
+export default function ({ data: bytes, parentElement, setTriggerValue }) {
+  // This runs again on every rerun that changes `data`; cleanup runs only on unmount.
+  const data = JSON.parse(new TextDecoder().decode(bytes));
+  const pages = (window.__channelChatLive = window.__channelChatLive || {});
   let live = parentElement.__channelChatLive;
-  if (!live) {
-    live = parentElement.__channelChatLive = { latest: {}, shown: {}, asked: "", askedAt: 0, failures: 0 };
-    live.check = () => {
-      const stale = Object.keys(live.latest).some((t) => live.latest[t] !== live.shown[t]);
-      if (!stale) { live.asked = ""; return; }
-      const want = JSON.stringify(live.latest);
-      if (want === live.asked && Date.now() - live.askedAt < ASK_AGAIN_MS) return;  // one rerun in flight
-      live.asked = want; live.askedAt = Date.now();
-      window.__channelChatReruns = (window.__channelChatReruns || 0) + 1;
-      live.trigger("changed", want);
-    };
-    live.connect = () => {
-      const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-      const socket = live.socket = new WebSocket(`${scheme}//${location.host}${live.path}`);
-      window.__channelChatSockets = (window.__channelChatSockets || 0) + 1;  // tests and the benchmark count these
-      socket.onmessage = (event) => {
-        live.failures = 0;
-        Object.assign(live.latest, JSON.parse(event.data));
-        live.check();
-      };
-      socket.onclose = () => {
-        if (live.socket !== socket || live.gone) return;
-        live.socket = null;
-        const delay = Math.min(MAX_RETRY_MS, FIRST_RETRY_MS * 2 ** live.failures++);
-        live.timer = setTimeout(live.connect, delay * (0.75 + Math.random() / 2));  // jitter: no stampede
-      };
-    };
+  if (!live || live.path !== data.path) {
+    if (live) live.release();
+    live = pages[data.path] = pages[data.path] || follow(data.path);
+    clearTimeout(live.lingering);
+    live.holders++;
+    count("__channelChatMounts");
+    parentElement.__channelChatLive = live;
   }
   live.trigger = setTriggerValue;
   live.shown = data.shown;
-  if (live.path !== data.path) {  // first run, or the page follows other topics now
-    live.path = data.path;
-    live.latest = {};
-    if (live.socket) { const old = live.socket; live.socket = null; old.close(); }
-    clearTimeout(live.timer);
-    live.connect();
-  }
+  live.asking = false;  // the fragment ran: it drew `shown`
   live.check();
-  return () => {
-    live.gone = true;
-    clearTimeout(live.timer);
-    if (live.socket) live.socket.close();
-    delete parentElement.__channelChatLive;
-  };
+  return () => parentElement.__channelChatLive.release();
 }
 """
 
@@ -96,8 +119,9 @@ def _ignore() -> None:
 def listen(key: str, shown: dict[int, str]) -> None:
     """Mount the page's listener: rerun the calling fragment when a topic's stamp differs from ``shown``."""
     topics = ",".join(str(topic) for topic in shown)
-    _listener(key=key, data={"path": f"{LIVE_PATH}?topics={topics}", "shown": {str(t): v for t, v in shown.items()}},
-              on_changed_change=_ignore, width="stretch", height="content")
+    data = {"path": f"{LIVE_PATH}?topics={topics}", "shown": {str(t): v for t, v in shown.items()}}
+    # Sent as bytes: a dict is first checked for data frames, which imports pandas (1.2 s on a fresh server).
+    _listener(key=key, data=json.dumps(data).encode(), on_changed_change=_ignore, width="stretch", height="content")
 
 
 def follow(db: Database, settings: Settings, channel_id: int | None = None, version: int = 0) -> None:
