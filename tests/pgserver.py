@@ -53,7 +53,7 @@ class PostgresServer:
         if self.as_root:
             shutil.chown(self.root, "postgres", "postgres")
             os.chmod(self.root, 0o755)
-        self._run("initdb", "-D", self.data, "-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync", "--no-instructions")
+        self._run("initdb", "-D", self.data, "-A", "trust", "-U", "postgres", "-E", "UTF8", "--locale=C.UTF-8", "--no-sync", "--no-instructions")
 
     def _run(self, tool: str, *args: str) -> None:
         command = [os.path.join(self.bin, tool), *args]
