@@ -111,8 +111,6 @@ def run_case(browser, variant: str, sessions: int, seconds: float, folder: Path,
     db.close()
     script, env = VARIANTS[variant]
     model.reset()
-    # The sender writes every SEND_EVERY s, past the default per-person rate limit: this measures delivery, not limits.
-    env = {**(env or {}), "MESSAGES_PER_MINUTE": "0", "AI_REPLIES_PER_HOUR": "0"}
     with streamlit_server(db_path, openai_base_url=model.base_url, refresh_seconds=POLL, script=script,
                           log_dir=folder, extra_env=env) as server:
         url = f"{server.url}/?channel={channel}"
