@@ -29,8 +29,8 @@ log = logging.getLogger(__name__)
 
 LIVE_PATH = "/live"  # custom routes ignore server.baseUrlPath: behind a prefix-only proxy the fallback poll serves
 MAX_TOPICS = 2  # a page follows its channel and the directory (users and channels lists)
-POLICY_VIOLATION = 1008  # WebSocket close codes the listener treats as "do not come back soon"
-SERVER_ERROR = 1011
+POLICY_VIOLATION = 1008  # WebSocket close codes: refused (bad topics, or not signed in) ...
+SERVER_ERROR = 1011  # ... or the database cannot be opened (the listener retries with back-off)
 
 LISTENER_JS = """
 const FIRST_RETRY_MS = 250, MAX_RETRY_MS = 8000;  // back-off after a drop: 0.25 s doubling to 8 s
