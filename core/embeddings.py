@@ -31,6 +31,7 @@ import numpy as np
 
 from core.config import DEFAULT_EMBEDDING_MODEL
 from core.db import Database, Transaction
+from core.deadline import hold_deadlines
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +132,8 @@ def provider_for(settings: Any, client: Any = None) -> Provider:
             timeout=min(settings.ai_timeout, EMBED_TIMEOUT),
             max_retries=2,
         )
+        # A tool call's query is embedded in the reply's thread: its waits end by that reply's deadline.
+        hold_deadlines(client)
     return OpenAIProvider(client, model)
 
 

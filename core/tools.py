@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from core.chat import Channel, Message, check_id, clean_name, list_messages
+from core.chat import Channel, Message, check_id, clean_name, get_channel, list_messages, name_key
 from core.context import SNIPPET_TOKENS, trim
 from core.db import Database
 from core.errors import ChatError, ValidationError
@@ -75,8 +75,6 @@ def _quote(text: str) -> str:
 
 def _find_channel(db: Database, name: Any, here: Channel) -> Channel:
     """A channel named by the model ('general', '#general' or an id), or a readable error."""
-    from core.chat import get_channel
-
     if isinstance(name, int) and not isinstance(name, bool):
         return get_channel(db, name)
     if not isinstance(name, str):
@@ -84,9 +82,12 @@ def _find_channel(db: Database, name: Any, here: Channel) -> Channel:
     wanted = name.strip().lstrip("#").strip()
     if wanted.isdigit() and wanted.isascii():
         return get_channel(db, int(wanted))
-    if not wanted or wanted.casefold() == here.name.casefold():
+    if not wanted:
         return here
-    row = db.one("SELECT id FROM channels WHERE name_key = ?", [clean_name(wanted, "Channel name").casefold()])
+    key = name_key(clean_name(wanted, "Channel name"))
+    if key == name_key(here.name):
+        return here
+    row = db.one("SELECT id FROM channels WHERE name_key = ?", [key])
     if row is None:
         raise ValidationError(f"There is no channel named #{wanted}.")
     return get_channel(db, row[0])
@@ -163,7 +164,8 @@ def run(db: Database, name: str, arguments: dict, here: Channel) -> tuple[str, s
     if not messages:
         return f"#{channel.name} has no messages there.", "no messages"
     lines = [_line(m.id, channel.name, m.author_name, m.created_at, m.content) for m in reversed(messages)]
-    return f"{len(lines)} messages of #{channel.name}, oldest first:\n" + "\n".join(lines), f"read {len(lines)} messages"
+    count = f"{len(lines)} message{'s' if len(lines) > 1 else ''}"
+    return f"{count} of #{channel.name}, oldest first:\n" + "\n".join(lines), f"read {count}"
 
 
 def call(db: Database, name: str, raw_arguments: str, here: Channel) -> dict:

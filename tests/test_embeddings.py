@@ -410,3 +410,26 @@ def test_a_retried_reply_is_embedded_again_with_its_new_text(db, ann):
     assert provider.seen["The plan is to ship on Friday."] == provider.seen["The budget is fine."] == 1
     assert vectors_per_message(db) == {mid: 1 for mid in vectors_per_message(db)} and len(vectors_per_message(db)) == 4
     assert embeddings.requeue_changed(db, provider.name) == 0
+
+
+def test_a_query_embedded_inside_a_reply_ends_by_that_replys_deadline():
+    """A tool call's search embeds its query in the reply's thread: a hung embeddings API holds it only as long
+    as the reply's deadline, not the embeddings client's own timeout (EMBED_TIMEOUT, and its retries)."""
+    import socket
+
+    import openai
+
+    from core.config import Settings
+    from core.deadline import Deadline
+
+    with socket.socket() as hung:  # accepts connections (the kernel's backlog) and never answers
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(8)
+        port = hung.getsockname()[1]
+        settings = Settings(openai_api_key="k", openai_base_url=f"http://127.0.0.1:{port}/v1", ai_timeout=60)
+        provider = embeddings.provider_for(settings)
+        assert isinstance(provider, embeddings.OpenAIProvider)
+        started = time.monotonic()
+        with Deadline(0.5), pytest.raises(openai.APITimeoutError):
+            provider.embed(["when is the deploy?"])
+        assert time.monotonic() - started < 3  # without the deadline: 10 s a try, 3 tries

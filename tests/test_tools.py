@@ -257,3 +257,18 @@ def test_channel_ai_settings_are_checked_and_listed(db):
         update_channel(db, general, look_back="yes")
     assert update_channel(db, general, model="").model is None  # empty: back to the app's model
     assert get_channel(db, general).look_back is True
+
+
+@pytest.mark.parametrize("named", ["Ops", "#ops", "ＯＰＳ", "ops\u200b", "  #Ops  "])
+def test_a_channel_named_by_the_model_is_found_as_the_app_compares_names(db, named):
+    from core.chat import get_channel
+    from core.tools import call as call_tool
+
+    ann, general, ops = create_user(db, "Ann"), create_channel(db, "general"), create_channel(db, "ops")
+    send_message(db, ops, ann, "Deploy notes live here.")
+    step = call_tool(db, "read_messages", json.dumps({"channel": named}), get_channel(db, general))
+    assert step["state"] == "done", step
+    assert step["output"].startswith("1 message of #ops, oldest first:\n") and step["summary"] == "read 1 message"
+    assert "Deploy notes live here." in step["output"]
+    missing = call_tool(db, "read_messages", json.dumps({"channel": "#nowhere"}), get_channel(db, general))
+    assert missing["state"] == "error" and missing["error"] == "There is no channel named #nowhere."
