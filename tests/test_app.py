@@ -117,6 +117,20 @@ def test_chat_rejects_empty_and_oversized_messages(app_test, app_db):
     assert chat.list_messages(app_db, channel_id) == []
 
 
+def test_one_enter_submitted_twice_by_a_slow_browser_is_stored_once(app_test, app_db):
+    user_id, channel_id = _seed(app_db, policy="off")
+    at = app_test(user_id=user_id, channel_id=channel_id).run()
+    at.chat_input[0].set_value("ship it").run()
+    at.chat_input[0].set_value("ship it").run()  # the same submit again, at once: stored once
+    at.chat_input[0].set_value("and the docs").run()
+    at.chat_input[0].set_value("ship it").run()  # another message came between: a second message
+    time.sleep(1.1)  # views/chat.py's REPEAT_SECONDS (importing the page would run it)
+    at.chat_input[0].set_value("ship it").run()  # after the window: a person sending it again
+    texts = [m.content for m in reversed(chat.list_messages(app_db, channel_id))]
+    assert texts == ["ship it", "and the docs", "ship it", "ship it"]
+    assert not at.exception and not at.error
+
+
 def test_load_older_pages_back(app_test, app_db):
     user_id, channel_id = _seed(app_db, policy="off")
     for i in range(25):

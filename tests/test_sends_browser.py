@@ -120,6 +120,36 @@ def test_sends_30_ms_apart_are_all_stored(browser, tmp_path):
     assert sorted(stored) == sorted(texts), f"stored {stored}; page missing {missing}; notices {notices!r}\n{log}"
 
 
+def test_the_chat_box_comes_back_after_every_send_on_a_slow_polling_page(browser, tmp_path):
+    """Streamlit re-enables a submit_mode="disable" chat box when it sees a whole-page run finish. A slow
+    browser (here Chromium's CPU throttled 20x) handles that finish and the next poll's fragment run in one
+    go and missed it: the box stayed disabled for good (2 sends of 15 without the guard views/live.py mounts)."""
+    path = tmp_path / "chat.duckdb"
+    channel_id = _seed(path)
+    env = {**NO_LIMITS, "LIVE_PUSH": "off"}  # the 1 s poll: a fragment run follows most sends at once
+    with streamlit_server(path, extra_env=env, refresh_seconds=1.0, log_dir=tmp_path) as app:
+        page = browser.new_page(viewport=VIEWPORT)
+        page.goto(f"{app.url}/?channel={channel_id}")
+        page.wait_for_selector(INPUT, timeout=30_000)
+        page.context.new_cdp_session(page).send("Emulation.setCPUThrottlingRate", {"rate": 20})
+        texts, stuck = [f"slow send {i}" for i in range(20)], []
+        for text in texts:
+            _send(page, text)
+            try:
+                page.wait_for_selector(f"{INPUT}:not([disabled])", timeout=10_000)
+            except Exception:
+                stuck.append(text)
+                page.reload()
+                page.wait_for_selector(f"{INPUT}:not([disabled])", timeout=30_000)
+        guarded = page.evaluate("window.__channelChatUnstuck || 0")
+        log = app.log()
+        page.close()
+    assert not stuck, f"the box stayed disabled after {stuck}\n{log}"
+    stored = _stored(path)
+    assert sorted(stored) == sorted(texts), f"stored {stored}\n{log}"
+    print(f"the guard re-enabled the box {guarded} times")
+
+
 def test_unknown_paths_and_odd_links_open_the_chat_page(browser, tmp_path):
     """A deep link to a page that does not exist, or an odd ?channel=, still shows the app (never blank)."""
     path = tmp_path / "chat.duckdb"

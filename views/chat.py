@@ -1,4 +1,6 @@
 """Chat: the channel's recent messages, live, and a box to write in."""
+import time
+
 import streamlit as st
 
 from core import chat, render, replies, tools
@@ -12,6 +14,8 @@ PAGE = chat.RECENT_LIMIT  # messages per "load older" step, as many as the origi
 TYPING = "▌"  # drawn after a reply that is still being written
 SENT = "chat_sent_by_callback"  # this run's message was stored by the chat box's callback
 NOT_SENT = "chat_not_sent"  # why the last message could not be stored, until it is drawn
+LAST_SENT = "chat_last_sent"  # (channel, user, text, monotonic time) of this window's last stored message
+REPEAT_SECONDS = 1.0  # the same text again this soon is one submit the browser sent twice, not a second message
 
 db, settings = get_db(), get_settings()
 user, channel = current_user(db), current_channel(db)
@@ -35,12 +39,20 @@ def send(channel_id: int, user_id: int, key: str) -> None:
 
 
 def store(channel_id: int, user_id: int, prompt: str) -> bool:
-    """Send; or keep a notice that says the message was not sent and why, and return False."""
+    """Send; or keep a notice that says the message was not sent and why, and return False.
+
+    A slow browser (seen with Chromium's CPU throttled) can submit one Enter twice: the same text from the
+    same window again within REPEAT_SECONDS is taken as that, and stored once.
+    """
+    now, last = time.monotonic(), st.session_state.get(LAST_SENT)
+    if last and last[:3] == (channel_id, user_id, prompt) and now - last[3] < REPEAT_SECONDS:
+        return True
     try:
         chat.send_message(get_db(), channel_id, user_id, prompt, limits=get_settings().limits)
     except ChatError as error:
         st.session_state[NOT_SENT] = f"Your message was not sent. {error}"
         return False
+    st.session_state[LAST_SENT] = (channel_id, user_id, prompt, now)
     return True
 
 
@@ -55,6 +67,7 @@ else:
     # page has not yet told Streamlit about the callback (a window that outlived a server restart).
     prompt = st.chat_input(f"Message #{channel.name} as {user.name}", key=key, submit_mode="disable",
                            on_submit=send, args=(channel.id, user.id, key))
+    live.guard_chat_input()
     sent = st.session_state.pop(SENT, False)
     if prompt and not sent:
         store(channel.id, user.id, prompt)

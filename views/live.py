@@ -111,6 +111,38 @@ export default function ({ data: bytes, parentElement, setTriggerValue }) {
 
 _listener = st.components.v2.component("channel_chat.live", js=LISTENER_JS)
 
+# Streamlit's chat input with submit_mode="disable" re-enables when it sees a whole-page run finish after
+# the submit. When that finish and a fragment run's (the fallback poll, a push) reach a busy browser
+# together, it sees only the fragment's and stays disabled until the next whole-page run, which may
+# never come. This guard, mounted outside any fragment, asks for one whole-page run when the box has
+# been disabled for a while with no run going and the app connected.
+GUARD_JS = """
+const STUCK_MS = 2500, CHECK_MS = 250;
+const BOX = '[data-testid="stChatInputTextArea"]';
+const BUSY = '[data-testid="stStatusWidgetRunningIcon"], [data-testid="stConnectionStatus"]';
+export default function ({ setTriggerValue }) {
+  const guard = (window.__channelChatGuard = window.__channelChatGuard || { since: 0, asks: 0 });
+  guard.trigger = setTriggerValue;
+  if (!guard.timer) guard.timer = setInterval(() => {
+    const box = document.querySelector(BOX);
+    if (!box || !box.disabled || document.querySelector(BUSY)) { guard.since = 0; return; }
+    if (!guard.since) guard.since = Date.now();
+    if (Date.now() - guard.since < STUCK_MS) return;
+    guard.since = 0;
+    window.__channelChatUnstuck = (window.__channelChatUnstuck || 0) + 1;  // for tests and diagnosis
+    guard.trigger("stuck", ++guard.asks);
+  }, CHECK_MS);
+  return () => { clearInterval(guard.timer); guard.timer = null; };
+}
+"""
+
+_guard = st.components.v2.component("channel_chat.input_guard", js=GUARD_JS)
+
+
+def guard_chat_input() -> None:
+    """Mount (outside any fragment) the guard that re-enables a chat input Streamlit left disabled."""
+    _guard(key="chat-input-guard", data=b"{}", on_stuck_change=_ignore, width="stretch", height="content")
+
 
 def _ignore() -> None:
     """A trigger needs a callback to be registered; the rerun it causes is all the page needs."""
