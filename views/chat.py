@@ -7,14 +7,14 @@ from core import chat, render, replies, tools
 from core.errors import ChatError
 from views import live
 from views.common import (current_channel, current_user, escape_markdown, get_db, get_settings, guarded, local_time,
-                          show_error)
+                          session_scratch, show_error)
 from views.search import search_panel
 
 PAGE = chat.RECENT_LIMIT  # messages per "load older" step, as many as the original lists
 TYPING = "▌"  # drawn after a reply that is still being written
 SENT = "chat_sent_by_callback"  # this run's message was stored by the chat box's callback
 NOT_SENT = "chat_not_sent"  # why the last message could not be stored, until it is drawn
-LAST_SENT = "chat_last_sent"  # (channel, user, text, monotonic time) of this window's last stored message
+SENDING = "chat_sending"  # this session's lock around a send, and its last stored (channel, user, text, time)
 REPEAT_SECONDS = 1.0  # the same text again this soon is one submit the browser sent twice, not a second message
 
 db, settings = get_db(), get_settings()
@@ -44,16 +44,18 @@ def store(channel_id: int, user_id: int, prompt: str) -> bool:
     A slow browser (seen with Chromium's CPU throttled) can submit one Enter twice: the same text from the
     same window again within REPEAT_SECONDS is taken as that, and stored once.
     """
-    now, last = time.monotonic(), st.session_state.get(LAST_SENT)
-    if last and last[:3] == (channel_id, user_id, prompt) and now - last[3] < REPEAT_SECONDS:
+    sending = session_scratch(SENDING)
+    with sending["lock"]:  # the stopped run's callback and the new run's may both be here
+        now, last = time.monotonic(), sending.get("last")
+        if last and last[:3] == (channel_id, user_id, prompt) and now - last[3] < REPEAT_SECONDS:
+            return True
+        try:
+            chat.send_message(get_db(), channel_id, user_id, prompt, limits=get_settings().limits)
+        except ChatError as error:
+            st.session_state[NOT_SENT] = f"Your message was not sent. {error}"
+            return False
+        sending["last"] = (channel_id, user_id, prompt, time.monotonic())  # no stop point since the write
         return True
-    try:
-        chat.send_message(get_db(), channel_id, user_id, prompt, limits=get_settings().limits)
-    except ChatError as error:
-        st.session_state[NOT_SENT] = f"Your message was not sent. {error}"
-        return False
-    st.session_state[LAST_SENT] = (channel_id, user_id, prompt, now)
-    return True
 
 
 st.header(f"# {escape_markdown(channel.name)}", divider="gray")

@@ -5,6 +5,7 @@ import atexit
 import functools
 import logging
 import re
+import threading
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterator
@@ -110,6 +111,22 @@ def get_responder() -> Responder:
     settings = get_settings()
     get_db()
     return _responder(settings.db_path, settings)
+
+
+_session_locks = threading.Lock()
+
+
+def session_scratch(name: str) -> dict:
+    """A dict of this browser session's own, holding a "lock", for state written along with a database write.
+
+    Two script threads can serve one session at once (with runner.fastReruns a new run starts while the
+    stopped one may still be in a widget callback), and every st.session_state access is a point where a
+    stopped run ends. Changing this dict is not: what must not be lost after a write goes here.
+    """
+    with _session_locks:
+        if name not in st.session_state:
+            st.session_state[name] = {"lock": threading.Lock()}
+        return st.session_state[name]
 
 
 def guarded(draw: Callable[..., None]) -> Callable[..., None]:
