@@ -9,6 +9,7 @@ The two rankings are fused by reciprocal rank fusion, with exact phrases kept on
 """
 from __future__ import annotations
 
+import math
 import numbers
 import re
 import unicodedata
@@ -135,7 +136,7 @@ def _keyword_ids(
 ) -> list[tuple[int, int]]:
     """(message id, phrase matched 0/1) of the best keyword matches, best first.
 
-    Ranked by: the whole phrase present, then (for any-term matching) how many words match, then newest.
+    Ranked by: the whole phrase present, then (for any-term matching) the summed rarity of the words matched, then newest.
     """
     contains = db.dialect.contains("m.content")
     where = ["m.status = 'complete'"]
@@ -169,13 +170,22 @@ def _keyword_ids(
         ranked = [(int(row[0]), 1) for row in exact]
         ranked += [(int(mid), 0) for mid, hit in rows if not hit and mid not in seen]
         return ranked[:depth]
-    matched = " + ".join(f"(CASE WHEN {contains} THEN 1 ELSE 0 END)" for _ in terms)
+    # Any-term matching ranks by how telling the matched words are: a word few of these messages hold
+    # (inverse document frequency, counted in one pass) outweighs one that most filler shares.
+    counts = db.one(
+        f"SELECT count(*), {', '.join(f'sum(CASE WHEN {contains} THEN 1 ELSE 0 END)' for _ in terms)} "
+        f"FROM messages m WHERE {' AND '.join(where)}",
+        [*terms, *params],
+    )
+    total = int(counts[0] or 0)
+    weights = [math.log((total + 1) / ((count or 0) + 0.5)) for count in counts[1:]]
+    matched = " + ".join(f"(CASE WHEN {contains} THEN CAST(? AS {db.dialect.double}) ELSE 0 END)" for _ in terms)
     sql = (
         f"SELECT m.id, (CASE WHEN {contains} THEN 1 ELSE 0 END) AS phrase, ({matched}) AS words FROM messages m "
         f"WHERE {' AND '.join(where)} AND ({' OR '.join(contains for _ in terms)}) "
         "ORDER BY phrase DESC, words DESC, m.id DESC LIMIT ?"
     )
-    rows = db.rows(sql, [phrase, *terms, *params, *terms, depth])
+    rows = db.rows(sql, [phrase, *[v for pair in zip(terms, weights) for v in pair], *params, *terms, depth])
     return [(int(row[0]), int(row[1])) for row in rows]
 
 

@@ -171,6 +171,15 @@ def test_related_messages_ranks_by_shared_words_and_excludes(db, ann, general, d
     assert search.related_messages(db, general, "?!") == []
 
 
+def test_related_messages_weigh_a_rare_shared_word_above_a_common_one(db, ann, general):
+    """Each holds one word of the question: the old message with the rare word ("credential") ranks above
+    the newer ones sharing a word most of the channel uses ("staging")."""
+    rare = say(db, general, ann, "Rotate the credential every Tuesday night")[0]
+    common = say(db, general, ann, *[f"staging build {i} is green" for i in range(12)])
+    hits = search.related_messages(db, general, "How often does the staging credential change?", limit=3)
+    assert [h.message_id for h in hits] == [rare, common[-1], common[-2]]
+
+
 def test_an_old_exact_phrase_beats_many_newer_scattered_matches(db, ann, general):
     exact = say(db, general, ann, "the deploy on friday went well")[0]
     scattered = say(db, general, ann, *[f"friday {i}: deploy, then on call" for i in range(30)])
