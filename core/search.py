@@ -26,6 +26,7 @@ MAX_QUERY_CHARS = 200  # a search box, not a document: longer text belongs in re
 MAX_TERMS = 10  # each word is one more pass over the text; ten covers any real query
 MAX_LIMIT = 100  # hits per page
 MAX_OFFSET = 1000  # how deep paging goes: past 50 pages a better query is the answer
+RECENT_WINDOW = 20_000  # ids a newest-first keyword search reads before it falls back to the whole table
 RRF_K = 60  # reciprocal rank fusion's constant (Cormack et al. 2009): damps the weight of top ranks
 PHRASE_BONUS = 1.0  # larger than any fused rank score (at most 2/61), so exact phrases always lead
 RELATED_TERMS = 12  # the most telling words of a text that related_messages looks for
@@ -123,6 +124,20 @@ def _channel(db: Database, channel_id: Any) -> int | None:
 
 
 # keyword ---------------------------------------------------------------------
+def _newest_first(db: Database, select: str, params: list[Any], depth: int) -> list[tuple]:
+    """The ``depth`` newest rows of ``select`` (a query over ``messages m``), newest first.
+
+    A common word fills a page among the newest messages: look there first (a range of the primary key),
+    and read the whole table only when that window holds fewer than ``depth`` matches. Same rows either way.
+    """
+    (top,) = db.one("SELECT max(id) FROM messages")
+    if top is not None and top > RECENT_WINDOW:
+        rows = db.rows(f"{select} AND m.id > ? ORDER BY m.id DESC LIMIT ?", [*params, top - RECENT_WINDOW, depth])
+        if len(rows) >= depth:
+            return rows
+    return db.rows(f"{select} ORDER BY m.id DESC LIMIT ?", [*params, depth])
+
+
 def _keyword_ids(
     db: Database,
     terms: Sequence[str],
@@ -155,16 +170,16 @@ def _keyword_ids(
         # backwards). One pass holds every match when there are fewer than ``depth``; otherwise a second,
         # phrase-only pass finds the older exact phrases that rank above the newest scattered matches.
         flag = f"(CASE WHEN {contains} THEN 1 ELSE 0 END)"
-        rows = db.rows(
-            f"SELECT m.id, {flag} FROM messages m WHERE {' AND '.join([*where, *(contains for _ in terms)])} "
-            "ORDER BY m.id DESC LIMIT ?",
-            [phrase, *params, *terms, depth],
+        rows = _newest_first(
+            db,
+            f"SELECT m.id, {flag} FROM messages m WHERE {' AND '.join([*where, *(contains for _ in terms)])}",
+            [phrase, *params, *terms],
+            depth,
         )
         if len(rows) < depth or len(terms) == 1:
             return sorted(((int(mid), int(hit)) for mid, hit in rows), key=lambda row: (-row[1], -row[0]))
-        exact = db.rows(
-            f"SELECT m.id FROM messages m WHERE {' AND '.join([*where, contains])} ORDER BY m.id DESC LIMIT ?",
-            [*params, phrase, depth],
+        exact = _newest_first(
+            db, f"SELECT m.id FROM messages m WHERE {' AND '.join([*where, contains])}", [*params, phrase], depth
         )
         seen = {row[0] for row in exact}
         ranked = [(int(row[0]), 1) for row in exact]

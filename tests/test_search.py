@@ -188,3 +188,19 @@ def test_an_old_exact_phrase_beats_many_newer_scattered_matches(db, ann, general
     assert [h.message_id for h in first[1:]] == scattered[::-1][:9]
     rest = search.search_messages(db, "deploy on friday", limit=10, offset=10)
     assert [h.message_id for h in rest] == scattered[::-1][9:19]
+
+
+def test_newest_window_gives_the_same_results_as_reading_everything(db, ann, general, dev, monkeypatch):
+    """A common word's page comes from the newest ids first; a rare one falls back to the whole table."""
+    say(db, general, ann, "rare zebra sighting", "the deploy on friday", *[f"deploy note {i}" for i in range(20)])
+    say(db, dev, ann, *[f"dev deploy {i}" for i in range(10)], "deploy on friday in dev")
+
+    def results():
+        return {(query, channel): [h.message_id for h in search.search_messages(db, query, channel, limit=5)]
+                for query in ("deploy", "zebra", "deploy on friday", "deploy friday") for channel in (None, general)}
+
+    monkeypatch.setattr(search, "RECENT_WINDOW", 10**9)  # never a window: the whole table
+    everything = results()
+    monkeypatch.setattr(search, "RECENT_WINDOW", 6)  # the newest ids only, then the fallback
+    assert results() == everything
+    assert everything[("zebra", None)] and everything[("deploy on friday", general)][0] < everything[("deploy", general)][-1]
