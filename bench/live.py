@@ -101,6 +101,18 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
+def delays(seen: list[dict], keys: list[str], stored: dict) -> tuple[list[float], int]:
+    """(ms from stored to shown, for each key and window; how many stored keys a window never showed)."""
+    latencies, missed = [], 0
+    for page_seen in seen:
+        for key in keys:
+            if key in page_seen and key in stored:
+                latencies.append(page_seen[key] - stored[key])
+            elif key in stored:
+                missed += 1
+    return latencies, missed
+
+
 def run_case(browser, variant: str, sessions: int, seconds: float, folder: Path, model: FakeOpenAI,
              replies: int = AI_REPLIES) -> dict:
     """One design with N watching windows: idle cost, then message propagation, then AI first tokens."""
@@ -176,20 +188,8 @@ def run_case(browser, variant: str, sessions: int, seconds: float, folder: Path,
             sent[message.content.split()[-1]] = message.created_at.replace(tzinfo=timezone.utc).timestamp() * 1000
     db.close()
     lost = [token for token in tokens if token not in sent]  # typed and sent, but never stored
-    latencies, missed = [], 0
-    for page_seen in seen:
-        for token in tokens:
-            if token in page_seen and token in sent:
-                latencies.append(page_seen[token] - sent[token])
-            elif token in sent:
-                missed += 1  # stored, but this window never showed it
-    ai_latencies, ai_missed = [], 0
-    for page_seen in seen:
-        for first in firsts:
-            if first in page_seen and first in first_sent:
-                ai_latencies.append(page_seen[first] - first_sent[first])
-            elif first in first_sent:
-                ai_missed += 1  # the model answered, but this window never showed it
+    latencies, missed = delays(seen, tokens, sent)
+    ai_latencies, ai_missed = delays(seen, firsts, first_sent)
     ai_lost = sum(first not in first_sent for first in firsts)  # the '@ai' send itself never got through
     windows = sessions + 1  # the sender window is open too
     return {

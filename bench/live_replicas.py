@@ -70,15 +70,7 @@ def run_case(browser, pg: PostgresServer, variant: str, sessions: int, sends: in
     db.close()
     result = {"variant": variant, "sessions": sessions, "lost": sum(t not in sent for t in tokens), "sent": len(tokens)}
     for side, replica in (("same", 0), ("other", 1)):
-        latencies, missed = [], 0
-        for where, page_seen in seen:
-            if where != replica:
-                continue
-            for token in tokens:
-                if token in page_seen and token in sent:
-                    latencies.append(page_seen[token] - sent[token])
-                elif token in sent:
-                    missed += 1
+        latencies, missed = live.delays([page_seen for where, page_seen in seen if where == replica], tokens, sent)
         result[side] = (live.percentile(latencies, 0.5), live.percentile(latencies, 0.95),
                         max(latencies) if latencies else float("nan"), missed)
     return result

@@ -146,3 +146,28 @@ def chromium() -> Iterator["playwright.sync_api.Browser"]:  # noqa: F821
             yield browser
         finally:
             browser.close()
+
+
+# the chat page, as the browser tests drive it --------------------------------------------------------
+MESSAGE = "[data-testid=stChatMessage]"
+INPUT = "[data-testid=stChatInput] textarea"
+
+
+def type_and_send(page, text: str) -> None:
+    page.fill(INPUT, text)
+    page.press(INPUT, "Enter")
+
+
+def drawn_texts(page) -> list[str]:
+    """The inner text of each chat message the page shows, top to bottom."""
+    return page.locator(MESSAGE).all_inner_texts()
+
+
+def wait_page(page, condition, timeout: float = 15.0, what: str = "condition"):
+    """Poll ``condition(page)`` every 50 ms until it is truthy (returned), or fail saying what the page shows."""
+    deadline = time.monotonic() + timeout
+    while not (value := condition(page)):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"waited {timeout:g} s for {what}; the page shows {drawn_texts(page)}")
+        page.wait_for_timeout(50)
+    return value

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from core import chat
 from core.db import Database, connect
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -121,3 +122,15 @@ def app_db(isolated_settings):
     from views.common import _database
 
     return _database(os.environ["CHAT_DB"])
+
+
+@pytest.fixture
+def ann(db) -> int:
+    """A user named Ann, in the ``db`` under test."""
+    return chat.create_user(db, "Ann")
+
+
+@pytest.fixture
+def general(db) -> int:
+    """A channel named general where the AI stays quiet (a module that wants replies defines its own)."""
+    return chat.create_channel(db, "general", reply_policy="off")

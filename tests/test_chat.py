@@ -17,11 +17,6 @@ from core.recent import CACHE_DEPTH
 
 
 @pytest.fixture
-def ann(db):
-    return chat.create_user(db, "Ann")
-
-
-@pytest.fixture
 def quiet(db):
     """A channel where the AI never answers: sends stay one row."""
     return chat.create_channel(db, "quiet", reply_policy="off")

@@ -38,16 +38,6 @@ class Counting:
         return local_provider().embed(texts)
 
 
-@pytest.fixture
-def ann(db):
-    return chat.create_user(db, "Ann")
-
-
-@pytest.fixture
-def general(db):
-    return chat.create_channel(db, "general", reply_policy="off")
-
-
 def until(check, timeout: float = WAIT):
     deadline = time.monotonic() + timeout
     while not (result := check()):

@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
+from clock import Clock
 from core import chat, limits, replies
 from core import tables as t
 from core.ai import Responder
@@ -17,16 +18,6 @@ from core.limits import Limits, RateLimited
 from fake_openai import Script
 
 START = datetime(2025, 3, 1, 12, 0, 0)
-
-
-class Clock:
-    """A clock the test moves by hand (naive UTC, as the database stores it)."""
-
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 @pytest.fixture

@@ -17,15 +17,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from itsdangerous import URLSafeTimedSerializer
 
-from browser import VIEWPORT, chromium, free_port, streamlit_server
+from browser import (INPUT, MESSAGE, VIEWPORT, chromium, drawn_texts, free_port, streamlit_server, type_and_send,
+                     wait_page)
 from core import chat
 from core.db import connect
 
 pytestmark = pytest.mark.browser
 
 REFRESH = 0.5  # seconds between the chat page's checks for news
-MESSAGE = "[data-testid=stChatMessage]"
-INPUT = "[data-testid=stChatInput] textarea"
 SECRETS = {  # every one of them must stay out of pages and the server's log
     "cookie_secret": "browser-cookie-secret-0123456789",
     "client_secret": "browser-client-secret-0123456789",
@@ -144,28 +143,10 @@ def person(world):
         context.close()
 
 
-def _send(page, text: str) -> None:
-    page.fill(INPUT, text)
-    page.press(INPUT, "Enter")
-
-
-def _texts(page) -> list[str]:
-    return page.locator(MESSAGE).all_inner_texts()
-
-
-def _wait(page, condition, timeout: float = 15.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while not (value := condition(page)):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"waited {timeout:g} s for {what}; the page shows {_texts(page)}")
-        page.wait_for_timeout(50)
-    return value
-
-
 def _spoken(page) -> list[tuple[str, str]]:
     """(speaker, text) of each message drawn, read from its caption 'Name · time' and its body."""
     found = []
-    for text in _texts(page):
+    for text in drawn_texts(page):
         match = re.search(r"^(.+?) · \d", text, re.M)
         body = text.split("\n")[-1].strip()
         found.append((match.group(1).strip() if match else "?", body))
@@ -175,11 +156,11 @@ def _spoken(page) -> list[tuple[str, str]]:
 def test_two_people_in_two_windows_each_message_carries_its_author(person):
     ann, bob = person("ann"), person("bob")
     assert "as Ann" in ann.get_attribute(INPUT, "placeholder") and "as Bob" in bob.get_attribute(INPUT, "placeholder")
-    _send(ann, "Hello from Ann")
-    _wait(bob, lambda p: ("Ann", "Hello from Ann") in _spoken(p), what="Ann's message in Bob's window")
-    _send(bob, "Hi Ann, Bob here")
+    type_and_send(ann, "Hello from Ann")
+    wait_page(bob, lambda p: ("Ann", "Hello from Ann") in _spoken(p), what="Ann's message in Bob's window")
+    type_and_send(bob, "Hi Ann, Bob here")
     for page in (ann, bob):
-        _wait(page, lambda p: _spoken(p)[-2:] == [("Ann", "Hello from Ann"), ("Bob", "Hi Ann, Bob here")],
+        wait_page(page, lambda p: _spoken(p)[-2:] == [("Ann", "Hello from Ann"), ("Bob", "Hi Ann, Bob here")],
               what="both messages with their authors")
 
 
@@ -203,13 +184,13 @@ def test_nobody_speaks_as_someone_else(world, person):
     # Query parameters naming another user change nothing.
     ann.goto(f"{world['app'].url}/?channel={world['channels']['guards']}&user=Bob&user_id=2&as=bob")
     ann.wait_for_selector(f"{INPUT}[placeholder*='as Ann']", timeout=30_000)
-    _send(ann, "still Ann, whatever the link says")
-    _wait(bob, lambda p: ("Ann", "still Ann, whatever the link says") in _spoken(p), what="the message, as Ann's")
+    type_and_send(ann, "still Ann, whatever the link says")
+    wait_page(bob, lambda p: ("Ann", "still Ann, whatever the link says") in _spoken(p), what="the message, as Ann's")
     # Taking another person's name is refused.
     ann.locator("[data-testid=stSidebar]").get_by_text("Rename").click()
     ann.get_by_label("Display name").fill("Bob")
     ann.get_by_role("button", name="Save name").click()
-    _wait(ann, lambda p: p.get_by_text("already exists").count(), what="the refusal")
+    wait_page(ann, lambda p: p.get_by_text("already exists").count(), what="the refusal")
     # An identity cookie forged for Bob (well formed, signed without the app's cookie secret) is no login at all.
     (cookie,) = [c for c in ann.context.cookies() if c["name"] == "_streamlit_user"]
     claims = {"iss": world["provider"], "sub": "bob", "email": "bob@example.com", "name": "Bob", "is_logged_in": True,
@@ -240,8 +221,10 @@ def test_a_non_admin_cannot_reach_the_console_or_exports(world, person):
 def test_a_remote_image_is_not_fetched_when_another_window_shows_it(world, person):
     pixel = f"http://127.0.0.1:{world['pixels'].server_port}/pixel.png"
     ann, bob = person("ann", channel="pics"), person("bob", channel="pics")
-    _send(ann, f"look ![tracker]({pixel}) and [this](data:text/html,<script>alert(1)</script>) and [docs](https://docs.streamlit.io)")
-    _wait(bob, lambda p: p.locator(f"{MESSAGE} a[href='{pixel}']").count(), what="the image, as a link, in Bob's window")
+    type_and_send(ann, f"look ![tracker]({pixel}) and [this](data:text/html,<script>alert(1)</script>) "
+                       "and [docs](https://docs.streamlit.io)")
+    wait_page(bob, lambda p: p.locator(f"{MESSAGE} a[href='{pixel}']").count(),
+              what="the image, as a link, in Bob's window")
     bob.wait_for_timeout(1500)  # time enough for any fetch
     for page in (ann, bob):
         assert page.locator(f"{MESSAGE} img[src*='127.0.0.1:{world['pixels'].server_port}']").count() == 0

@@ -13,11 +13,6 @@ from core.replies import INTERRUPTED, MAX_ATTEMPTS, STOPPED_EMPTY
 
 
 @pytest.fixture
-def ann(db):
-    return chat.create_user(db, "Ann")
-
-
-@pytest.fixture
 def general(db):
     return chat.create_channel(db, "general")
 

@@ -8,16 +8,6 @@ from core.errors import NotFound, ValidationError
 
 
 @pytest.fixture
-def ann(db):
-    return chat.create_user(db, "Ann")
-
-
-@pytest.fixture
-def general(db):
-    return chat.create_channel(db, "general", reply_policy="off")
-
-
-@pytest.fixture
 def dev(db):
     return chat.create_channel(db, "dev", reply_policy="off")
 

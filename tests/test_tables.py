@@ -10,6 +10,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+from clock import Clock
 from core import chat, replies
 from core import tables as t
 from core.db import connect
@@ -18,16 +19,6 @@ from core.errors import NotFound, ValidationError
 START = datetime(2024, 3, 1, 9, 0)
 APP_TABLES = {"ai_jobs", "channels", "embedding_jobs", "identities", "message_vectors", "messages", "migrations",
               "search_state", "users"}
-
-
-class Clock:
-    """A clock the test moves by hand."""
-
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 @pytest.fixture

@@ -6,7 +6,8 @@ import time
 
 import pytest
 
-from browser import ROOT, VIEWPORT, chromium, streamlit_server
+from browser import (INPUT, MESSAGE, ROOT, VIEWPORT, chromium, drawn_texts, streamlit_server, type_and_send,
+                     wait_page)
 from core import chat
 from core.db import connect
 from fake_openai import FakeOpenAI, Script
@@ -17,8 +18,6 @@ REFRESH = 0.5  # seconds between the chat page's checks for news
 WORDS = "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november oscar papa".split()
 REPLY = "Hello Ann and Bob! " + " ".join(WORDS) + "."
 ARTIFACTS = ROOT / "artifacts"
-MESSAGE = "[data-testid=stChatMessage]"
-INPUT = "[data-testid=stChatInput] textarea"
 # A message's own text: its Markdown, not the caption (name · time), an error box, a button or the expander.
 BODY = ("[data-testid=stChatMessageContent] > [data-testid=stVerticalBlock] > [data-testid=stElementContainer]"
         " > [data-testid=stMarkdown] [data-testid=stMarkdownContainer]")
@@ -69,26 +68,6 @@ def _open(world, page, channel: str, user: str):
     return page
 
 
-def _send(page, text: str) -> None:
-    page.fill(INPUT, text)
-    page.press(INPUT, "Enter")
-
-
-def _texts(page) -> list[str]:
-    return page.locator(MESSAGE).all_inner_texts()
-
-
-def _wait(page, condition, timeout: float = 15.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition(page)
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"waited {timeout:g} s for {what}; the page shows {_texts(page)}")
-        page.wait_for_timeout(50)
-
-
 def _last_body(page) -> str:
     """The text of the newest chat message as drawn (the typing mark included while it streams)."""
     last = page.locator(MESSAGE).last
@@ -102,7 +81,7 @@ def _is_ai(text: str) -> bool:
 
 def _words_shown(page) -> int:
     """How many of the reply's words the newest AI message shows (it grows while the reply streams)."""
-    texts = [t for t in _texts(page) if _is_ai(t)]
+    texts = [t for t in drawn_texts(page) if _is_ai(t)]
     return sum(word in texts[-1] for word in WORDS) if texts else 0
 
 
@@ -113,20 +92,20 @@ def _shoot(page, name: str) -> None:
 
 def test_message_and_growing_ai_reply_reach_the_other_window(open_window):
     a, b = open_window("sync", "Ann"), open_window("sync", "Bob")
-    _send(b, "Hi everyone, Bob here.")
-    _send(a, "Hello from Ann's window")
-    _wait(b, lambda p: any("Hello from Ann's window" in t for t in _texts(p)), what="A's message in B")
+    type_and_send(b, "Hi everyone, Bob here.")
+    type_and_send(a, "Hello from Ann's window")
+    wait_page(b, lambda p: any("Hello from Ann's window" in t for t in drawn_texts(p)), what="A's message in B")
 
     seen = set()  # the reply's length as B saw it, tick by tick, without anything done in B
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and not (seen and max(seen) == len(WORDS) and "▌" not in _texts(b)[-1]):
+    while time.monotonic() < deadline and not (seen and max(seen) == len(WORDS) and "▌" not in drawn_texts(b)[-1]):
         seen.add(_words_shown(b))
         b.wait_for_timeout(50)
     partial = {n for n in seen if 0 < n < len(WORDS)}
     assert len(partial) >= 2, f"B saw the reply at lengths {sorted(seen)}: it should grow while streaming"
     for page in (a, b):
-        _wait(page, lambda p: _last_body(p) == REPLY, what="the complete reply")
-        assert sum(_is_ai(t) for t in _texts(page)) == 2  # one reply per message
+        wait_page(page, lambda p: _last_body(p) == REPLY, what="the complete reply")
+        assert sum(_is_ai(t) for t in drawn_texts(page)) == 2  # one reply per message
     _shoot(a, "chat-ann")
     _shoot(b, "chat-bob")
     assert not a.dialogs and not b.dialogs
@@ -135,15 +114,15 @@ def test_message_and_growing_ai_reply_reach_the_other_window(open_window):
 def test_cut_stream_shows_error_and_retry_mends_it_in_both_windows(world, open_window):
     world["server"].push(Script(text="This reply breaks off half way through", cut_after=3))
     a, b = open_window("faults", "Ann"), open_window("faults", "Bob")
-    _send(a, "Tell me a story")
+    type_and_send(a, "Tell me a story")
     for page in (a, b):
-        _wait(page, lambda p: "closed the stream before the reply was finished" in " ".join(_texts(p)),
+        wait_page(page, lambda p: "closed the stream before the reply was finished" in " ".join(drawn_texts(p)),
               timeout=20, what="the error")
-        assert "This reply breaks" in _texts(page)[-1]  # the partial text is kept
+        assert "This reply breaks" in drawn_texts(page)[-1]  # the partial text is kept
     b.get_by_role("button", name="Retry").click()
     for page in (a, b):
-        _wait(page, lambda p: _last_body(p) == REPLY, timeout=30, what="the mended reply")
-        assert len(_texts(page)) == 2 and "closed the stream" not in " ".join(_texts(page))
+        wait_page(page, lambda p: _last_body(p) == REPLY, timeout=30, what="the mended reply")
+        assert len(drawn_texts(page)) == 2 and "closed the stream" not in " ".join(drawn_texts(page))
     _shoot(b, "retry-mended")
 
 
@@ -151,18 +130,19 @@ def test_unsent_draft_survives_refreshes(open_window):
     a, b = open_window("drafts", "Ann"), open_window("drafts", "Bob")
     b.fill(INPUT, "half-written thought, not sent")
     for i in range(3):
-        _send(a, f"tick {i}")
-        _wait(b, lambda p: any(f"tick {i}" in t for t in _texts(p)), what=f"tick {i} in B")
+        type_and_send(a, f"tick {i}")
+        wait_page(b, lambda p: any(f"tick {i}" in t for t in drawn_texts(p)), what=f"tick {i} in B")
     b.wait_for_timeout(int(3 * REFRESH * 1000))
     assert b.input_value(INPUT) == "half-written thought, not sent"
-    assert len(_texts(b)) == 3
+    assert len(drawn_texts(b)) == 3
 
 
 def test_html_and_script_in_a_message_stay_inert(open_window):
     a, b = open_window("html", "Ann"), open_window("html", "Bob")
     payload = "<img src=x onerror=alert(1)><script>alert(2)</script> **bold** [link](javascript:alert(3))"
-    _send(a, payload)
-    _wait(b, lambda p: any("<img src=x onerror=alert(1)>" in t for t in _texts(p)), what="the payload as text in B")
+    type_and_send(a, payload)
+    wait_page(b, lambda p: any("<img src=x onerror=alert(1)>" in t for t in drawn_texts(p)),
+              what="the payload as text in B")
     b.wait_for_timeout(1000)
     for page in (a, b):
         assert page.locator(f"{MESSAGE} img[src=x], {MESSAGE} script").count() == 0

@@ -30,7 +30,8 @@ def send(channel_id: int, user_id: int, key: str) -> None:
 
     Streamlit stops a running script when a newer full rerun arrives (runner.fastReruns), so a message
     handled in the page body could be dropped before it reached the database. Callbacks run before the
-    body, with no stop point inside them (a stop is checked only when a page element is sent).
+    body; their only stop points are st.session_state accesses, so ``store`` keeps what it must not lose
+    after the write out of st.session_state.
     """
     st.session_state[SENT] = True
     prompt = st.session_state.get(key)
