@@ -36,7 +36,9 @@ _SCHEME_UNSURE = frozenset("&\\") | frozenset(map(chr, range(0x21))) | {"\x7f"} 
 _URL_IGNORED = re.compile(r"[\x00-\x20\x7f]")  # browsers drop tabs and newlines in URLs and trim controls/space
 _SCHEME = re.compile(r"([a-z][a-z0-9+.\-]*):", re.IGNORECASE)
 _URL_STARTS = re.compile(r"\][(:]|<(?=[A-Za-z])")  # where a link destination or an autolink begins
-_DESTINATION_LEAD = re.compile(r"[ \t]*(?:\r\n|\r|\n)?[ \t]*<?")  # what may come before a destination's first character
+# What may come before a destination's first character: spaces, one line break, and on the next line the ">" markers of
+# the block quotes it continues ("> [a](\n> data:...)" is one link inside a quote).
+_DESTINATION_LEAD = re.compile(r"[ \t]*(?:(?:\r\n|\r|\n)(?:[ \t]*>)*)?[ \t]*<?")
 _INLINE_IMAGE = re.compile(r"!\[[^\]\n]{0,200}\]\(")
 _SCHEME_FAST = re.compile(r"[A-Za-z0-9+.\-]*(.?)")  # a destination's leading scheme characters and the one after
 _PLAIN_IMAGE = re.compile(r"!\[[^\[\]\\`<>\n]*\]\(([^\s()<>\\`\[\]\"']+)\)")
@@ -94,8 +96,11 @@ def _neutralise_links(text: str) -> str:
         at = found.start()
         if found.group() == "<":
             if (scheme := _SCHEME.match(text, at + 1)) and scheme.group(1).lower() not in LINK_SCHEMES:
-                out.append(text[copied:at] + "\\")  # "<data:...>" is an autolink; "\<data:...>" is text
-                copied = at
+                # "<data:...>" is an autolink, "<data\:...>" is text that reads the same. The backslash goes inside,
+                # where nothing the author wrote before the "<" can pair with it (a "\" before it would).
+                colon = scheme.end() - 1
+                out.append(text[copied:colon] + "\\")
+                copied = colon
         elif _dead(text, at + 2, budget):
             out.append(text[copied : at + 1] + "\\")  # "](" -> "]\(" and "]:" -> "]\:": no longer a link
             copied = at + 1
@@ -131,9 +136,10 @@ def _images_as_links(text: str, hosts: set[str]) -> str:
         if _allowed_image(text, at, hosts):
             out.append("![")
         else:
-            # What looks like an inline image becomes a link with an icon; "![alt][ref]" and any other "![" get a
-            # plain "!" (the choice is cosmetic: neither is an image). The alt text that follows is processed in turn.
-            out.append(f"[{IMAGE_LABEL} " if _INLINE_IMAGE.match(text, at) else "\\![")
+            # What looks like an inline image becomes a link with an icon; "![alt][ref]" and any other "![" become
+            # "!\[", which is never an image whatever stands before it ("\![" would be, after an author's "\").
+            # The alt text that follows is processed in turn.
+            out.append(f"[{IMAGE_LABEL} " if _INLINE_IMAGE.match(text, at) else "!\\[")
         copied = at + 2
         at = text.find("![", copied)
     out.append(text[copied:])

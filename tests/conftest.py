@@ -5,11 +5,20 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from core import chat
 from core.db import Database, connect
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# Hypothesis profiles. "dev" (local runs) searches at random, so each run may find something new; "ci" tries the
+# same examples on every run (a test cannot fail there by chance) and prints how to replay a failure; "fuzz" is a
+# long random search to start by hand. .ci/run sets HYPOTHESIS_PROFILE=ci; so does a CI environment variable.
+settings.register_profile("dev", max_examples=300)
+settings.register_profile("ci", max_examples=300, derandomize=True, print_blob=True)
+settings.register_profile("fuzz", max_examples=20_000)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev"))
 AI_VARIABLES = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_MODEL", "AI_WORKERS", "REFRESH_SECONDS",
                 "AI_TIMEOUT_SECONDS", "ADMIN_PASSWORD", "LIVE_PUSH", "ADMIN_EMAILS", "IMAGE_HOSTS",
                 "MESSAGES_PER_MINUTE", "AI_REPLIES_PER_HOUR", "AI_TOKENS_PER_DAY", "CONSOLE_TIMEOUT_SECONDS",

@@ -98,6 +98,19 @@ def assert_safe(text: str) -> None:
         "[x](<" + "&#9;" * 300 + "data:text/html,hi>)",
         "[x](\\data:text/html,hi)",
         "`code` [x](data:x) `more`",
+        # An author's backslash before what the rewrite escapes must not pair with the rewrite's own backslash.
+        "\\![r]\n\n[r]: https://tracker.example/p.png",
+        "\\![a\nb](https://tracker.example/p.png)",
+        "\\![a]b](https://tracker.example/p.png)",
+        "\\\\\\![r]\n\n[r]: https://tracker.example/p.png",
+        "\\<data:>",
+        "\\<data:text/html,hi>",
+        "\\\\\\<javascript:alert(1)>",
+        # A destination on the next line of a block quote, after its ">" markers.
+        "> [a](\n> ms-msdt:/id?x)",
+        "> [r]:\n> data:text/html,hi\n\n> [x][r]",
+        "> > [a](\n> > data:text/html,hi)",
+        "[r]\n\n> [r]:\n>   <data:text/html,hi>",
     ],
 )
 def test_no_image_and_no_dead_scheme_survives(text):
@@ -138,6 +151,12 @@ def test_everything_else_is_left_exactly_as_written(text):
     assert message_markdown(text) == text
 
 
+def test_escaped_markup_reads_as_written():
+    assert MD.renderInline(message_markdown("<data:x>")) == "&lt;data:x&gt;"
+    assert MD.renderInline(message_markdown("\\![r]")) == "![r]"  # the author's backslash escapes the "!", as written
+    assert MD.renderInline(message_markdown("see ![r] now")) == "see ![r] now"
+
+
 def test_links_keep_working():
     _, links = rendered(message_markdown("[a](https://a.example) <https://b.example> [c](mailto:c@example.com) [d](/d)"))
     assert links == ["https://a.example", "https://b.example", "mailto:c@example.com", "/d"]
@@ -148,16 +167,19 @@ MARKDOWN_PIECES = [
     "x", "alt", "]:", "[r]", "[r]: ", "](", "&#9;", "&#106;", "&#64;", "&amp;", "\t",
     "data:", "DaTa:", "javascript:", "java&#9;script:", "vbscript:", "file:", "mailto:", "https:", "//",
     "https://images.example.org/ok.png", "http://tracker.example/p.png", "images.example.org", "@",
+    "\\![", "\\<", "\\\\", "\n> ", ">", "\n>> ", "ms-msdt:",
 ]
 
 
-@settings(max_examples=400, deadline=None)
+# How many examples each property tries comes from the Hypothesis profile (tests/conftest.py): "ci" is derandomized,
+# "fuzz" runs a long random search by hand (HYPOTHESIS_PROFILE=fuzz pytest tests/test_render.py).
+@settings(deadline=None)
 @given(st.lists(st.sampled_from(MARKDOWN_PIECES), max_size=24).map("".join))
 def test_any_mix_of_markdown_pieces_renders_no_remote_image_and_no_dead_link(text):
     assert_safe(text)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(deadline=None)
 @given(st.text(max_size=200))
 def test_text_without_link_syntax_is_unchanged(text):
     if not any(mark in text for mark in ("![", "](", "]:", "<")):
