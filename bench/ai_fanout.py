@@ -23,8 +23,8 @@ sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
 from core.ai import Responder  # noqa: E402
 from core.chat import channel_version, create_channel, create_user, list_messages, send_message  # noqa: E402
 from core.config import Settings  # noqa: E402
-from core.db import connect  # noqa: E402
 from core.recent import CACHE_DEPTH  # noqa: E402
+from core.store import connect  # noqa: E402
 
 CHANNELS = 10  # replies are spread over channels as in a busy app
 WATCH_EVERY = 0.01  # seconds between the watcher's looks: far below the 0.25 s write interval, so no write is missed

@@ -1,7 +1,7 @@
 """SQL console bounds: a runaway query in the app's own DuckDB (database-wide limits) against the sandbox child.
 
 Run ``python bench/console.py`` (``--cap 5 --budget 256``); it prints Markdown tables. Each query runs in a
-fresh Python process that plays the app: a DuckDB file made by ``core.db.connect`` with 20,000 messages and
+fresh Python process that plays the app: a DuckDB file made by ``core.store.connect`` with 20,000 messages and
 a thread sending a chat message every 50 ms throughout. Two designs:
 
 - ``in-process``: the query on the app's own DuckDB with ``memory_limit`` = the budget, ``threads`` = 2 and
@@ -42,7 +42,7 @@ PLAY_APP = textwrap.dedent(
     limit = SAFETY_RLIMIT_GB * 2**30
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     from core import chat, tables
-    from core.db import connect
+    from core.store import connect
     job = json.loads(sys.argv[1])
     db = connect(job["path"])
     user, channel = chat.create_user(db, "Ann"), chat.create_channel(db, "bench", reply_policy="off")

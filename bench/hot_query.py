@@ -1,7 +1,7 @@
 """Hot query: a channel's 10 newest messages, as every open page asks each second, at 1M and 5M messages.
 
 Run ``python bench/hot_query.py`` (``--sizes 1000000,5000000 --channels 1000``); it prints Markdown tables.
-For each size it builds, in a temporary folder, a DuckDB file through ``core.db.connect`` (users and
+For each size it builds, in a temporary folder, a DuckDB file through ``core.store.connect`` (users and
 channels made by the verbs, messages bulk-inserted with ``INSERT ... SELECT FROM range()``) and the
 same rows in SQLite (WAL, index on (channel_id, id)), then times over random channels:
 
@@ -38,8 +38,8 @@ from core.chat import (  # noqa: E402
     read_messages_uncached,
     send_message,
 )
-from core.db import connect  # noqa: E402
 from core.recent import CACHE_DEPTH, Message  # noqa: E402
+from core.store import connect  # noqa: E402
 
 USERS = 20  # authors of the bulk messages
 AI_EVERY = 5  # every 5th bulk message is the AI's (author NULL), so the join meets both kinds

@@ -35,9 +35,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from browser import VIEWPORT, chromium, streamlit_server  # noqa: E402
-from core import chat  # noqa: E402
-from core.db import connect  # noqa: E402
 from fake_openai import FakeOpenAI, Script  # noqa: E402
+
+from core import chat  # noqa: E402
+from core.store import connect  # noqa: E402
 
 POLL = 1.0  # seconds: the interval the polling designs check at
 FALLBACK = 15.0  # seconds: the push design's slow fallback check

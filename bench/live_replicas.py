@@ -25,10 +25,11 @@ sys.path.insert(0, str(BENCH))
 
 import live  # noqa: E402  (bench/live.py: its observer, page selectors and helpers)
 from browser import VIEWPORT, chromium, streamlit_server  # noqa: E402
-from core import chat  # noqa: E402
-from core.db import connect  # noqa: E402
 from fake_openai import FakeOpenAI  # noqa: E402
 from pgserver import PostgresServer  # noqa: E402
+
+from core import chat  # noqa: E402
+from core.store import connect  # noqa: E402
 
 SEND_EVERY = 1.5  # seconds between the sender's messages
 VARIANTS = {"push": {"REFRESH_SECONDS": "15"}, "poll": {"REFRESH_SECONDS": "1", "LIVE_PUSH": "off"}}

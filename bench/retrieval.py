@@ -30,7 +30,7 @@ from core import embeddings, search, tools  # noqa: E402
 from core.ai import Responder  # noqa: E402
 from core.chat import RECENT_LIMIT, create_channel, create_user, get_message, send_message, update_channel  # noqa: E402
 from core.config import Settings  # noqa: E402
-from core.db import connect  # noqa: E402
+from core.store import connect  # noqa: E402
 
 K = 5  # recall@K: retrieval adds 5 older messages (core.tools.RETRIEVED)
 TAIL = 12  # filler messages after the last fact: every fact is more than 10 messages back

@@ -31,8 +31,8 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 from core import chat, embeddings, search  # noqa: E402
-from core.db import connect  # noqa: E402
 from core.embeddings import DIMENSIONS, Embedder, local_provider  # noqa: E402
+from core.store import connect  # noqa: E402
 
 CHANNELS = 200  # channels the messages are spread over
 WORDS = 6000  # vocabulary size; word k appears with probability ~ 1/k (Zipf)

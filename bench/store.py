@@ -31,7 +31,7 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 from core import chat, replies  # noqa: E402
-from core.db import connect  # noqa: E402
+from core.store import connect  # noqa: E402
 
 CHANNELS = 100  # the bulk load's channels
 USERS = 20

@@ -19,7 +19,7 @@ from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from core import chat  # noqa: E402
 from core import tables as t  # noqa: E402
-from core.db import connect  # noqa: E402
+from core.store import connect  # noqa: E402
 
 PAGE = str(ROOT / "views" / "tables.py")
 SIZES = (10_000, 1_000_000)

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from core import chat
-from core.db import Database, Transaction
 from core.errors import ChatError, NotFound, ValidationError
+from core.store import Database, Transaction
 
 FALLBACK_NAME = "user"  # for a token that carries no usable name or e-mail
 NUMBERED_NAMES = 99  # "Ann 2" ... "Ann 99" are tried before a name gets a short hash of the identity

@@ -64,21 +64,21 @@ from core import tools
 from core.chat import Job, get_channel, load_context, system_prompt
 from core.config import Settings
 from core.context import RETRIEVAL_SHARE, TOOL_RESULT_SHARE, fit, tools_tokens, trim
-from core.db import Database
 from core.deadline import Deadline, hold_deadlines
 from core.errors import ChatError
 from core.limits import budget_spent
 from core.replies import (
     claim_next_job,
-    renew_leases,
     fail_reply,
     finish_reply,
     pending_jobs,
     record_request,
     record_steps,
     recover_interrupted,
+    renew_leases,
     stream_reply,
 )
+from core.store import Database
 
 log = logging.getLogger(__name__)
 

@@ -6,9 +6,9 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 from urllib.parse import urlsplit
 
-from core.db import is_postgres_url
 from core.errors import ValidationError
 from core.limits import Limits
+from core.store import is_postgres_url
 
 DEFAULT_DB = "data/chat.duckdb"
 DEFAULT_MODEL = "gpt-4o"  # the original's model

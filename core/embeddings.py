@@ -30,8 +30,8 @@ from typing import Any, Protocol, Sequence
 import numpy as np
 
 from core.config import DEFAULT_EMBEDDING_MODEL
-from core.db import Database, Transaction
 from core.deadline import hold_deadlines
+from core.store import Database, Transaction
 
 log = logging.getLogger(__name__)
 

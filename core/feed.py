@@ -15,8 +15,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
-from core.db import Database
 from core.recent import RecentMessages
+from core.store import Database
 
 log = logging.getLogger(__name__)
 UNREAD_LIMIT = 1000  # changes a listener may leave unread (a minute of 4 writes/s in 4 busy channels);

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from core.db import Database, Transaction
 from core.errors import ChatError
+from core.store import Database, Transaction
 
 MINUTE = timedelta(minutes=1)
 HOUR = timedelta(hours=1)

@@ -14,9 +14,10 @@ import duckdb
 import psycopg
 from psycopg import sql
 
-from core.db import is_postgres_url, open_duckdb
 from core.errors import ChatError, ValidationError
-from core.pg import describe_url, extension_directory, open_postgres, unreachable
+from core.store import is_postgres_url
+from core.store.duck import open_duckdb
+from core.store.pg import describe_url, extension_directory, open_postgres, unreachable
 
 SKIPPED = {"migrations"}  # each side keeps its own record of the migrations applied to it
 PLAIN_SEQUENCES = {"message_vectors_seq": ("message_vectors", "seq")}  # sequences no identity column owns

@@ -10,9 +10,9 @@ from datetime import timedelta
 from typing import Any
 
 from core.chat import MESSAGE_COLUMNS, MESSAGE_FROM, Job, check_id
-from core.db import Database, Transaction
 from core.errors import NotFound, ValidationError
 from core.recent import Message
+from core.store import Database, Transaction
 
 MAX_ATTEMPTS = 3  # a reply interrupted by restarts this often is closed as an error, not retried forever
 LEASE_SECONDS = 30.0  # a running job whose lease is not renewed this long is orphaned (its process died or hung)

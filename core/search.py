@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Iterable, Sequence
 
-from core.chat import check_id
-from core.db import Database
+from core import embeddings
+from core.chat import MESSAGE_COLUMNS, MESSAGE_FROM, Message, check_id
 from core.errors import NotFound, ValidationError
+from core.store import Database
 
 MIN_QUERY_CHARS = 2  # one letter matches nearly every message: too vague to rank
 MAX_QUERY_CHARS = 200  # a search box, not a document: longer text belongs in related_messages
@@ -264,8 +265,6 @@ def _fuse(keyword: list[tuple[int, int]], semantic: list[tuple[int, float]]) -> 
 def _semantic_ids(
     db: Database, text: str, channel_id: int | None, depth: int, exclude: Sequence[int] = (), before_id: int | None = None
 ) -> list[tuple[int, float]]:
-    from core import embeddings
-
     return embeddings.nearest(db, text, channel_id=channel_id, limit=depth, exclude=exclude, before_id=before_id)
 
 
@@ -324,8 +323,6 @@ AROUND = 5  # messages shown on each side of a result opened in its channel
 
 def messages_around(db: Database, message_id: Any, radius: int = AROUND) -> list:
     """A message with up to ``radius`` messages of its channel before and after it, oldest first."""
-    from core.chat import MESSAGE_COLUMNS, MESSAGE_FROM, Message
-
     message_id = check_id(message_id, "Message")
     row = db.one("SELECT channel_id FROM messages WHERE id = ?", [message_id])
     if row is None:

@@ -18,9 +18,9 @@ import pandas as pd
 import pyarrow as pa
 
 from core import console
-from core.db import Database
 from core.errors import NotFound, ValidationError
 from core.limits import TOKENS_USED
+from core.store import Database
 
 PAGE_SIZES = (25, 50, 100, 250)  # rows per page: a page is one LIMIT/OFFSET query, never the whole table
 DEFAULT_PAGE_SIZE = 50

@@ -10,10 +10,21 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from core.chat import Channel, Message, check_id, clean_name, get_channel, list_messages, name_key
+from core.chat import (
+    RECENT_LIMIT,
+    Channel,
+    Message,
+    check_id,
+    clean_name,
+    get_channel,
+    get_message,
+    list_messages,
+    name_key,
+)
 from core.context import SNIPPET_TOKENS, trim
-from core.db import Database
 from core.errors import ChatError, ValidationError
+from core.search import related_messages, search_messages
+from core.store import Database
 
 READ_LIMIT = 10  # messages read_messages returns: one page, as the chat shows
 SEARCH_LIMIT = 8  # hits search_messages returns: enough to choose from, little to read
@@ -149,8 +160,6 @@ def _line(message_id: int, channel: str, author: str | None, created_at: Any, te
 def run(db: Database, name: str, arguments: dict, here: Channel) -> tuple[str, str]:
     """Run a checked tool call: (what the model is told, a short summary for the step line)."""
     if name == "search_messages":
-        from core.search import search_messages
-
         channel = _find_channel(db, arguments["channel"], here) if arguments.get("channel") else None
         hits = search_messages(db, arguments["query"], channel.id if channel else None, limit=SEARCH_LIMIT)
         if not hits:
@@ -204,9 +213,6 @@ def retrieval_note(hits: list, budget: int) -> tuple[dict | None, dict | None]:
 
 def look_back(db: Database, channel: Channel, trigger_id: int, budget: int) -> tuple[dict | None, dict | None]:
     """For a "look further back" channel: the messages most related to the trigger from before the recent window."""
-    from core.chat import RECENT_LIMIT, get_message
-    from core.search import related_messages
-
     window = db.rows(
         "SELECT id FROM messages WHERE channel_id = ? AND status = 'complete' AND content <> '' AND id <= ? "
         "ORDER BY id DESC LIMIT ?",

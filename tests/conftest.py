@@ -8,7 +8,7 @@ import pytest
 from hypothesis import settings
 
 from core import chat
-from core.db import Database, connect
+from core.store import Database, connect
 
 ROOT = Path(__file__).resolve().parent.parent
 

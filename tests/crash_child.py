@@ -12,7 +12,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from core.ai import Responder  # noqa: E402
 from core.config import Settings  # noqa: E402
-from core.db import connect  # noqa: E402
+from core.store import connect  # noqa: E402
 
 LIFETIME = 30  # seconds: never outlive a test that failed to kill this process
 

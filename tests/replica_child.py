@@ -18,7 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from core import chat  # noqa: E402
 from core.ai import Responder  # noqa: E402
 from core.config import Settings  # noqa: E402
-from core.db import connect  # noqa: E402
+from core.store import connect  # noqa: E402
 
 LIFETIME = 120  # seconds: never outlive a test that failed to stop this process
 

@@ -28,8 +28,8 @@ from core.chat import (
     update_channel,
 )
 from core.config import Settings
-from core.db import connect
 from core.replies import retry_reply, stop_reply
+from core.store import connect
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ENDED = ("complete", "error")

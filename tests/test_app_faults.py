@@ -13,7 +13,7 @@ import duckdb
 import pytest
 
 from core import chat
-from core.db import connect
+from core.store import connect
 
 CHANNELS = "views/channels.py"
 USERS = "views/users.py"

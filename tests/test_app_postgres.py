@@ -17,7 +17,7 @@ def test_chat_on_postgres_stores_and_shows_messages(app_test, pg_url, monkeypatc
     at.chat_input[0].set_value("hello from AppTest on Postgres").run()
     # The send is stored before the page runs, so the AI reply (no key here) may already say it is off.
     assert not at.exception and all(e.value.startswith("AI replies are off") for e in at.error)
-    from core.db import connect
+    from core.store import connect
 
     db = connect(pg_url)
     try:

@@ -11,9 +11,9 @@ from hypothesis import strategies as st
 
 from core import chat, replies
 from core.chat import CONTENT_MAX_BYTES, NAME_MAX, RECENT_LIMIT
-from core.db import connect
 from core.errors import ChatError, NotFound, ValidationError
 from core.recent import CACHE_DEPTH
+from core.store import connect
 
 
 @pytest.fixture

@@ -11,8 +11,8 @@ import duckdb
 import pytest
 
 from core import chat
-from core.db import Database, connect
 from core.errors import ChatError, DatabaseLocked
+from core.store import Database, connect
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -156,7 +156,7 @@ def test_second_process_gets_database_locked(duck_db):
     db = duck_db
     script = (
         "import sys\n"
-        "from core.db import connect\n"
+        "from core.store import connect\n"
         "try:\n"
         "    connect(sys.argv[1])\n"
         "    print('OPENED')\n"

@@ -12,11 +12,10 @@ from pathlib import Path
 import duckdb
 import pytest
 
-import core.db
 from core import chat
-from core.db import connect
 from core.errors import ChatError, DatabaseDamaged, DatabaseLocked, StorageError
-from core.migrations import MIGRATIONS
+from core.store import connect, duck
+from core.store.migrations import MIGRATIONS
 
 CHILD = Path(__file__).with_name("young_child.py")
 ALL_MIGRATIONS = [name for name, _ in MIGRATIONS]
@@ -131,7 +130,7 @@ def test_writes_on_a_full_disk_fail_readably_and_work_again_when_space_returns(d
     from faultfs import fill
 
     if reserve == "none":
-        monkeypatch.setattr(core.db, "DISK_RESERVE", 0)
+        monkeypatch.setattr(duck, "DISK_RESERVE", 0)
 
     db = connect(str(disk / "chat.duckdb"))
     ann, quiet = chat.create_user(db, "Ann"), chat.create_channel(db, "quiet", reply_policy="off")
@@ -224,12 +223,13 @@ def test_replies_open_while_the_disk_was_full_end_within_a_sweep_once_space_retu
 CRASH = """
 import os, sys
 sys.path.insert(0, {root!r})
-import core.db
 from core import chat, replies
+from core.errors import StorageError
+from core.store import connect, duck
 from faultfs import fill
 from pathlib import Path
-core.db.DISK_RESERVE = int(sys.argv[2])
-db = core.db.connect(sys.argv[1])
+duck.DISK_RESERVE = int(sys.argv[2])
+db = connect(sys.argv[1])
 ann, busy = chat.create_user(db, "Ann"), chat.create_channel(db, "busy")
 chat.send_message(db, busy, ann, "hello")
 job = replies.claim_next_job(db)
@@ -238,7 +238,7 @@ fill(Path(sys.argv[1]).parent)
 for i in range(20):  # small writes: the first ones may still fit in the log's last page
     try:
         replies.stream_reply(db, job.reply_id, "word " * (i + 2), job_id=job.id)
-    except core.db.StorageError:
+    except StorageError:
         print("refused", flush=True)
 print("alive", flush=True)
 """
@@ -253,6 +253,6 @@ def test_the_reserve_keeps_duckdb_from_aborting_on_a_half_written_commit(disk):
     assert without.returncode == -signal.SIGABRT and "alive" not in without.stdout, without.stderr[-2000:]
     assert "FatalException" in without.stderr  # "terminate called after throwing an instance of ..."
     (disk / "ballast").unlink()
-    kept = subprocess.run([sys.executable, "-c", script, str(disk / "b.duckdb"), str(core.db.DISK_RESERVE)],
+    kept = subprocess.run([sys.executable, "-c", script, str(disk / "b.duckdb"), str(duck.DISK_RESERVE)],
                           capture_output=True, text=True, env=env, timeout=120)
     assert kept.returncode == 0 and kept.stdout.split() == ["refused"] * 20 + ["alive"], kept.stderr[-2000:]

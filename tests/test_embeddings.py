@@ -78,7 +78,7 @@ def test_every_finished_message_gets_one_vector(db, ann, general):
 
 
 def test_jobs_survive_a_restart_none_lost_none_done_twice(tmp_path):
-    from core.db import connect
+    from core.store import connect
 
     path = str(tmp_path / "restart.duckdb")
     db = connect(path)

@@ -141,7 +141,7 @@ def test_a_streaming_reply_is_delivered_write_by_write(db):
 
 
 def test_stamps_tell_processes_apart(db, tmp_path):
-    from core.db import connect
+    from core.store import connect
 
     other = connect(str(tmp_path / "other.duckdb"))
     try:
@@ -171,7 +171,7 @@ def test_a_lost_listener_connection_tells_everyone_to_reread(db):
 
 
 def test_a_commit_in_another_replica_reaches_this_replicas_listeners(pg_url):
-    from core.db import connect
+    from core.store import connect
 
     here, there = connect(pg_url), connect(pg_url)  # two app processes on one Postgres
     try:

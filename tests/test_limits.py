@@ -7,15 +7,15 @@ import threading
 from datetime import datetime, timedelta
 
 import pytest
-
 from clock import Clock
+from fake_openai import Script
+
 from core import chat, limits, replies
 from core import tables as t
 from core.ai import Responder
 from core.config import Settings
-from core.db import connect
 from core.limits import Limits, RateLimited
-from fake_openai import Script
+from core.store import connect
 
 START = datetime(2025, 3, 1, 12, 0, 0)
 
@@ -198,7 +198,8 @@ def test_the_chat_page_says_why_and_when_and_stores_nothing_also_after_a_restart
     st.cache_resource.clear()  # the app restarts: a new database object, no memory of the sends
     at.chat_input[0].set_value("four").run()
     assert at.error[0].value.startswith("Your message was not sent. You have sent 2 messages")
-    from views.common import _database
     import os
+
+    from views.common import _database
 
     assert [m.content for m in chat.list_messages(_database(os.environ["CHAT_DB"]), quiet)] == ["two", "one"]

@@ -210,7 +210,7 @@ def test_no_page_shows_a_secret(login_app, app_db, pg_url, monkeypatch, page):
     password_url = pg_url.replace("://postgres@", "://postgres:db-password-never-shown@", 1)
     assert "db-password-never-shown" in password_url
     monkeypatch.setenv("CHAT_DB", password_url)  # the test server trusts local connections: any password works
-    from core.db import connect
+    from core.store import connect
 
     seed = connect(password_url)
     try:

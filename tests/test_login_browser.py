@@ -15,12 +15,21 @@ import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from browser import (
+    INPUT,
+    MESSAGE,
+    VIEWPORT,
+    chromium,
+    drawn_texts,
+    free_port,
+    streamlit_server,
+    type_and_send,
+    wait_page,
+)
 from itsdangerous import URLSafeTimedSerializer
 
-from browser import (INPUT, MESSAGE, VIEWPORT, chromium, drawn_texts, free_port, streamlit_server, type_and_send,
-                     wait_page)
 from core import chat
-from core.db import connect
+from core.store import connect
 
 pytestmark = pytest.mark.browser
 

@@ -7,9 +7,10 @@ import duckdb
 import pytest
 
 from core import chat
-from core.db import connect
 from core.errors import ValidationError
-from core.migrations import MIGRATIONS, applied, migrate
+from core.store import connect
+from core.store.duck import DuckMigrator
+from core.store.migrations import MIGRATIONS, applied, migrate
 
 ALL_NAMES = [name for name, _ in MIGRATIONS]
 
@@ -112,9 +113,9 @@ def defaults_of(con, table: str) -> dict[str, str | None]:
 
 def test_migrate_blank_creates_whole_schema(tmp_path):
     con = duckdb.connect(str(tmp_path / "blank.duckdb"))
-    assert migrate(con) == ALL_NAMES
+    assert migrate(DuckMigrator(con)) == ALL_NAMES
     assert schema_of(con) == SCHEMA
-    assert applied(con) == ALL_NAMES
+    assert applied(DuckMigrator(con)) == ALL_NAMES
 
     primary = con.execute(
         "SELECT table_name, constraint_column_names FROM duckdb_constraints() WHERE constraint_type = 'PRIMARY KEY'"
@@ -143,8 +144,8 @@ def test_migrate_blank_creates_whole_schema(tmp_path):
 
 def test_migrate_twice_applies_nothing(tmp_path):
     con = duckdb.connect(str(tmp_path / "twice.duckdb"))
-    assert migrate(con) == ALL_NAMES
-    assert migrate(con) == []
+    assert migrate(DuckMigrator(con)) == ALL_NAMES
+    assert migrate(DuckMigrator(con)) == []
     assert con.execute("SELECT name, count(*) FROM migrations GROUP BY name ORDER BY name").fetchall() == [
         (name, 1) for name in ALL_NAMES
     ]
@@ -153,7 +154,7 @@ def test_migrate_twice_applies_nothing(tmp_path):
 
 def test_migrate_in_memory(tmp_path):
     con = duckdb.connect(":memory:")
-    assert migrate(con) == ALL_NAMES
+    assert migrate(DuckMigrator(con)) == ALL_NAMES
     assert schema_of(con) == SCHEMA
 
 
@@ -168,7 +169,7 @@ def test_connect_migrates_a_blank_file(tmp_path):
 def build_old_file(path: str) -> None:
     """A file as the first version of the app left it: only the initial migration, with data."""
     con = duckdb.connect(path)
-    assert migrate(con, MIGRATIONS[:1]) == ["001_initial"]
+    assert migrate(DuckMigrator(con), MIGRATIONS[:1]) == ["001_initial"]
     when = datetime(2024, 5, 1, 12, 0, 0)
     for name in ("Ann", "Bob"):
         con.execute("INSERT INTO users (name, name_key, created_at) VALUES (?, ?, ?)", [name, name.casefold(), when])
@@ -237,10 +238,10 @@ def test_failed_migration_rolls_back_and_keeps_its_error(tmp_path):
         raise RuntimeError("step went wrong")
 
     with pytest.raises(RuntimeError, match="step went wrong"):
-        migrate(con, [*MIGRATIONS[:1], ("002_broken", broken)])
-    assert applied(con) == ["001_initial"]
+        migrate(DuckMigrator(con), [*MIGRATIONS[:1], ("002_broken", broken)])
+    assert applied(DuckMigrator(con)) == ["001_initial"]
     assert con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'half_done'").fetchone() == (0,)
-    assert migrate(con) == ALL_NAMES[1:]
+    assert migrate(DuckMigrator(con)) == ALL_NAMES[1:]
     con.close()
 
 
@@ -251,12 +252,12 @@ def before_007(backend, tmp_path, request):
     if backend == "duckdb":
         target = str(tmp_path / "keys.duckdb")
         con = duckdb.connect(target)
-        migrate(con, MIGRATIONS[:before])
+        migrate(DuckMigrator(con), MIGRATIONS[:before])
         yield target, lambda sql, params: con.execute(sql, params), con.close
         return
     import psycopg
 
-    from core.pg import PgMigrator
+    from core.store.pg import PgMigrator
 
     target = request.getfixturevalue("pg_server").create_database()
     with psycopg.connect(target, autocommit=True) as con:
@@ -275,7 +276,7 @@ def test_name_keys_are_recomputed_and_clashes_kept(before_007, caplog):
         execute("INSERT INTO channels (name, name_key, created_at) VALUES (?, ?, ?)", [name, name.casefold(), when])
     done()
 
-    with caplog.at_level("WARNING", logger="core.migrations"):
+    with caplog.at_level("WARNING", logger="core.store.migrations"):
         db = connect(target)
     try:
         keys = db.rows("SELECT id, name, name_key FROM users ORDER BY id")

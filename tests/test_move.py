@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from core import accounts, chat, replies
-from core.db import connect
 from core.embeddings import Embedder, local_provider
 from core.errors import ValidationError
 from core.move import move
+from core.store import connect
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -8,9 +8,9 @@ import duckdb
 import pytest
 
 from core import chat, tables
-from core.db import connect
 from core.errors import ChatError, DatabaseUnavailable, ValidationError
-from core.pg import describe_url, translate
+from core.store import connect
+from core.store.pg import describe_url, translate
 
 
 def test_placeholders_translate_outside_quotes_only():

@@ -9,8 +9,8 @@ import psycopg
 import pytest
 
 from core import chat
-from core.db import connect
 from core.errors import StorageError
+from core.store import connect
 
 
 def _drop_connections(admin: psycopg.Connection, database: str) -> None:

@@ -8,11 +8,11 @@ from __future__ import annotations
 import time
 
 import pytest
-
 from browser import VIEWPORT, chromium, free_port, streamlit_server
-from core import chat
-from core.db import connect
 from fake_openai import FakeOpenAI, Script
+
+from core import chat
+from core.store import connect
 
 pytestmark = pytest.mark.browser
 

@@ -7,9 +7,9 @@ from datetime import datetime
 import pytest
 
 from core import chat, replies
-from core.db import connect
 from core.errors import ValidationError
 from core.recent import CACHE_DEPTH, Message, RecentMessages
+from core.store import connect
 
 WHEN = datetime(2025, 1, 1)
 

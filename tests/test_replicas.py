@@ -10,7 +10,7 @@ import time
 from fake_openai import FakeOpenAI, Script
 
 from core import chat
-from core.db import connect
+from core.store import connect
 
 CHILD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "replica_child.py")
 ENDED = ("complete", "error")

@@ -5,11 +5,11 @@ import re
 import time
 
 import pytest
-
 from browser import VIEWPORT, chromium, streamlit_server
-from core import chat
-from core.db import connect
 from fake_openai import FakeOpenAI, Script
+
+from core import chat
+from core.store import connect
 
 pytestmark = pytest.mark.browser
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 import time
 
 import pytest
-
 from browser import VIEWPORT, chromium, free_port, streamlit_server
+
 from core import chat
-from core.db import connect
+from core.store import connect
 
 pytestmark = pytest.mark.browser
 

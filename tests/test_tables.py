@@ -9,12 +9,12 @@ import duckdb
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-
 from clock import Clock
+
 from core import chat, replies
 from core import tables as t
-from core.db import connect
 from core.errors import NotFound, ValidationError
+from core.store import connect
 
 START = datetime(2024, 3, 1, 9, 0)
 APP_TABLES = {"ai_jobs", "channels", "embedding_jobs", "identities", "message_vectors", "messages", "migrations",

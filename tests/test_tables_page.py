@@ -14,7 +14,7 @@ from streamlit.testing.v1 import AppTest
 
 from core import chat, replies
 from core import tables as t
-from core.db import connect
+from core.store import connect
 
 PAGE = str(Path(__file__).resolve().parent.parent / "views" / "tables.py")
 RUN_TIMEOUT = 60  # seconds: generous for the million-row run on 2 shared cores

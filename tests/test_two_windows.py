@@ -5,12 +5,11 @@ import re
 import time
 
 import pytest
-
-from browser import (INPUT, MESSAGE, ROOT, VIEWPORT, chromium, drawn_texts, streamlit_server, type_and_send,
-                     wait_page)
-from core import chat
-from core.db import connect
+from browser import INPUT, MESSAGE, ROOT, VIEWPORT, chromium, drawn_texts, streamlit_server, type_and_send, wait_page
 from fake_openai import FakeOpenAI, Script
+
+from core import chat
+from core.store import connect
 
 pytestmark = pytest.mark.browser
 

@@ -17,8 +17,12 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from core import chat, migrations  # noqa: E402
-from core.db import connect  # noqa: E402
+from core import chat  # noqa: E402
+from core.store import (  # noqa: E402
+    connect,  # noqa: E402
+    duck,
+    migrations,
+)
 
 LIFETIME = 30  # seconds: never outlive a test that failed to kill this process
 
@@ -33,14 +37,14 @@ def hold_in_migration(number: int, after_commit: bool) -> None:
     """Make migration ``number`` (1-based) stop the process inside its transaction or right after its commit."""
     name, step = migrations.MIGRATIONS[number - 1]
     if after_commit:
-        commit = migrations.DuckMigrator.commit
+        commit = duck.DuckMigrator.commit
 
         def commit_then_wait(self) -> None:
             commit(self)
             if self.execute("SELECT count(*) FROM migrations WHERE name = ?", [name]).fetchone()[0]:
                 wait_to_be_killed()
 
-        migrations.DuckMigrator.commit = commit_then_wait
+        duck.DuckMigrator.commit = commit_then_wait
     else:
         def step_then_wait(m) -> None:
             step(m)

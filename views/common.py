@@ -17,9 +17,9 @@ from streamlit_autorefresh import st_autorefresh
 from core import accounts, chat
 from core.ai import Responder
 from core.config import Settings, load_settings
-from core.db import Database, connect
 from core.embeddings import Embedder, provider_for
 from core.errors import ChatError, DatabaseDamaged, DatabaseUnavailable, StorageError
+from core.store import Database, connect
 
 log = logging.getLogger(__name__)
 RECONNECT_SECONDS = 5  # how often a page retries a database server that was unreachable (or a full disk)

@@ -20,10 +20,10 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from core import chat
 from core.config import Settings
-from core.db import Database
 from core.errors import ChatError
 from core.feed import feed_of
 from core.recent import DIRECTORY
+from core.store import Database
 
 log = logging.getLogger(__name__)
 

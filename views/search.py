@@ -7,8 +7,8 @@ import streamlit as st
 
 from core import embeddings, search
 from core.chat import Channel
-from core.db import Database
 from core.errors import ChatError
+from core.store import Database
 from views.common import local_time
 
 PAGE = 10  # results per page

@@ -6,77 +6,13 @@ A migration is a function of a ``Migrator``: ``m.execute(sql)`` for SQL both bac
 from __future__ import annotations
 
 import logging
-from contextlib import contextmanager
-from typing import Any, Callable, Iterator, Sequence
+import unicodedata
+from typing import Callable
 
-import duckdb
-
-from core.db import Dialect, DuckDialect, utcnow
+from core.store.base import Migrator, utcnow
 
 log = logging.getLogger(__name__)
-CLASH_MARK = "\x01"  # in a name key: no typed name holds a control character (see core.chat.clean_name)
-
-
-class Migrator:
-    """Runs migration steps on one backend: SQL both speak, plus the few DDL pieces that differ."""
-
-    dialect: Dialect = Dialect()
-
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
-        raise NotImplementedError
-
-    def id_column(self, table: str) -> str:
-        """The DDL of an auto-numbered BIGINT primary key named ``id``."""
-        raise NotImplementedError
-
-    def create_index(self, name: str, table: str, columns: str) -> None:
-        """An index where the backend needs one to stay fast (``columns`` is trusted SQL from a migration)."""
-        raise NotImplementedError
-
-    def begin(self) -> None:
-        self.execute("BEGIN")
-
-    def commit(self) -> None:
-        self.execute("COMMIT")
-
-    def rollback(self) -> None:
-        self.execute("ROLLBACK")
-
-    @contextmanager
-    def exclusive(self) -> Iterator[None]:
-        """Held while migrating: processes starting at once migrate one after the other."""
-        yield
-
-
-class DuckMigrator(Migrator):
-    dialect = DuckDialect()
-
-    def __init__(self, connection: duckdb.DuckDBPyConnection) -> None:
-        self.connection = connection
-
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
-        return self.connection.execute(sql, list(params))
-
-    def id_column(self, table: str) -> str:
-        self.execute(f"CREATE SEQUENCE {table}_id_seq")
-        return f"id BIGINT PRIMARY KEY DEFAULT nextval('{table}_id_seq')"
-
-    def create_index(self, name: str, table: str, columns: str) -> None:
-        # None: DuckDB's zone maps find a channel's newest rows fast (bench/hot_query.py), and an ART
-        # index would slow every write and make indexed columns fail to update in one transaction.
-        pass
-
-    def rollback(self) -> None:
-        try:
-            self.connection.rollback()
-        except duckdb.Error:
-            pass  # a failed commit already ended the transaction; keep the original error
-
-    def begin(self) -> None:
-        self.connection.begin()
-
-    def commit(self) -> None:
-        self.connection.commit()
+CLASH_MARK = "\x01"  # in a name key: no typed name holds a control character (see core.names.clean_name)
 
 
 Migration = Callable[[Migrator], None]
@@ -173,21 +109,32 @@ def m005_identities_and_limits(m: Migrator) -> None:
     m.create_index("messages_author_created", "messages", "author_id, created_at")  # a person's recent sends; AI tokens today
     m.create_index("ai_jobs_created", "ai_jobs", "created_at")  # AI replies in the last hour
 
+def _m007_ignorable(ch: str) -> bool:
+    return (unicodedata.category(ch)[0] == "C" or ch in "\u115f\u1160\u3164\uffa0\u2800"
+            or ch in "\u034f\u17b4\u17b5" + "".join(map(chr, range(0xFE00, 0xFE10))) or 0xE0100 <= ord(ch) <= 0xE01EF)
+
+
+def _m007_name_key(name: str) -> str:
+    """The name key as migration 007 applied it, frozen here: a later change of the rules gets its own migration."""
+    kept = "".join(ch for ch in unicodedata.normalize("NFKC", name) if not _m007_ignorable(ch))
+    folded = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", kept).casefold())
+    return " ".join(folded.split())
+
+
 def m007_name_keys(m: Migrator) -> None:
-    """Names compare in a normalised form (``core.chat.name_key``: NFKC, case folded, invisible marks dropped).
+    """Names compare in a normalised form (``core.names.name_key`` as it was then: NFKC, case folded, invisible marks dropped).
 
     Recomputes every stored key. Where two existing names now compare equal, the older keeps the plain key
     and the newer one's key gets a suffix no typed name can produce, so both stay as they are and a third
     cannot be added; each clash is logged.
     """
-    from core.chat import name_key
 
     for table in ("users", "channels"):
         rows = m.execute(f"SELECT id, name, name_key FROM {table} ORDER BY created_at, id").fetchall()
         holder: dict[str, tuple[int, str]] = {}
         wanted: dict[int, str] = {}
         for row_id, name, old_key in rows:
-            key = name_key(name)
+            key = _m007_name_key(name)
             if key in holder:
                 first_id, first_name = holder[key]
                 log.warning("%s %d %r and %d %r now compare as one name; both are kept, no third can be added",
@@ -256,19 +203,14 @@ MIGRATIONS: list[tuple[str, Migration]] = [
 ]
 
 
-def _migrator(target: Migrator | duckdb.DuckDBPyConnection) -> Migrator:
-    return target if isinstance(target, Migrator) else DuckMigrator(target)
-
-
-def applied(target: Migrator | duckdb.DuckDBPyConnection) -> list[str]:
+def applied(m: Migrator) -> list[str]:
     """Names of the migrations this database has recorded, in order applied."""
-    rows = _migrator(target).execute("SELECT name FROM migrations ORDER BY applied_at, name").fetchall()
+    rows = m.execute("SELECT name FROM migrations ORDER BY applied_at, name").fetchall()
     return [row[0] for row in rows]
 
 
-def migrate(target: Migrator | duckdb.DuckDBPyConnection, migrations: list[tuple[str, Migration]] = MIGRATIONS) -> list[str]:
+def migrate(m: Migrator, migrations: list[tuple[str, Migration]] = MIGRATIONS) -> list[str]:
     """Apply each migration not yet recorded, each in its own transaction; return the names applied now."""
-    m = _migrator(target)
     with m.exclusive():
         m.execute("CREATE TABLE IF NOT EXISTS migrations (name VARCHAR PRIMARY KEY, applied_at TIMESTAMP NOT NULL)")
         done = set(applied(m))

@@ -1,11 +1,4 @@
-"""The one place the database is opened, migrated, read and written.
-
-``connect(target)`` opens a DuckDB file (or ``:memory:``) or, given a ``postgresql://`` URL, a
-Postgres database (``core.pg``). Both are a ``Database``: the verbs call ``rows``/``one``/``write``
-with ``?`` placeholders and never ask which backend they run on. What differs between the two
-(placeholders, DDL, how a job row is claimed, how other processes learn of a change) lives in the
-backend and its ``Dialect``, as Django's database backends do.
-"""
+"""The DuckDB backend: opening a file (its log replay, damage and lock checks), one-transaction writes, and DuckDB's error texts in plain words."""
 from __future__ import annotations
 
 import logging
@@ -13,20 +6,17 @@ import os
 import threading
 import time
 from contextlib import contextmanager
-from datetime import datetime, timezone
-from typing import Any, Callable, Iterator, Sequence, TypeVar
+from datetime import datetime
+from typing import Any, Callable, Iterator, Sequence
 
 import duckdb
 
+from core.console import duckdb_source
 from core.errors import ChatError, DatabaseDamaged, DatabaseLocked, StorageError
-from core.recent import DIRECTORY, RecentMessages
+from core.store.base import RETRY_PAUSE, WRITE_ATTEMPTS, Database, Dialect, Migrator, T, Transaction, utcnow
+from core.store.migrations import migrate
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
-
-WRITE_ATTEMPTS = 6  # a conflict is another writer's commit landing first; a few tries always get through
-RETRY_PAUSE = 0.005  # seconds, doubled each try: conflicts clear in milliseconds
-# The app needs no file access beyond its own database: this keeps the SQL console inside it.
 DUCKDB_CONFIG = {"enable_external_access": False}
 SQLITE_MAGIC = b"SQLite format 3\x00"  # the first bytes of an SQLite file, often mistaken for a DuckDB one
 # Storage faults in DuckDB's (and the OS's) words, what a person is told, and what to do about it.
@@ -48,16 +38,6 @@ DISK_RESERVE = 8 * 1024 * 1024
 # DuckDB's words for a file it cannot read as a database.
 DAMAGE = ("corrupt database file", "checksum", "could not read enough bytes", "failure while replaying wal",
           "invalid block", "serialization error", "deserializ")
-
-
-def utcnow() -> datetime:
-    """Naive UTC now: TIMESTAMP columns hold UTC without a zone on both backends."""
-    return datetime.now(timezone.utc).replace(tzinfo=None)
-
-
-def is_postgres_url(target: str) -> bool:
-    """Whether ``target`` names a Postgres database rather than a DuckDB file."""
-    return target.startswith(("postgresql://", "postgres://"))
 
 
 class FairLock:
@@ -97,21 +77,6 @@ class FairLock:
                 self._changed.notify_all()
 
 
-class Dialect:
-    """The SQL that differs between backends; the verbs read these, never the backend's name."""
-
-    name = "?"  # for tests, benchmarks and messages only
-    double = "DOUBLE"  # a float column in DDL
-    for_update = ""  # appended to a read inside a write that must lock the rows it reads
-    skip_locked = ""  # appended to a claim: take a row no other replica holds
-    vector = "FLOAT[256]"  # a message's embedding (core.embeddings.DIMENSIONS wide)
-    text_search_ddl: tuple[str, ...] = ()  # what makes search's substring matching fast, run by migration 006
-
-    def contains(self, column: str) -> str:
-        """SQL true when ``column`` holds the text bound to its one ``?``, ignoring case; nothing in it is a wildcard."""
-        return f"strpos(lower({column}), lower(CAST(? AS VARCHAR))) > 0"
-
-
 class DuckDialect(Dialect):
     name = "duckdb"
     # One process owns a DuckDB file and its writes go through one lock: no row locks are needed.
@@ -119,103 +84,35 @@ class DuckDialect(Dialect):
     # (110-730 ms against 70-190 ms at 1M messages) and its index is rebuilt, not updated (bench/search.py).
 
 
-class Transaction:
-    """A write in progress: execute SQL, say what changed, register work for after the commit."""
+class DuckMigrator(Migrator):
+    dialect = DuckDialect()
 
-    def __init__(self, cursor: Any, translate: Callable[[str], str] = lambda sql: sql) -> None:
-        self.cursor = cursor
-        self._translate = translate
-        self._after: list[Callable[[], None]] = []
-        self.channels: set[int] = set()
-        self.jobs = False
-        self.directory = False
+    def __init__(self, connection: duckdb.DuckDBPyConnection) -> None:
+        self.connection = connection
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
-        self.cursor.execute(self._translate(sql), list(params))
-        return self.cursor
+        return self.connection.execute(sql, list(params))
 
-    def one(self, sql: str, params: Sequence[Any] = ()) -> tuple | None:
-        return self.execute(sql, params).fetchone()
+    def id_column(self, table: str) -> str:
+        self.execute(f"CREATE SEQUENCE {table}_id_seq")
+        return f"id BIGINT PRIMARY KEY DEFAULT nextval('{table}_id_seq')"
 
-    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
-        return self.execute(sql, params).fetchall()
+    def create_index(self, name: str, table: str, columns: str) -> None:
+        # None: DuckDB's zone maps find a channel's newest rows fast (bench/hot_query.py), and an ART
+        # index would slow every write and make indexed columns fail to update in one transaction.
+        pass
 
-    def on_commit(self, action: Callable[[], None]) -> None:
-        self._after.append(action)
+    def rollback(self) -> None:
+        try:
+            self.connection.rollback()
+        except duckdb.Error:
+            pass  # a failed commit already ended the transaction; keep the original error
 
-    def announce(self, channel_id: int | None = None, jobs: bool = False, directory: bool = False) -> None:
-        """Say what this write changes, so every process (replica) learns of it at commit."""
-        if channel_id is not None:
-            self.channels.add(int(channel_id))
-        self.jobs = self.jobs or jobs
-        self.directory = self.directory or directory
+    def begin(self) -> None:
+        self.connection.begin()
 
-
-class Database:
-    """What every backend offers the verbs: reads, one-transaction writes, the recent cache, job signals."""
-
-    dialect: Dialect = Dialect()
-    shared = False  # whether other processes may write the same database (then leases decide who runs a job)
-
-    def __init__(self, target: str, clock: Callable[[], datetime] = utcnow) -> None:
-        self.path = target
-        self.clock = clock
-        self.recent = RecentMessages()
-        self._jobs = threading.Condition()
-        self._closed = False
-        self.cursors_opened = 0  # every query starts here: tests and benchmarks count database work
-
-    def describe(self) -> str:
-        """The database named for a person: a file path, or host/database without any password."""
-        return self.path
-
-    # reads ---------------------------------------------------------------
-    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
-        raise NotImplementedError
-
-    def one(self, sql: str, params: Sequence[Any] = ()) -> tuple | None:
-        raise NotImplementedError
-
-    @contextmanager
-    def analytics(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A DuckDB cursor whose current database and schema hold the app's tables (read-only where it can be)."""
-        raise NotImplementedError
-        yield  # pragma: no cover
-
-    @contextmanager
-    def console_source(self) -> Iterator[tuple[dict[str, Any], datetime]]:
-        """What a SQL console child process opens (``core.console``), and the time its data is from."""
-        raise NotImplementedError
-        yield  # pragma: no cover
-
-    # writes --------------------------------------------------------------
-    def write(self, work: Callable[[Transaction], T]) -> T:
-        raise NotImplementedError
-
-    def _committed(self, tx: Transaction) -> None:
-        """After a commit: this process's own side of ``announce``, then the verb's on-commit actions."""
-        for action in tx._after:
-            action()
-        if tx.directory:
-            self.recent.bump(DIRECTORY)
-        if tx.jobs:
-            self.signal_jobs()
-
-    # job signal ----------------------------------------------------------
-    def signal_jobs(self) -> None:
-        with self._jobs:
-            self._jobs.notify_all()
-
-    def wait_for_jobs(self, timeout: float) -> None:
-        with self._jobs:
-            self._jobs.wait(timeout)
-
-    def close(self) -> None:
-        self._closed = True
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise ChatError("The database is closed.")
+    def commit(self) -> None:
+        self.connection.commit()
 
 
 class DuckDatabase(Database):
@@ -311,8 +208,6 @@ class DuckDatabase(Database):
     @contextmanager
     def console_source(self) -> Iterator[tuple[dict[str, Any], datetime]]:
         # The child cannot open this file (this process holds DuckDB's lock on it): it gets a snapshot.
-        from core.console import duckdb_source
-
         with duckdb_source(self) as source:
             yield source
 
@@ -378,8 +273,6 @@ def open_duckdb(path: str, clock: Callable[[], datetime] = utcnow) -> DuckDataba
     Every failure is a ChatError that names the file and what to do: locked by another process, not a
     DuckDB file, damaged, or on a disk that is full, read-only or failing.
     """
-    from core.migrations import DuckMigrator, migrate
-
     connection = _connect_file(path)
     try:
         connection.execute(LATE_MATERIALIZATION)
@@ -518,12 +411,3 @@ def _starts_with(path: str, magic: bytes) -> bool:
             return file.read(len(magic)) == magic
     except OSError:
         return False
-
-
-def connect(target: str, clock: Callable[[], datetime] = utcnow) -> Database:
-    """Open and migrate the database ``target`` names: a DuckDB file, ``:memory:``, or a ``postgresql://`` URL."""
-    if is_postgres_url(target):
-        from core.pg import open_postgres
-
-        return open_postgres(target, clock)
-    return open_duckdb(target, clock)

@@ -21,7 +21,7 @@ import uuid
 from contextlib import contextmanager
 from datetime import datetime
 from functools import lru_cache
-from typing import Any, Callable, Iterator, Sequence, TypeVar
+from typing import Any, Callable, Iterator, Sequence
 
 import duckdb
 import psycopg
@@ -29,13 +29,11 @@ from psycopg import errors as pg_errors
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from core.db import RETRY_PAUSE, WRITE_ATTEMPTS, Database, Dialect, Transaction, utcnow
 from core.errors import ChatError, DatabaseUnavailable, StorageError
-from core.migrations import Migrator, migrate
+from core.store.base import RETRY_PAUSE, WRITE_ATTEMPTS, Database, Dialect, Migrator, T, Transaction, utcnow
+from core.store.migrations import migrate
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
-
 NOTIFY_CHANNEL = "channel_chat"  # the LISTEN/NOTIFY channel every process of the app shares
 CONNECT_TIMEOUT_S = 5  # a Postgres that does not answer in this long is reported unreachable
 POOL_MIN = 2  # connections kept open: a page read and a worker write never wait for a connect
