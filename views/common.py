@@ -92,6 +92,11 @@ def get_embedder() -> Embedder:
     return _embedder(settings.db_path, settings)
 
 
+def open_db() -> Database:
+    """The process's one database, opened on first use (raises ChatError when it cannot be): for the live route."""
+    return _database(get_settings().db_path)
+
+
 def get_db() -> Database:
     """The process's one database; a page that cannot open it shows why and stops."""
     settings = get_settings()

@@ -24,6 +24,7 @@ from core.errors import ChatError
 from core.feed import feed_of
 from core.recent import DIRECTORY
 from core.store import Database
+from views.common import open_db  # the pages' own cached database
 
 log = logging.getLogger(__name__)
 
@@ -195,12 +196,6 @@ def _topics(raw: str | None) -> list[int] | None:
     return list(dict.fromkeys(topics))
 
 
-def _open_database() -> Database:
-    from views.common import _database, get_settings  # the pages' own cached database
-
-    return _database(get_settings().db_path)
-
-
 async def live_route(websocket: WebSocket) -> None:
     """WebSocket /live?topics=3,0: send {topic: stamp} for every topic now, then each change as it commits."""
     topics = _topics(websocket.query_params.get("topics"))
@@ -208,7 +203,7 @@ async def live_route(websocket: WebSocket) -> None:
         await websocket.close(code=POLICY_VIOLATION)
         return
     try:
-        db = await run_in_threadpool(_open_database)  # opening and migrating the file must not block the loop
+        db = await run_in_threadpool(open_db)  # opening and migrating the file must not block the loop
     except ChatError as error:
         log.warning("live route: %s", error)
         await websocket.close(code=SERVER_ERROR)
