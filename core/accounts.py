@@ -145,6 +145,10 @@ def rename_user(db: Database, user_id: Any, name: Any) -> chat.User:
 
 
 def is_admin(identity: Identity | None, admin_emails: frozenset[str]) -> bool:
-    """Whether this login is an admin: its e-mail is in ADMIN_EMAILS and the provider did not call it unverified."""
+    """Whether this login is an admin: its e-mail is in ADMIN_EMAILS and the provider says it verified it.
+
+    A missing ``email_verified`` claim is not a yes: on a provider where anyone may type any e-mail,
+    that would hand the console to whoever typed an admin's address.
+    """
     return (identity is not None and identity.email is not None and identity.email in admin_emails
-            and identity.email_verified is not False)
+            and identity.email_verified is True)

@@ -100,7 +100,7 @@ def test_rename_changes_the_name_on_old_messages_too(db):
 def test_admins_are_verified_emails_in_the_list():
     admins = frozenset({"boss@example.com"})
     assert is_admin(Identity(ISS, "b", "boss@example.com", True, None), admins)
-    assert is_admin(Identity(ISS, "b", "boss@example.com", None, None), admins)  # the provider did not say
+    assert not is_admin(Identity(ISS, "b", "boss@example.com", None, None), admins)  # the provider did not say
     assert not is_admin(Identity(ISS, "b", "boss@example.com", False, None), admins)
     assert not is_admin(Identity(ISS, "b", "ann@example.com", True, None), admins)
     assert not is_admin(Identity(ISS, "b", None, True, None), admins)

@@ -163,6 +163,12 @@ def test_an_unverified_email_is_not_an_admin(login_app, app_db):
     assert at.radio(key="tables_view").options == ["Browse", "Overview"]
 
 
+def test_an_email_the_provider_did_not_verify_is_not_an_admin(login_app, app_db):
+    unsaid = {key: value for key, value in BOSS.items() if key != "email_verified"}
+    at = _tables(login_app, app_db, unsaid).run()
+    assert at.radio(key="tables_view").options == ["Browse", "Overview"]
+
+
 def test_only_admins_set_a_channels_ai(login_app, app_db):
     chat.create_channel(app_db, "general")
     at = login_app(ANN, page=CHANNELS).run()

@@ -38,7 +38,7 @@ def test_chat_shows_the_step_while_it_runs_and_the_call_in_context_used(app_test
     at.secrets["OPENAI_BASE_URL"] = fake_openai.base_url
     at.run()
     at.chat_input[0].set_value("@ai anything on the <b>deploy</b>?").run()
-    line = ":material/search: Searching all channels for '\\<b\\>deploy\\</b\\>'…"
+    line = ":material/search: Searching all channels for \\'\\<b\\>deploy\\</b\\>\\'…"
     at = _until(at, lambda at: len(at.chat_message) == 2 and any(c.value.startswith(line) for c in at.chat_message[1].caption))
     at = _until(at, lambda at: at.chat_message[1].markdown and at.chat_message[1].markdown[0].value == "Nothing about that yet.")
     context = at.chat_message[1].expander[0]

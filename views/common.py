@@ -24,7 +24,8 @@ from core.store import Database, connect
 log = logging.getLogger(__name__)
 RECONNECT_SECONDS = 5  # how often a page retries a database server that was unreachable (or a full disk)
 LINKED_ID = re.compile(r"[0-9]{1,18}")  # ?channel=3: ASCII digits that fit a BIGINT ("²".isdigit() is true)
-MARKDOWN_SPECIALS = re.compile(r"([\\`*_{}\[\]()#+\-.!|>~<&])")
+# Everything Streamlit's Markdown could read as markup, incl. $ math and :emoji: / :color[...] directives.
+MARKDOWN_SPECIALS = re.compile(r"([\\`*_{}\[\]()#+\-.!|>~<&$:=^\"'])")
 
 
 def get_settings() -> Settings:

@@ -9,18 +9,16 @@ from core import embeddings, search
 from core.chat import Channel
 from core.errors import ChatError
 from core.store import Database
-from views.common import local_time
+from views.common import escape_markdown, local_time
 
 PAGE = 10  # results per page
 SCOPES = ("This channel", "All channels")
-# Everything Streamlit's Markdown could read as markup (incl. $ math and :emoji: / :color[...] directives).
-SPECIALS = re.compile(r"([\\`*_{}\[\]()#+\-.!|>~<&$:=^\"'])")
 SPACES = re.compile(r"\s+")  # a snippet is one line: line breaks would start Markdown blocks
 
 
 def inert(text: str) -> str:
     """Text drawn exactly as written: Markdown specials escaped, line breaks as spaces (HTML is never allowed)."""
-    return SPECIALS.sub(r"\\\1", SPACES.sub(" ", text))
+    return escape_markdown(SPACES.sub(" ", text))
 
 
 def marked(text: str, spans) -> str:
