@@ -60,14 +60,15 @@ from urllib.parse import urlsplit
 
 import openai
 
-from core import tools
-from core.chat import Job, get_channel, load_context, system_prompt
+from core import tools, usage
+from core.chat import get_channel, load_context, system_prompt
 from core.config import Settings
-from core.context import RETRIEVAL_SHARE, TOOL_RESULT_SHARE, fit, tools_tokens, trim
+from core.context import RETRIEVAL_SHARE, TOOL_RESULT_SHARE, TOOL_RESULTS_SHARE, estimate_tokens, fit, tools_tokens, trim
 from core.deadline import Deadline, hold_deadlines
 from core.errors import ChatError
 from core.limits import budget_spent
 from core.replies import (
+    Job,
     claim_next_job,
     fail_reply,
     finish_reply,
@@ -118,6 +119,12 @@ EMPTY = "The AI returned an empty reply."
 TOOLS_OFF = "The AI server does not take tools for {model}, so the AI answered without searching."
 ENDLESS_TOOLS = "The AI kept asking for more searches without answering. Try asking more precisely."
 REPEATED_CALL = "The AI asked for exactly the same thing again."
+NOT_RUN_ROUND = "Not run: at most {n} tool calls are run per answer. Answer with what you have, or ask for fewer."
+NOT_RUN_REPLY = "Not run: this reply has made all {n} tool calls it may. Answer with what you have."
+NOT_RUN_ROOM = "Not run: the results so far fill the room this reply has for them. Answer with what you have."
+NOT_RUN_TIME = "Not run: this reply is out of time."
+CAPPED = "The AI asked for {n} more searches than a reply may make; they were not run."
+RESULT_FLOOR = 64  # tokens: with less room than this left for results, a tool call is not run
 UNEXPECTED = "Something went wrong while writing the AI reply (the error was logged). Press Retry to try again."
 DETAIL_MAX = 300  # characters of a server's own error text shown to a person
 USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@]*@")  # the user:password@ of a URL
@@ -407,6 +414,8 @@ class Responder:
         tail: list[dict] = []  # this reply's tool calls and their results, sent with every later round
         done_calls: dict[tuple[str, str], str] = {}
         reply = _Reply(time.monotonic())
+        calls_run = 0
+        room = int(budget * TOOL_RESULTS_SHARE)  # what all of this reply's tool results together may take
         for round_ in range(TOOL_ROUNDS + 1):
             fixed = tools_tokens(tools.TOOLS) if use_tools else 0
             fitted = fit(system, history, tail, budget, fixed)
@@ -419,8 +428,9 @@ class Responder:
             request: dict[str, Any] = {"model": model, "messages": fitted.messages}
             if use_tools:
                 request["tools"] = tools.TOOLS
-                if round_ == TOOL_ROUNDS:  # enough looking: answer now
-                    request["tool_choice"] = "none"
+                if round_ == TOOL_ROUNDS or calls_run >= self.settings.ai_tool_calls_per_reply:
+                    request["tool_choice"] = "none"  # enough looking: answer now
+            sent = fitted.messages
             try:
                 stream = self._open(run, deadline, **request)
             except _ToolsRefused:
@@ -429,10 +439,10 @@ class Responder:
                 steps.append({"kind": "fallback", "label": TOOLS_OFF.format(model=model)})
                 if not self._steps(job, steps, reply):
                     break
-                plain = fit(system, history, tail, budget).messages
-                record_request(self.db, job.reply_id, plain, model)
+                sent = fit(system, history, tail, budget).messages
+                record_request(self.db, job.reply_id, sent, model)
                 try:
-                    stream = self._open(run, deadline, model=model, messages=plain)
+                    stream = self._open(run, deadline, model=model, messages=sent)
                 except _Ended as end:
                     self._fail(run, job, str(end), reply.text, reply.started)
                     return
@@ -440,6 +450,7 @@ class Responder:
             except _Ended as end:
                 self._fail(run, job, str(end), reply.text, reply.started)
                 return
+            before = reply.mark()
             try:
                 self._read(run, job, stream, reply, deadline)
             except _Ended as end:
@@ -447,21 +458,58 @@ class Responder:
                 return
             finally:
                 stream.close()
+                self._charge(job, model, sent, reply, before)  # every answered request, finished or not
             if reply.stopped or reply.finish_reason != "tool_calls" or not reply.calls:
                 break
             said = reply.round_text  # what the model wrote before asking, kept with its calls
             calls = reply.take_calls()
             tail.append({"role": "assistant", "content": said or None, "tool_calls": calls})
-            for call in calls:
+            skipped = 0
+            for index, call in enumerate(calls):
                 name, raw = call["function"]["name"], call["function"]["arguments"]
-                step = self._use_tool(job, channel, name, raw, done_calls, steps, reply, budget)
+                if reason := self._not_run(index, calls_run, room, deadline):
+                    tail.append({"role": "tool", "tool_call_id": call["id"], "content": f"Error: {reason}"})
+                    skipped += 1
+                    continue
+                step = self._use_tool(job, channel, name, raw, done_calls, steps, reply,
+                                      min(int(budget * TOOL_RESULT_SHARE), room))
+                calls_run += 1
+                room -= estimate_tokens(step["output"])
                 tail.append({"role": "tool", "tool_call_id": call["id"], "content": step["output"]})
+            if skipped:
+                steps.append({"kind": "fallback", "label": CAPPED.format(n=skipped)})
+                self._steps(job, steps, reply)
             if reply.stopped:
                 break
         self._finish(run, job, reply)
 
+    def _not_run(self, index: int, calls_run: int, room: int, deadline: Deadline) -> str | None:
+        """Why a tool call the model asked for is not run (a cap, the results' room, the deadline), or None."""
+        if index >= self.settings.ai_tool_calls_per_round:
+            return NOT_RUN_ROUND.format(n=self.settings.ai_tool_calls_per_round)
+        if calls_run >= self.settings.ai_tool_calls_per_reply:
+            return NOT_RUN_REPLY.format(n=self.settings.ai_tool_calls_per_reply)
+        if room < RESULT_FLOOR:
+            return NOT_RUN_ROOM
+        if deadline.passed():
+            return NOT_RUN_TIME
+        return None
+
+    def _charge(self, job: Job, model: str, sent: list[dict], reply: "_Reply", before: tuple) -> None:
+        """Append one request's cost to the usage ledger: what the server reported for it, else an estimate."""
+        try:
+            prompt, completion, parts, arguments = before
+            if reply.prompt_tokens != prompt or reply.completion_tokens != completion:
+                use = usage.Use((reply.prompt_tokens or 0) - (prompt or 0),
+                                (reply.completion_tokens or 0) - (completion or 0), False)
+            else:
+                use = usage.estimate(sent, "".join(reply.parts[parts:]) + reply.arguments[arguments:])
+            usage.record(self.db, use, user_id=job.requested_by, reply_id=job.reply_id, job_id=job.id, model=model)
+        except Exception:
+            log.exception("could not record the usage of AI reply %d", job.reply_id)
+
     def _use_tool(self, job: Job, channel: Any, name: str, raw: str, done: dict, steps: list[dict],
-                  reply: "_Reply", budget: int) -> dict:
+                  reply: "_Reply", limit: int) -> dict:
         """Show the step line, run the tool (a repeat is answered from the first), keep the result on the reply."""
         key = (name, " ".join(raw.split()))
         try:
@@ -475,7 +523,7 @@ class Responder:
                     "error": REPEATED_CALL, "output": f"Error: {REPEATED_CALL} Its result: {done[key]}"}
         else:
             step = tools.call(self.db, name, raw, channel)
-            step["output"], cut = trim(step["output"], int(budget * TOOL_RESULT_SHARE))
+            step["output"], cut = trim(step["output"], limit)
             if step["state"] == "done":
                 done[key] = step["output"]
         steps[-1] = step
@@ -617,7 +665,12 @@ class _Reply:
         self.calls: dict[int, dict] = {}  # this round's tool calls by index, arguments joined from their pieces
         self.prompt_tokens: int | None = None  # summed over rounds, as the API reports them
         self.completion_tokens: int | None = None
+        self.arguments = ""  # every tool call's arguments as received (what a request without usage is charged for)
         self.stopped = False
+
+    def mark(self) -> tuple:
+        """Where the next request starts: usage so far, text parts, tool-call arguments received."""
+        return self.prompt_tokens, self.completion_tokens, len(self.parts), len(self.arguments)
 
     def take(self, chunk: Any) -> None:
         """Add one streamed chunk's text, tool-call pieces, finish reason and usage."""
@@ -636,6 +689,7 @@ class _Reply:
                 if piece.function is not None:
                     call["name"] += piece.function.name or ""
                     call["arguments"] += piece.function.arguments or ""
+                    self.arguments += piece.function.arguments or ""
             if choice.finish_reason:
                 self.finish_reason = choice.finish_reason
 

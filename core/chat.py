@@ -56,15 +56,6 @@ class Channel:
     look_back: bool = False  # add the most relevant older messages to what the AI sees
 
 
-@dataclass(frozen=True)
-class Job:
-    id: int
-    channel_id: int
-    trigger_id: int
-    reply_id: int
-    attempts: int
-
-
 # validation ------------------------------------------------------------------
 
 
@@ -84,11 +75,16 @@ def check_content(content: Any) -> str:
 
 
 def check_id(value: Any, what: str) -> int:
-    """An id as an int, or a readable error: wrong type is a ValidationError, out of range is NotFound."""
+    """An id as an int, or a plain sentence: a missing or non-whole id is a ValidationError, out of range NotFound."""
+    thing = what.lower()
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise ValidationError(f"No {thing} was given: a {thing} id is a whole number such as 42.")
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ValidationError(f"{what} id must be a whole number, not {type(value).__name__}.")
+        raise ValidationError(f"A {thing} id is a whole number such as 42.")
     value = int(value)
-    if value <= 0 or value > MAX_ID:
+    if value > MAX_ID or value < -MAX_ID:  # not even shown: a 5,000-digit number cannot be printed
+        raise NotFound(f"There is no {thing} with an id that long.")
+    if value <= 0:
         raise NotFound(f"{what} {value} not found.")
     return value
 
@@ -270,7 +266,7 @@ def send_message(db: Database, channel_id: Any, author_id: Any, content: Any, li
         message = Message(message_id, channel_id, author_id, author[0], content, "complete", None, now, now)
         reply = None
         if wants_reply(channel[0] or "every", content):
-            reply = _insert_reply(tx, channel_id, message_id, now)
+            reply = _insert_reply(tx, channel_id, message_id, author_id, now)
         tx.announce(channel_id, jobs=reply is not None)
         tx.on_commit(lambda: db.recent.add(message))
         if reply is not None:
@@ -281,15 +277,16 @@ def send_message(db: Database, channel_id: Any, author_id: Any, content: Any, li
     return message.id
 
 
-def _insert_reply(tx: Transaction, channel_id: int, trigger_id: int, now: datetime) -> Message:
+def _insert_reply(tx: Transaction, channel_id: int, trigger_id: int, author_id: int, now: datetime) -> Message:
     (reply_id,) = tx.one(
         "INSERT INTO messages (channel_id, author_id, content, status, created_at, updated_at) "
         "VALUES (?, NULL, '', 'pending', ?, ?) RETURNING id",
         [channel_id, now, now],
     )
     tx.execute(
-        "INSERT INTO ai_jobs (channel_id, trigger_id, reply_id, state, created_at) VALUES (?, ?, ?, 'pending', ?)",
-        [channel_id, trigger_id, reply_id, now],
+        "INSERT INTO ai_jobs (channel_id, trigger_id, reply_id, state, requested_by, cause, created_at) "
+        "VALUES (?, ?, ?, 'pending', ?, 'send', ?)",
+        [channel_id, trigger_id, reply_id, author_id, now],
     )
     return Message(reply_id, channel_id, None, None, "", "pending", None, now, now)
 

@@ -33,6 +33,8 @@ class Settings:
     ai_timeout: float = 60.0
     ai_lease_seconds: float = 30.0
     ai_context_tokens: int = 16000  # what one request may carry (estimated): see core/context.py
+    ai_tool_calls_per_round: int = 4  # tool calls one request's answer may run; more are answered "not run"
+    ai_tool_calls_per_reply: int = 8  # tool calls over all of a reply's rounds
     admin_password: str | None = field(default=None, repr=False)
     login: bool = False  # an [auth] section in the secrets: everyone logs in (st.login) and speaks as themself
     login_providers: tuple[str | None, ...] = (None,)  # [auth.<name>] sections; None is [auth]'s own provider
@@ -44,6 +46,12 @@ class Settings:
     console_memory_mb: int = 256  # what a console query may use on top of its process's ~90 MB
     image_hosts: frozenset[str] = frozenset()  # hosts whose images messages may show; others are shown as links
     embedding_model: str = DEFAULT_EMBEDDING_MODEL
+    # The live route (views/live.py): sockets one client address may hold (a person with a dozen tabs; an office
+    # behind one NAT address shares it), sockets in all (each is a task and a subscription in this process), and
+    # the key that signs its tickets in login mode ([auth] cookie_secret; open mode needs none).
+    live_sockets_per_client: int = 40
+    live_sockets_total: int = 2000
+    live_secret: str | None = field(default=None, repr=False)
 
     @property
     def ai_enabled(self) -> bool:
@@ -143,6 +151,8 @@ def load_settings(overrides: Mapping[str, Any] | None = None) -> Settings:
         ai_timeout=_number("AI_TIMEOUT_SECONDS", get("AI_TIMEOUT_SECONDS") or 60.0, float, 1.0, 600.0),
         ai_lease_seconds=_number("AI_LEASE_SECONDS", get("AI_LEASE_SECONDS") or 30.0, float, 1.0, 3600.0),
         ai_context_tokens=_number("AI_CONTEXT_TOKENS", get("AI_CONTEXT_TOKENS") or 16000, int, 1000, 2_000_000),
+        ai_tool_calls_per_round=_number("AI_TOOL_CALLS_PER_ROUND", get("AI_TOOL_CALLS_PER_ROUND") or 4, int, 1, 64),
+        ai_tool_calls_per_reply=_number("AI_TOOL_CALLS_PER_REPLY", get("AI_TOOL_CALLS_PER_REPLY") or 8, int, 1, 256),
         admin_password=get("ADMIN_PASSWORD"),
         console_seconds=_number("CONSOLE_TIMEOUT_SECONDS", get("CONSOLE_TIMEOUT_SECONDS") or 5.0, float, 1.0, 120.0),
         console_memory_mb=_number("CONSOLE_MEMORY_MB", get("CONSOLE_MEMORY_MB") or 256, int, 32, 8192),
@@ -157,6 +167,10 @@ def load_settings(overrides: Mapping[str, Any] | None = None) -> Settings:
         ai_tokens_per_day=_number("AI_TOKENS_PER_DAY", get("AI_TOKENS_PER_DAY") or DEFAULT_AI_TOKENS_PER_DAY,
                                   int, 0, 10**12),
         embedding_model=get("EMBEDDING_MODEL") or DEFAULT_EMBEDDING_MODEL,
+        live_sockets_per_client=_number("LIVE_SOCKETS_PER_CLIENT", get("LIVE_SOCKETS_PER_CLIENT") or 40,
+                                        int, 1, 1_000_000),
+        live_sockets_total=_number("LIVE_SOCKETS_TOTAL", get("LIVE_SOCKETS_TOTAL") or 2000, int, 1, 1_000_000),
+        live_secret=_text(overrides["auth"]["cookie_secret"]) if login and overrides else None,
     )
 
 

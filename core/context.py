@@ -24,6 +24,7 @@ NEWEST_FLOOR = 64  # tokens of the newest message kept even when the rest of the
 SNIPPET_TOKENS = 200  # a retrieved older message is trimmed to this
 RETRIEVAL_SHARE = 0.25  # at most this part of the budget goes to retrieved older messages
 TOOL_RESULT_SHARE = 0.15  # at most this part of the budget goes to one tool's answer
+TOOL_RESULTS_SHARE = 0.5  # ... and this part to all of a reply's tool answers together (each round re-sends them)
 # words, digit runs, symbols; runs capped at 40 characters so a long run can be cut (and priced) in parts
 PIECE = re.compile(r"[A-Z]{0,39}[a-z]{1,40}|[A-Z]{1,40}|\d{1,3}|[^\W\d_]{1,40}|\s{1,40}|.", re.S)
 UPPER = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"

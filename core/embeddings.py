@@ -9,7 +9,10 @@ holds them), so a restart or a second replica neither loses a job nor writes a v
 Providers: the OpenAI embeddings API (``EMBEDDING_MODEL``, asked for 256 dimensions) when an API key is
 set, else ``wordllama``, static word embeddings whose weights ship in its wheel (no network). A provider
 switch re-embeds every message in the background; until every message has a vector from the configured
-provider, search is keyword-only (``semantic_ready``).
+provider, search is keyword-only (``semantic_ready``). A server without embeddings (HTTP 404 or 405, as many
+OpenAI-compatible servers answer) is told apart from one that fails for a while: it is said once (one log
+line, and ``fallback_reason`` for the pages), and search falls back to wordllama (``fall_back``) until the
+Embedder is started again (new settings, a restart); other failures are retried with a growing pause.
 
 Vectors are searched in memory (``VectorIndex``: a float32 matrix per process, loaded once and then
 topped up with rows written since): a matrix-vector product over 1M vectors takes ~40 ms where DuckDB's
@@ -44,7 +47,9 @@ MAX_ATTEMPTS = 3  # a message the provider keeps refusing is marked failed, not 
 DISCOVER_CHUNK = 50_000  # message ids turned into jobs per transaction (a provider switch covers all history)
 IDLE_WAIT = 1.0  # seconds the Embedder sleeps when idle and no change was announced
 RECHECK_SECONDS = 60.0  # how often an idle Embedder looks for retried replies (new text) and jobs lost to errors
-ERROR_PAUSE = 5.0  # seconds the Embedder waits after a provider error before trying again
+ERROR_PAUSE = 5.0  # seconds the Embedder waits after a provider error, doubled after each one that follows...
+ERROR_PAUSE_MAX = 300.0  # ...up to this: a server that stays down is asked every 5 minutes, not every 5 s
+MISSING = (404, 405)  # no such endpoint (or model), method not allowed: asking again will not make embeddings
 LOAD_CHUNK = 100_000  # vectors per Arrow batch when the index loads
 SMALL_LOAD = 2_000  # up to this many new vectors are read as plain rows; more are streamed as Arrow
 SEQ_OVERLAP = 10_000  # seq numbers looked at again: writers on several replicas commit out of order
@@ -135,6 +140,49 @@ def provider_for(settings: Any, client: Any = None) -> Provider:
         # A tool call's query is embedded in the reply's thread: its waits end by that reply's deadline.
         hold_deadlines(client)
     return OpenAIProvider(client, model)
+
+
+# a server without embeddings ---------------------------------------------------------
+_fallbacks: "weakref.WeakKeyDictionary[Database, tuple[str, str]]" = weakref.WeakKeyDictionary()
+_fallbacks_lock = threading.Lock()
+
+
+def endpoint_missing(error: BaseException) -> bool:
+    """Whether the server answered that it has no embeddings (404 or 405), as opposed to failing for now."""
+    return getattr(error, "status_code", None) in MISSING
+
+
+def _from_the_server(error: BaseException) -> bool:
+    """An error the openai SDK raised about the server (a status, a timeout, no connection), not a fault here."""
+    return type(error).__module__.partition(".")[0] == "openai"
+
+
+def _said(error: BaseException) -> str:
+    """An error's first line, for a one-line log entry."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def fall_back(db: Database, provider: Provider, error: BaseException) -> Provider:
+    """``provider``'s server has no embeddings: say so once (one log line), and search ``db`` with wordllama."""
+    local = local_provider()
+    with _fallbacks_lock:
+        if db not in _fallbacks:
+            status = getattr(error, "status_code", "?")
+            model = getattr(provider, "model", provider.name)
+            log.warning("the AI server answered HTTP %s to an embeddings request for %s: it has no embeddings, "
+                        "so semantic search uses %s instead (until the app restarts)", status, model, local.name)
+            said = (f"The AI server has no embeddings (HTTP {status} for {model}), so semantic search uses the "
+                    "local wordllama model instead.")
+            _fallbacks[db] = (provider.name, said)  # whose server it was, and what the pages say
+            attach(db, local)
+    return local
+
+
+def fallback_reason(db: Database) -> str | None:
+    """Why search on ``db`` uses wordllama instead of the configured provider (a sentence), or None."""
+    entry = _fallbacks.get(db)
+    return entry[1] if entry else None
 
 
 # state -----------------------------------------------------------------------
@@ -268,17 +316,18 @@ def requeue_changed(db: Database, provider: str) -> int:
     return db.write(work)
 
 
-def release(db: Database, provider: str, token: str, ids: Sequence[int], error: str) -> None:
-    """Give claimed jobs back after a provider error; after MAX_ATTEMPTS a job is marked failed."""
+def release(db: Database, provider: str, token: str, ids: Sequence[int], error: str, counted: bool = True) -> None:
+    """Give claimed jobs back after a provider error; after MAX_ATTEMPTS counted ones a job is marked failed."""
     if not ids:
         return
+    undo = 0 if counted else 1  # an uncounted error takes back the attempt its claim added
 
     def work(tx: Transaction) -> None:
         tx.execute(
-            "UPDATE embedding_jobs SET state = CASE WHEN attempts >= ? THEN 'failed' ELSE 'pending' END, "
-            "claimed_by = NULL, error = ? "
+            "UPDATE embedding_jobs SET attempts = attempts - ?, "
+            "state = CASE WHEN attempts - ? >= ? THEN 'failed' ELSE 'pending' END, claimed_by = NULL, error = ? "
             f"WHERE provider = ? AND claimed_by = ? AND state = 'running' AND message_id IN ({_marks(ids)})",
-            [MAX_ATTEMPTS, error[:500], provider, token, *ids],
+            [undo, undo, MAX_ATTEMPTS, error[:500], provider, token, *ids],
         )
 
     db.write(work)
@@ -521,28 +570,39 @@ def nearest(
     attached.index.refresh(db)  # one count when nothing is new
     try:
         vector = attached.provider.embed([text])[0]
-    except Exception:  # the embeddings API is down: keyword results still answer
-        log.exception("could not embed a search query; answering with keyword matches only")
+    except Exception as error:  # the embeddings API is down: keyword results still answer
+        if endpoint_missing(error):  # found here first (all history was embedded): the Embedder follows
+            fall_back(db, attached.provider, error)
+        else:
+            log.warning("could not embed a search query (%s); answering with keyword matches only", _said(error),
+                        exc_info=not _from_the_server(error))
         return []
     return attached.index.nearest(vector, limit, attached.provider.min_similarity, channel_id, exclude, before_id)
 
 
 def status(db: Database) -> dict[str, Any]:
-    """What a page says about semantic search: on or not, the provider, and how many messages wait."""
+    """What a page says about semantic search: on or not, the provider, how many messages wait, any fall back."""
     attached = _attached.get(db)
     if attached is None:
-        return {"semantic": False, "provider": None, "backlog": 0}
+        return {"semantic": False, "provider": None, "backlog": 0, "fallback": None}
     name = attached.provider.name
-    return {"semantic": semantic_ready(db), "provider": name, "backlog": backlog(db, name)}
+    return {"semantic": semantic_ready(db), "provider": name, "backlog": backlog(db, name),
+            "fallback": fallback_reason(db)}
 
 
 # the worker -------------------------------------------------------------------
+def pause_after(failures: int) -> float:
+    """Seconds to wait after ``failures`` provider errors in a row: ERROR_PAUSE, doubled each time, capped."""
+    return min(ERROR_PAUSE * 2 ** max(failures - 1, 0), ERROR_PAUSE_MAX)
+
+
 class Embedder:
     """A thread that embeds messages in the background: ``start()``, ``stop()``, ``run_once()``."""
 
     def __init__(self, db: Database, provider: Provider, batch: int = BATCH) -> None:
         self.db = db
-        self.provider = provider
+        self.configured = provider  # what the settings chose
+        self.provider = provider  # what it embeds with: wordllama once the configured server has no embeddings
         self.batch = batch
         self.token = uuid.uuid4().hex  # names this worker's claims
         self.embedded = 0  # messages this worker embedded (tests and the benchmark read it)
@@ -555,6 +615,9 @@ class Embedder:
         """Requeue jobs a crash left running, attach the provider for search, then work; a second call does nothing."""
         if self._thread is not None:
             return self
+        with _fallbacks_lock:
+            _fallbacks.pop(self.db, None)  # (new settings, or a restart): the configured server is asked again
+        self.provider = self.configured
         attach(self.db, self.provider)
         if not self.db.shared:  # the only process: what it left running died with it (replicas wait for the lease)
             requeued = requeue_running(self.db, self.provider.name)
@@ -583,6 +646,9 @@ class Embedder:
 
     def run_once(self) -> int:
         """Scan for new messages, embed one batch; return how many jobs were handled (0: nothing to do)."""
+        fallen = _fallbacks.get(self.db)
+        if fallen and fallen[0] == self.provider.name:  # a search found the server without embeddings first
+            self.provider = local_provider()
         name = self.provider.name
         while discover(self.db, name) >= DISCOVER_CHUNK:
             pass
@@ -594,31 +660,44 @@ class Embedder:
         try:
             vectors = self.provider.embed([text for _, _, text in texts]) if texts else []
         except Exception as error:
-            log.exception("embedding %d messages failed", len(texts))
-            release(self.db, name, self.token, [mid for mid, _, _ in jobs], str(error) or type(error).__name__)
+            ids = [mid for mid, _, _ in jobs]
+            if endpoint_missing(error):  # jobs kept, uncounted: a restart asks the server again
+                release(self.db, name, self.token, ids, _said(error), counted=False)
+                self.provider = fall_back(self.db, self.provider, error)
+                return len(jobs)  # carry on at once, with the local model
+            log.warning("embedding %d messages failed (%s); trying again after a pause", len(texts), _said(error),
+                        exc_info=not _from_the_server(error))
+            release(self.db, name, self.token, ids, _said(error))
             raise
         by_id = {mid: vectors[i] for i, (mid, _, _) in enumerate(texts)}
         stored = store(self.db, name, self.token, [(mid, channel, by_id.get(mid)) for mid, channel, _ in jobs])
         self.embedded += stored
         return len(jobs)
 
-    def _loop(self) -> None:
-        checked = time.monotonic()
-        index = _attached[self.db].index if self.db in _attached else None
-        while index is not None and not index.loaded and not self._closing.is_set():
-            try:  # the first load of the vectors (1M: seconds) happens here, never in a person's search
-                index.refresh(self.db)
+    def _load_index(self) -> None:
+        """The first load of the attached vectors (1M: seconds), here and never in a person's search."""
+        attached = _attached.get(self.db)
+        if attached is not None and not attached.index.loaded:  # at the start, and after a fall back
+            try:
+                attached.index.refresh(self.db)
             except Exception:
                 log.exception("could not load the message vectors; semantic search waits")
-                self._closing.wait(ERROR_PAUSE)
+                raise
+
+    def _loop(self) -> None:
+        checked = time.monotonic()
+        failures = 0
         while not self._closing.is_set():
             try:
+                self._load_index()
                 busy = self.run_once()
                 if not busy and time.monotonic() - checked >= RECHECK_SECONDS:
                     checked = time.monotonic()
                     busy = requeue_changed(self.db, self.provider.name)
+                failures = 0
             except Exception:
-                self._closing.wait(ERROR_PAUSE)
+                failures += 1
+                self._closing.wait(pause_after(failures))
                 continue
             if not busy:
                 self._wake.wait(IDLE_WAIT)

@@ -4,10 +4,11 @@
   ``send_message``'s transaction; a send over a limit raises ``RateLimited`` (nothing is stored) saying
   which limit and when the next send can go. Windows slide: the next send is allowed once the oldest
   counted message (or reply) is a full window old.
-* AI tokens per day, for the whole app: ``budget_spent`` is asked before each reply goes to the model; a
-  reply past the budget ends at once with that reason. Tokens are the model's reported usage, or, for a
-  reply without usage (it failed or was stopped), an estimate of 4 characters a token of what was sent
-  and received. The day is the UTC day.
+  An AI reply counts against whoever asked for it: the sender, or the person who pressed Retry
+  (``check_retry``); a reply a crash made run again is not a new ask.
+* AI tokens per day, for the whole app: ``budget_spent`` is asked before each reply goes to the model and
+  before a Retry is queued; a reply past the budget ends at once with that reason. Tokens come from the
+  usage ledger (``core.usage``), by the time of each request: the day is the UTC day.
 
 A limit of 0 is off. Nothing here knows who a person is: ``author_id`` is whoever the page says sends.
 """
@@ -17,19 +18,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from core import usage
 from core.errors import ChatError
 from core.store import Database, Transaction
 
 MINUTE = timedelta(minutes=1)
 HOUR = timedelta(hours=1)
-CHARS_PER_TOKEN = 4  # OpenAI's rule of thumb for English text: the estimate for replies without reported usage
-
-# Used tokens of AI replies created since a time: reported usage where there is some, else the estimate.
-TOKENS_USED = (
-    "CAST(coalesce(sum(CASE WHEN prompt_tokens IS NOT NULL OR completion_tokens IS NOT NULL "
-    "THEN coalesce(prompt_tokens, 0) + coalesce(completion_tokens, 0) "
-    f"ELSE ceil((length(coalesce(context, '')) + length(content)) / {CHARS_PER_TOKEN}.0) END), 0) AS BIGINT)"
-)
+ASKS = ("send", "retry")  # ai_jobs.cause values a person caused (a requeue after a crash is the app's)
 
 
 @dataclass(frozen=True)
@@ -84,36 +79,54 @@ def check_send(db: Database, tx: Transaction, limits: Limits, author_id: int, wa
                 retry_at,
             )
     if wants_reply and limits.ai_replies_per_hour:
-        times = _newest_times(
-            tx, "SELECT j.created_at FROM ai_jobs j JOIN messages m ON m.id = j.trigger_id "
-                "WHERE m.author_id = ? AND j.created_at > ?",
-            [author_id, now - HOUR], limits.ai_replies_per_hour,
-        )
-        if len(times) >= limits.ai_replies_per_hour:
-            retry_at = times[-1] + HOUR
+        retry_at = _ai_replies_full(tx, limits, author_id, now)
+        if retry_at is not None:
             raise RateLimited(
-                f"Your messages got {limits.ai_replies_per_hour} AI replies in the last hour, the limit. "
+                f"You asked for {limits.ai_replies_per_hour} AI replies in the last hour, the limit. "
                 f"You can send again in {wait_words((retry_at - now).total_seconds())}, or now in a channel "
                 "where the AI does not answer this message.",
                 retry_at,
             )
 
 
+def _ai_replies_full(tx: Transaction, limits: Limits, user_id: int, now: datetime) -> datetime | None:
+    """When ``user_id`` may ask for the next AI reply, or None when they may now."""
+    marks = ", ".join("?" for _ in ASKS)
+    times = _newest_times(
+        tx, f"SELECT created_at FROM ai_jobs WHERE requested_by = ? AND cause IN ({marks}) AND created_at > ?",
+        [user_id, *ASKS, now - HOUR], limits.ai_replies_per_hour,
+    )
+    return times[-1] + HOUR if len(times) >= limits.ai_replies_per_hour else None
+
+
+def check_retry(db: Database, tx: Transaction, limits: Limits, user_id: int, now: datetime) -> None:
+    """Raise RateLimited when ``user_id`` may not ask for another AI attempt now (a Retry is an ask, like a send)."""
+    if not limits.ai_replies_per_hour:
+        return
+    tx.one(f"SELECT id FROM users WHERE id = ?{db.dialect.for_update}", [user_id])
+    retry_at = _ai_replies_full(tx, limits, user_id, now)
+    if retry_at is not None:
+        raise RateLimited(
+            f"You asked for {limits.ai_replies_per_hour} AI replies in the last hour, the limit. "
+            f"You can retry in {wait_words((retry_at - now).total_seconds())}.",
+            retry_at,
+        )
+
+
 def day_start(moment: datetime) -> datetime:
     return moment.replace(hour=0, minute=0, second=0, microsecond=0)
 
 
-def tokens_today(db: Database) -> int:
-    """AI tokens used since midnight UTC (reported, or estimated for replies without usage)."""
-    return int(db.one(f"SELECT {TOKENS_USED} FROM messages WHERE author_id IS NULL AND created_at >= ?",
-                      [day_start(db.clock())])[0])
+def tokens_today(db: Database, tx: Transaction | None = None) -> int:
+    """AI tokens of every request made since midnight UTC (reported, or estimated where none was)."""
+    return usage.tokens_since(db, day_start(db.clock()), tx=tx)
 
 
-def budget_spent(db: Database, limits: Limits) -> str | None:
-    """Why no AI reply may go to the model now (today's token budget is used up), or None."""
+def budget_spent(db: Database, limits: Limits, tx: Transaction | None = None) -> str | None:
+    """Why no AI reply may go to the model now (today's token budget is used up), or None (read in ``tx`` if given)."""
     if not limits.ai_tokens_per_day:
         return None
-    used = tokens_today(db)
+    used = tokens_today(db, tx)
     if used < limits.ai_tokens_per_day:
         return None
     now = db.clock()

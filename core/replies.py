@@ -1,16 +1,20 @@
 """The life of an AI reply: pending -> streaming -> complete, or error with a readable reason.
 
-The worker in ``core.ai`` drives these verbs; pages call ``retry_reply`` and ``stop_reply``.
+The worker in ``core.ai`` drives these verbs; pages call ``retry_reply`` and ``stop_reply``, which check who
+asks: only the person who asked for the reply (its trigger's author, or who pressed Retry last) or an admin
+may stop or retry it, and a Retry is a new ask, charged to whoever pressed it (``core.limits``).
 Every change goes through ``Database.write`` and reaches the recent-message cache after commit.
 """
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from core.chat import MESSAGE_COLUMNS, MESSAGE_FROM, Job, check_id
+from core.chat import MESSAGE_COLUMNS, MESSAGE_FROM, check_id
 from core.errors import NotFound, ValidationError
+from core.limits import Limits, budget_spent, check_retry
 from core.recent import Message
 from core.store import Database, Transaction
 
@@ -19,6 +23,20 @@ LEASE_SECONDS = 30.0  # a running job whose lease is not renewed this long is or
 OPEN = ("pending", "streaming")
 INTERRUPTED = "Interrupted by a restart of the app. Press Retry to try again."
 STOPPED_EMPTY = "Stopped before the AI wrote anything."
+NOT_YOURS = "Only {name}, who asked for this reply, or an admin can {verb} it."
+AI_OFF = "The AI does not answer in this channel now, so this reply cannot be retried."
+
+
+@dataclass(frozen=True)
+class Job:
+    """One attempt at an AI reply, as a worker holds it."""
+
+    id: int
+    channel_id: int
+    trigger_id: int
+    reply_id: int
+    attempts: int
+    requested_by: int | None = None  # who asked for this attempt (charged for it); None: nobody known
 
 
 def _refresh(db: Database, tx: Transaction, message_id: int) -> Message:
@@ -35,7 +53,7 @@ def claim_next_job(db: Database, lease: float = LEASE_SECONDS, owner: str | None
 
     def work(tx: Transaction) -> Job | None:
         row = tx.one(
-            "SELECT id, channel_id, trigger_id, reply_id, attempts FROM ai_jobs WHERE state = 'pending' "
+            "SELECT id, channel_id, trigger_id, reply_id, attempts, requested_by FROM ai_jobs WHERE state = 'pending' "
             f"ORDER BY id LIMIT 1{db.dialect.skip_locked}"
         )
         if row is None:
@@ -46,7 +64,7 @@ def claim_next_job(db: Database, lease: float = LEASE_SECONDS, owner: str | None
             "WHERE id = ?",
             [now, now + timedelta(seconds=lease), owner, row[0]],
         )
-        return Job(row[0], row[1], row[2], row[3], row[4] + 1)
+        return Job(row[0], row[1], row[2], row[3], row[4] + 1, row[5])
 
     return db.write(work)
 
@@ -187,45 +205,81 @@ def _ai_reply(tx: Transaction, message_id: int) -> tuple:
     return row
 
 
-def retry_reply(db: Database, message_id: Any) -> bool:
-    """Run a failed or stopped reply again in place; False (and nothing done) when it is already running."""
+def _askers(tx: Transaction | Database, channel_id: int, message_id: int) -> tuple[int | None, int | None, int]:
+    """Who asked for a reply: (the trigger's author, who asked for its latest attempt, the trigger's id).
+
+    The trigger is the latest attempt's, else (a reply written by write_agent_response) the last person's
+    message before the reply.
+    """
+    job = tx.one("SELECT requested_by, trigger_id FROM ai_jobs WHERE reply_id = ? ORDER BY id DESC LIMIT 1",
+                 [message_id])
+    if job is not None:
+        author = tx.one("SELECT author_id FROM messages WHERE id = ?", [job[1]])
+        author_id = author[0] if author else None
+        return author_id, (job[0] if job[0] is not None else author_id), job[1]
+    trigger = tx.one(
+        "SELECT id, author_id FROM messages WHERE channel_id = ? AND id < ? AND author_id IS NOT NULL "
+        "ORDER BY id DESC LIMIT 1",
+        [channel_id, message_id],
+    )
+    return (trigger[1], trigger[1], trigger[0]) if trigger else (None, None, message_id)
+
+
+def _check_asker(tx: Transaction, askers: tuple, by: int, admin: bool, verb: str) -> None:
+    """Raise unless ``by`` may act on the reply: its trigger's author, who asked for this attempt, or an admin."""
+    if tx.one("SELECT id FROM users WHERE id = ?", [by]) is None:
+        raise NotFound(f"User {by} not found.")
+    author, attempt, _ = askers
+    if admin or by in (author, attempt):
+        return
+    name = tx.one("SELECT name FROM users WHERE id = ?", [author]) if author is not None else None
+    raise ValidationError(NOT_YOURS.format(name=name[0] if name else "the person", verb=verb))
+
+
+def retry_reply(db: Database, message_id: Any, by: Any, *, admin: bool = False, limits: Limits | None = None) -> bool:
+    """Run a failed or stopped reply again in place, as a new ask charged to ``by``; False when it already runs.
+
+    ``by`` must have asked for the reply (sent its trigger, or pressed Retry for its latest attempt), unless ``admin`` (an admin in login mode; everyone in open mode,
+    which has no roles). Refused with a sentence when the channel's AI is off, today's budget is spent or
+    ``by`` is over their hourly allowance of AI replies (``limits``).
+    """
     message_id = check_id(message_id, "Message")
+    by = check_id(by, "User")
 
     def work(tx: Transaction) -> bool:
         channel_id, _, status, stopped = _ai_reply(tx, message_id)
+        askers = _askers(tx, channel_id, message_id)
+        _check_asker(tx, askers, by, admin, "retry")
+        trigger_id = askers[2]
         if status in OPEN:
             return False  # a second click while the first retry runs: nothing more to do
         if status == "complete" and not stopped:
             raise ValidationError("This reply is complete; only failed or stopped replies can be retried.")
+        policy = tx.one("SELECT reply_policy FROM channels WHERE id = ?", [channel_id])
+        if policy is not None and policy[0] == "off":
+            raise ValidationError(AI_OFF)
         now = db.clock()
+        if limits is not None:
+            if spent := budget_spent(db, limits, tx):
+                raise ValidationError(spent)
+            check_retry(db, tx, limits, by, now)
         tx.execute(
             "UPDATE messages SET status = 'pending', content = '', error = NULL, stopped = false, steps = NULL, "
             "prompt_tokens = NULL, "
             "completion_tokens = NULL, ttft_ms = NULL, total_ms = NULL, updated_at = ? WHERE id = ?",
             [now, message_id],
         )
-        job = tx.one("SELECT id, state, trigger_id FROM ai_jobs WHERE reply_id = ? ORDER BY id DESC LIMIT 1", [message_id])
-        if job is not None and job[1] == "running":
-            # Stopped, but its worker has not noticed yet: retire that attempt (its writes are refused) and queue a new one.
-            tx.execute("UPDATE ai_jobs SET state = 'done', finished_at = ? WHERE id = ?", [now, job[0]])
-            tx.execute(
-                "INSERT INTO ai_jobs (channel_id, trigger_id, reply_id, state, created_at) VALUES (?, ?, ?, 'pending', ?)",
-                [channel_id, job[2], message_id, now],
-            )
-        elif job is not None:
-            tx.execute(
-                "UPDATE ai_jobs SET state = 'pending', attempts = 0, claimed_at = NULL, finished_at = NULL WHERE id = ?",
-                [job[0]],
-            )
-        else:  # a reply written by write_agent_response: answer the last user message before it
-            trigger = tx.one(
-                "SELECT max(id) FROM messages WHERE channel_id = ? AND id < ? AND author_id IS NOT NULL",
-                [channel_id, message_id],
-            )
-            tx.execute(
-                "INSERT INTO ai_jobs (channel_id, trigger_id, reply_id, state, created_at) VALUES (?, ?, ?, 'pending', ?)",
-                [channel_id, trigger[0] or message_id, message_id, now],
-            )
+        # Every earlier attempt is retired (a running one, stopped but not yet noticed, finds its writes
+        # refused); the new attempt is a new row, so it counts as an ask at the time it was made.
+        tx.execute(
+            "UPDATE ai_jobs SET state = 'done', finished_at = ? WHERE reply_id = ? AND state <> 'done'",
+            [now, message_id],
+        )
+        tx.execute(
+            "INSERT INTO ai_jobs (channel_id, trigger_id, reply_id, state, requested_by, cause, created_at) "
+            "VALUES (?, ?, ?, 'pending', ?, 'retry', ?)",
+            [channel_id, trigger_id, message_id, by, now],
+        )
         _refresh(db, tx, message_id)
         tx.announce(jobs=True)
         return True
@@ -233,12 +287,17 @@ def retry_reply(db: Database, message_id: Any) -> bool:
     return db.write(work)
 
 
-def stop_reply(db: Database, message_id: Any) -> bool:
-    """End a pending or streaming reply, keeping its text so far; False when it had already ended."""
+def stop_reply(db: Database, message_id: Any, by: Any, *, admin: bool = False) -> bool:
+    """End a pending or streaming reply, keeping its text so far; False when it had already ended.
+
+    ``by`` must have asked for the reply (sent its trigger, or pressed Retry for its latest attempt), unless ``admin`` (see ``retry_reply``).
+    """
     message_id = check_id(message_id, "Message")
+    by = check_id(by, "User")
 
     def work(tx: Transaction) -> bool:
-        _, _, status, _ = _ai_reply(tx, message_id)
+        channel_id, _, status, _ = _ai_reply(tx, message_id)
+        _check_asker(tx, _askers(tx, channel_id, message_id), by, admin, "stop")
         if status not in OPEN:
             return False
         now = db.clock()
@@ -259,6 +318,17 @@ def stop_reply(db: Database, message_id: Any) -> bool:
     return db.write(work)
 
 
+def asked_by(db: Database, message_id: Any) -> set[int]:
+    """Who asked for an AI reply and so may stop or retry it (with admins): its trigger's author, and
+    whoever asked for its latest attempt (pressed Retry); empty when nobody is known."""
+    message_id = check_id(message_id, "Message")
+    row = db.one("SELECT channel_id FROM messages WHERE id = ?", [message_id])
+    if row is None:
+        raise NotFound(f"Message {message_id} not found.")
+    author, attempt, _ = _askers(db, row[0], message_id)
+    return {who for who in (author, attempt) if who is not None}
+
+
 def recover_interrupted(db: Database, everything: bool | None = None, owner: str | None = None) -> dict[str, int]:
     """Re-queue replies whose worker is gone (up to MAX_ATTEMPTS), close the rest as errors.
 
@@ -274,8 +344,8 @@ def recover_interrupted(db: Database, everything: bool | None = None, owner: str
         now = db.clock()
         requeued = closed = 0
         stale = "" if everything else " AND (j.lease_until IS NULL OR j.lease_until < ? OR j.owner = ?)"
-        for job_id, channel_id, trigger_id, reply_id, attempts, status in tx.rows(
-            "SELECT j.id, j.channel_id, j.trigger_id, j.reply_id, j.attempts, m.status "
+        for job_id, channel_id, trigger_id, reply_id, attempts, requested_by, status in tx.rows(
+            "SELECT j.id, j.channel_id, j.trigger_id, j.reply_id, j.attempts, j.requested_by, m.status "
             "FROM ai_jobs j LEFT JOIN messages m ON m.id = j.reply_id "
             f"WHERE j.state = 'running'{stale} ORDER BY j.id",
             [] if everything else [now, owner],
@@ -287,10 +357,10 @@ def recover_interrupted(db: Database, everything: bool | None = None, owner: str
             if status not in OPEN:  # stopped while it ran: nothing is left to write
                 continue
             if attempts < MAX_ATTEMPTS:
-                tx.execute(
-                    "INSERT INTO ai_jobs (channel_id, trigger_id, reply_id, state, attempts, created_at) "
-                    "VALUES (?, ?, ?, 'pending', ?, ?)",
-                    [channel_id, trigger_id, reply_id, attempts, now],
+                tx.execute(  # the same ask, run again: charged to the same person, not counted as a new ask
+                    "INSERT INTO ai_jobs (channel_id, trigger_id, reply_id, state, attempts, requested_by, cause, "
+                    "created_at) VALUES (?, ?, ?, 'pending', ?, ?, 'requeue', ?)",
+                    [channel_id, trigger_id, reply_id, attempts, requested_by, now],
                 )
                 tx.execute(
                     "UPDATE messages SET status = 'pending', content = '', steps = NULL, updated_at = ? "

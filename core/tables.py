@@ -19,7 +19,7 @@ import pyarrow as pa
 
 from core import console
 from core.errors import NotFound, ValidationError
-from core.limits import TOKENS_USED
+from core.limits import ASKS
 from core.store import Database
 
 PAGE_SIZES = (25, 50, 100, 250)  # rows per page: a page is one LIMIT/OFFSET query, never the whole table
@@ -471,38 +471,42 @@ def error_reasons(db: Database, since: datetime | None = None) -> pd.DataFrame:
 
 
 def tokens_per_day(db: Database, since: datetime | None = None) -> pd.DataFrame:
-    """Prompt and completion tokens of AI replies per day."""
-    clause, params = _since_clause(since)
+    """Prompt and completion tokens of every request to a model per day, from the usage ledger (what the budget counts)."""
+    clause, params = _since_clause(since, "created_at")
     with db.analytics() as cur:
         frame = cur.execute(
-            "SELECT date_trunc('day', m.created_at) AS day, coalesce(sum(m.prompt_tokens), 0) AS prompt, "
-            "coalesce(sum(m.completion_tokens), 0) AS completion FROM messages m "
-            "WHERE m.author_id IS NULL AND (m.prompt_tokens IS NOT NULL OR m.completion_tokens IS NOT NULL)"
-            f"{clause} GROUP BY ALL ORDER BY day",
+            "SELECT date_trunc('day', created_at) AS day, CAST(sum(prompt_tokens) AS BIGINT) AS prompt, "
+            f"CAST(sum(completion_tokens) AS BIGINT) AS completion FROM ai_usage WHERE true{clause} "
+            "GROUP BY ALL ORDER BY day",
             params,
         ).df()
     return frame.set_index("day")
 
 
 def usage_by_person(db: Database, since: datetime | None = None) -> pd.DataFrame:
-    """Per person: messages sent, AI replies their messages asked for, and those replies' tokens, most tokens first.
+    """Per person: messages sent, AI replies asked for (sends and Retries), and the tokens they caused, most first.
 
-    Tokens are the model's reported usage, or the estimate core.limits counts against the daily budget.
+    Tokens come from the usage ledger (core.usage): what the daily budget counts, by the time of each request.
     """
     sent_since, sent_params = _since_clause(since, "created_at")
-    reply_since, reply_params = _since_clause(since, "m.created_at")
+    asked_since, asked_params = _since_clause(since, "created_at")
+    used_since, used_params = _since_clause(since, "created_at")
+    marks = ", ".join("?" for _ in ASKS)
     with db.analytics() as cur:
         frame = cur.execute(
             f"WITH sent AS (SELECT author_id, count(*) AS messages, max(created_at) AS last_message FROM messages "
             f"WHERE author_id IS NOT NULL{sent_since} GROUP BY author_id), "
-            "asked AS (SELECT DISTINCT j.reply_id, t.author_id FROM ai_jobs j JOIN messages t ON t.id = j.trigger_id), "
-            f"spent AS (SELECT a.author_id, count(*) AS ai_replies, {TOKENS_USED} AS tokens FROM asked a "
-            f"JOIN messages m ON m.id = a.reply_id WHERE true{reply_since} GROUP BY a.author_id) "
-            'SELECT u.name AS person, coalesce(s.messages, 0) AS messages, coalesce(p.ai_replies, 0) AS "AI replies", '
+            f"asked AS (SELECT requested_by AS user_id, count(*) AS ai_replies FROM ai_jobs "
+            f"WHERE cause IN ({marks}){asked_since} GROUP BY requested_by), "
+            "used AS (SELECT user_id, CAST(sum(prompt_tokens + completion_tokens) AS BIGINT) AS tokens FROM ai_usage "
+            f"WHERE user_id IS NOT NULL{used_since} GROUP BY user_id) "
+            'SELECT u.name AS person, coalesce(s.messages, 0) AS messages, coalesce(a.ai_replies, 0) AS "AI replies", '
             'coalesce(p.tokens, 0) AS "AI tokens", s.last_message AS "last message" '
-            "FROM users u LEFT JOIN sent s ON s.author_id = u.id LEFT JOIN spent p ON p.author_id = u.id "
-            'WHERE s.author_id IS NOT NULL OR p.author_id IS NOT NULL ORDER BY "AI tokens" DESC, messages DESC, person',
-            [*sent_params, *reply_params],
+            "FROM users u LEFT JOIN sent s ON s.author_id = u.id LEFT JOIN asked a ON a.user_id = u.id "
+            "LEFT JOIN used p ON p.user_id = u.id "
+            "WHERE s.author_id IS NOT NULL OR a.user_id IS NOT NULL OR p.user_id IS NOT NULL "
+            'ORDER BY "AI tokens" DESC, messages DESC, person',
+            [*sent_params, *ASKS, *asked_params, *used_params],
         ).df()
     return frame
 
@@ -593,6 +597,9 @@ def check_readonly_sql(db: Database, sql: Any) -> str:
     if statement.type != duckdb.StatementType.SELECT:
         if keyword in KEYWORD_REASONS:
             kind, reason = keyword, KEYWORD_REASONS[keyword]
+        elif not statement.type.name.replace("_", "").isalpha():  # a type DuckDB has no name for: "???"
+            raise ValidationError(f"Only SELECT queries run in the console, and a statement that starts with "
+                                  f"{keyword[:40]} is not one.")
         else:
             kind = statement.type.name.replace("_INTO", "").replace("_", " ")
             reason = STATEMENT_REASONS.get(statement.type.name, "are not read-only")

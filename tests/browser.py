@@ -96,9 +96,11 @@ def streamlit_server(
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "STREAMLIT_"))}
     env.update(
         # Browser tests and benchmarks measure delivery: per-person rate limits (tested in tests/test_limits.py)
-        # would refuse their bursts. extra_env may set them again.
+        # would refuse their bursts, and every window comes from 127.0.0.1, one address for the live route's
+        # per-client cap (tested in tests/test_live_route.py). extra_env may set them again.
         MESSAGES_PER_MINUTE="0",
         AI_REPLIES_PER_HOUR="0",
+        LIVE_SOCKETS_PER_CLIENT="1000",
         CHAT_DB=str(db_path),
         OPENAI_API_KEY="test-key",
         REFRESH_SECONDS=str(refresh_seconds),

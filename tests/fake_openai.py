@@ -29,7 +29,10 @@ Endpoints
   answers 400 to every request carrying ``tools`` (as many local servers do).
 * ``POST /v1/embeddings`` -- deterministic vectors (``embed``: hashed words, unit
   length; ``dimensions`` honoured; float lists or base64, as asked), recorded in
-  ``FakeOpenAI.embedding_requests``; no script involved.
+  ``FakeOpenAI.embedding_requests``; no script involved. ``FakeOpenAI.embeddings_status``
+  plays a server without embeddings: 404 (no such endpoint, the body any unknown path gets) or
+  405 (``Method Not Allowed``, as servers that route only ``GET`` there answer), or any other
+  status (500: a server that fails for now) with an OpenAI-style error body.
 * ``GET /v1/models`` and ``GET /v1/models/{id}`` -- a small static model list.
 * anything else -> 404 with an OpenAI-style JSON error body.
 
@@ -473,6 +476,16 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _embeddings(self, body: dict[str, Any]) -> None:
         self._fake._record_embedding(body)
+        status = self._fake.embeddings_status
+        if status == 404:  # as a server with no such endpoint: what every unknown path gets
+            self._not_found()
+            return
+        if status == 405:  # as a server that routes only GET there (FastAPI's body)
+            self._send_json(405, {"detail": "Method Not Allowed"}, {"Allow": "GET"})
+            return
+        if status != 200:
+            self._send_json(status, _error_body(status))
+            return
         texts = body.get("input")
         texts = [texts] if isinstance(texts, str) else texts
         if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
@@ -510,7 +523,9 @@ class FakeOpenAI:
         self.requests: list[dict] = []
         self.chunks_sent: list[tuple[float, str]] = []  # (time.time(), content) of each streamed piece, as written
         self.embedding_requests: list[dict] = []  # bodies sent to /v1/embeddings
+        self.embedding_times: list[float] = []  # time.monotonic() of each, as it arrived
         self.reject_tools = False  # True: answer 400 to any chat request that carries "tools"
+        self.embeddings_status = 200  # 404 / 405: a server without embeddings; 500: one failing for now
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         self._queue: deque[list[Any]] = deque()  # [script, remaining uses]
@@ -583,7 +598,9 @@ class FakeOpenAI:
             self.requests.clear()
             self.chunks_sent.clear()
             self.embedding_requests.clear()
+            self.embedding_times.clear()
             self.reject_tools = False
+            self.embeddings_status = 200
 
     @property
     def pending(self) -> int:
@@ -615,6 +632,7 @@ class FakeOpenAI:
     def _record_embedding(self, body: dict) -> None:
         with self._lock:
             self.embedding_requests.append(body)
+            self.embedding_times.append(time.monotonic())
 
     def _track(self, conn: socket.socket, *, add: bool) -> None:
         with self._lock:

@@ -28,7 +28,7 @@ from core.chat import (
     update_channel,
 )
 from core.config import Settings
-from core.replies import retry_reply, stop_reply
+from core.replies import asked_by, retry_reply, stop_reply
 from core.store import connect
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -92,6 +92,12 @@ def ai_messages(db, channel_id: int) -> list:
 
 def running_jobs(db) -> int:
     return db.one("SELECT count(*) FROM ai_jobs WHERE state = 'running'")[0]
+
+
+def asker(db, reply_id: int) -> int:
+    """The one person who asked for a reply (and so may stop or retry it)."""
+    (who,) = asked_by(db, reply_id)
+    return who
 
 
 def one_message(db, text: str = "Hello @ai, how are you?"):
@@ -432,7 +438,7 @@ def test_cut_stream_keeps_partial_text_and_retry_completes_in_place(db, fake_ope
     first = settled(db, reply_id)
     assert (first.status, first.content) == ("error", "one two ")
 
-    assert retry_reply(db, reply_id) is True
+    assert retry_reply(db, reply_id, asker(db, reply_id)) is True
     again = settled(db, reply_id)
     assert (again.status, again.content, again.error) == ("complete", "The full answer.", None)
     assert [m.id for m in ai_messages(db, channel)] == [reply_id]
@@ -445,12 +451,33 @@ def test_double_retry_makes_exactly_one_new_request(db, fake_openai, responders)
     channel, reply_id = one_message(db)
     responders()
     assert settled(db, reply_id).status == "error"
-    assert retry_reply(db, reply_id) is True
-    assert retry_reply(db, reply_id) is False  # already pending: nothing more to do
+    assert retry_reply(db, reply_id, asker(db, reply_id)) is True
+    assert retry_reply(db, reply_id, asker(db, reply_id)) is False  # already pending: nothing more to do
     reply = settled(db, reply_id)
     assert (reply.status, reply.content) == ("complete", "Second try worked.")
     assert len(fake_openai.requests) == 4
     assert len(ai_messages(db, channel)) == 1
+
+
+def test_stop_and_retry_in_a_loop_is_charged_every_time(db, fake_openai, responders):
+    from core import limits, usage
+
+    words = [f"w{i} " for i in range(60)]
+    fake_openai.push(Script(chunks=words, chunk_delay=0.05, repeat=5))  # 3 s of streaming each time
+    channel, reply_id = one_message(db)
+    responders()
+    for attempt in range(1, 6):
+        wait_until(lambda: get_message(db, reply_id).content, what="some text")
+        assert stop_reply(db, reply_id, asker(db, reply_id)) is True
+        settled(db, reply_id)
+        wait_until(lambda: len(usage.of_reply(db, reply_id)) == attempt, what=f"attempt {attempt} in the ledger")
+        if attempt < 5:
+            assert retry_reply(db, reply_id, asker(db, reply_id)) is True
+    rows = usage.of_reply(db, reply_id)
+    assert len({r["job_id"] for r in rows}) == 5 and all(r["estimated"] for r in rows)  # stopped: no usage chunk
+    assert all(r["prompt_tokens"] > 0 and r["completion_tokens"] > 0 for r in rows)
+    assert limits.tokens_today(db) == sum(r["prompt_tokens"] + r["completion_tokens"] for r in rows)
+    assert get_message(db, reply_id).prompt_tokens is None  # the reply's own figures were reset; the ledger kept them
 
 
 def test_stop_while_streaming_keeps_the_text_and_the_worker_stops_reading(db, fake_openai, responders):
@@ -459,7 +486,7 @@ def test_stop_while_streaming_keeps_the_text_and_the_worker_stops_reading(db, fa
     channel, reply_id = one_message(db)
     responder = responders()
     wait_until(lambda: get_message(db, reply_id).content, what="some text")
-    assert stop_reply(db, reply_id) is True
+    assert stop_reply(db, reply_id, asker(db, reply_id)) is True
     stopped = get_message(db, reply_id)
     assert (stopped.status, stopped.stopped) == ("complete", True)
     assert stopped.content and stopped.content != "".join(words)
@@ -468,7 +495,7 @@ def test_stop_while_streaming_keeps_the_text_and_the_worker_stops_reading(db, fa
     reply = settled(db, reply_id, timeout=2.0)
     assert (reply.status, reply.stopped, reply.content) == ("complete", True, stopped.content)
     wait_until(lambda: responder.status()["running"] == 0, 2, "the worker to be free")
-    assert stop_reply(db, reply_id) is False
+    assert stop_reply(db, reply_id, asker(db, reply_id)) is False
 
 
 def test_retry_right_after_stop_reruns_the_reply_and_the_stopped_run_writes_nothing(db, fake_openai, responders):
@@ -477,8 +504,8 @@ def test_retry_right_after_stop_reruns_the_reply_and_the_stopped_run_writes_noth
     channel, reply_id = one_message(db)
     responders()
     wait_until(lambda: get_message(db, reply_id).content, what="some text")
-    assert stop_reply(db, reply_id) is True
-    assert retry_reply(db, reply_id) is True  # at once, before the stopped run's worker noticed
+    assert stop_reply(db, reply_id, asker(db, reply_id)) is True
+    assert retry_reply(db, reply_id, asker(db, reply_id)) is True  # at once, before the stopped run's worker noticed
     seen = []  # what a reader sees of the retried reply, until it completes
 
     def retried_reply_done():
@@ -502,7 +529,7 @@ def test_stop_before_a_worker_is_free_means_no_request(db, fake_openai, responde
     responders(ai_settings(fake_openai, ai_workers=1))
     wait_until(lambda: get_message(db, first).status == "streaming", what="first reply streaming")
     assert get_message(db, second).status == "pending"
-    assert stop_reply(db, second) is True
+    assert stop_reply(db, second, asker(db, second)) is True
     assert settled(db, first).status == "complete"
     stopped = settled(db, second)
     assert (stopped.status, stopped.error) == ("error", "Stopped before the AI wrote anything.")
@@ -643,7 +670,7 @@ def test_no_key_replies_end_with_the_reason_and_retry_works_once_a_client_is_set
 
     responder.stop()
     responders(Settings(), fake_openai.client())
-    assert retry_reply(db, reply_id) is True
+    assert retry_reply(db, reply_id, asker(db, reply_id)) is True
     reply = settled(db, reply_id)
     assert (reply.status, reply.content) == ("complete", "Hello from the fake model.")
     assert len(ai_messages(db, channel)) == 1

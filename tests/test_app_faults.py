@@ -116,6 +116,7 @@ def test_a_bad_database_file_is_a_readable_page_naming_it(app_test, isolated_set
     assert "CHAT_DB" in said  # what to do
     assert "Another Channel Chat instance" not in said  # only a real lock says that
     assert "Stack Trace" not in said and "\n" not in said
+    assert "Error:" not in said and "checksum" not in said  # DuckDB's own words go to the log, not the page
     if before is not None:
         assert os.path.getsize(path) == before  # never replaced or "repaired"
 
@@ -232,3 +233,29 @@ def test_a_database_file_that_vanished_is_a_sentence_and_comes_back(app_test, mo
         with pytest.raises(duckdb.Error):  # the app holds the file again
             duckdb.connect(path)
         st.cache_resource.clear()  # close the file before the tmpfs goes
+
+
+# an AI server without embeddings ---------------------------------------------
+@pytest.mark.parametrize("page", [None, TABLES])
+def test_an_ai_server_without_embeddings_is_said_beside_the_ais_state(app_test, app_db, fake_openai, page):
+    import time
+
+    from core import embeddings
+
+    fake_openai.embeddings_status = 404
+    ann, general = chat.create_user(app_db, "Ann"), chat.create_channel(app_db, "general", reply_policy="off")
+    chat.send_message(app_db, general, ann, "We ship the new version on Friday")
+    at = app_test(page=page, user_id=ann, channel_id=general, tables_view="Overview")
+    at.secrets["OPENAI_API_KEY"] = "test-key"
+    at.secrets["OPENAI_BASE_URL"] = fake_openai.base_url
+    at.run()  # starts the Embedder, which asks the server once
+    deadline = time.monotonic() + 20
+    while embeddings.fallback_reason(app_db) is None:
+        assert time.monotonic() < deadline, "the Embedder never found the server without embeddings"
+        time.sleep(0.05)
+    at.run()
+    said = "The AI server has no embeddings (HTTP 404 for text-embedding-3-small), so semantic search uses the local"
+    assert not at.exception and any(said in c.value for c in at.sidebar.caption)
+    if page == TABLES:
+        assert any(said in c.value for c in at.main.caption)
+    assert len(fake_openai.embedding_requests) == 1

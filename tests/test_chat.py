@@ -1,6 +1,7 @@
 """The chat verbs on a real DuckDB file: validation with readable errors, replies scheduled atomically, paging."""
 from __future__ import annotations
 
+import re
 import threading
 import time
 import unicodedata
@@ -9,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core import chat, replies
+from core import accounts, chat, replies, search
 from core.chat import CONTENT_MAX_BYTES, NAME_MAX, RECENT_LIMIT
 from core.errors import ChatError, NotFound, ValidationError
 from core.recent import CACHE_DEPTH
@@ -209,6 +210,7 @@ def test_bad_persona(db):
 BAD_TYPES = ["1", 1.0, None, True, False, b"1", [1], object()]
 OUT_OF_RANGE = [0, -1, -(2**70), 2**63, 2**70]
 UNKNOWN = 987_654
+OPTIONAL = ("/before_id", "/upto", "/within")  # verbs where None means "no bound" or "every channel"
 
 
 def id_verbs(db, channel_id, user_id, message_id):
@@ -228,10 +230,19 @@ def id_verbs(db, channel_id, user_id, message_id):
         "load_context/upto": (lambda bad: chat.load_context(db, channel_id, upto=bad), "Message", False),
         "reply_context": (lambda bad: chat.reply_context(db, bad), "Message", True),
         "channel_version": (lambda bad: chat.channel_version(db, bad), "Channel", False),
-        "retry_reply": (lambda bad: replies.retry_reply(db, bad), "Message", True),
-        "stop_reply": (lambda bad: replies.stop_reply(db, bad), "Message", True),
+        "retry_reply": (lambda bad: replies.retry_reply(db, bad, user_id), "Message", True),
+        "retry_reply/by": (lambda bad: replies.retry_reply(db, message_id, bad), "User", False),
+        "stop_reply": (lambda bad: replies.stop_reply(db, bad, user_id), "Message", True),
+        "stop_reply/by": (lambda bad: replies.stop_reply(db, message_id, bad), "User", False),
+        "asked_by": (lambda bad: replies.asked_by(db, bad), "Message", True),
         "stream_reply": (lambda bad: replies.stream_reply(db, bad, "text"), "Message", False),
         "record_request": (lambda bad: replies.record_request(db, bad, [], "gpt-4o"), "Message", False),
+        "rename_user": (lambda bad: accounts.rename_user(db, bad, "Bea"), "User", True),
+        "search_messages/within": (lambda bad: search.search_messages(db, "hello", channel_id=bad), "Channel", True),
+        "related_messages": (lambda bad: search.related_messages(db, bad, "hello"), "Channel", True),
+        "related_messages/before_id": (lambda bad: search.related_messages(db, channel_id, "hi", before_id=bad),
+                                       "Message", False),
+        "messages_around": (lambda bad: search.messages_around(db, bad), "Message", True),
     }
 
 
@@ -250,13 +261,15 @@ def populated(db):
 def test_ids_of_the_wrong_type_are_validation_errors(db, populated, verb):
     call, what, _ = populated[verb]
     before = table_counts(db)
-    optional = verb.endswith(("/before_id", "/upto"))  # None means "no bound" there
+    optional = verb.endswith(OPTIONAL)
     for bad in BAD_TYPES:
         if bad is None and optional:
             continue
         with pytest.raises(ValidationError) as caught:
             call(bad)
-        assert str(caught.value) == f"{what} id must be a whole number, not {type(bad).__name__}."
+        thing = what.lower()
+        missing = f"No {thing} was given: a {thing} id is a whole number such as 42."
+        assert str(caught.value) == (missing if bad is None else f"A {thing} id is a whole number such as 42.")
     assert table_counts(db) == before
 
 
@@ -267,7 +280,9 @@ def test_ids_out_of_range_are_not_found(db, populated, verb):
     for bad in OUT_OF_RANGE:
         with pytest.raises(NotFound) as caught:
             call(bad)
-        assert str(caught.value) == f"{what} {bad} not found."
+        beyond = abs(bad) > chat.MAX_ID  # past BIGINT: no row can have it, and the number is not repeated
+        assert str(caught.value) == (f"There is no {what.lower()} with an id that long." if beyond
+                                     else f"{what} {bad} not found.")
     assert table_counts(db) == before
 
 
@@ -283,6 +298,28 @@ def test_unknown_ids(db, populated, verb):
             call(UNKNOWN)  # a bound or a no-op: fine, as long as nothing is written and nothing but a ChatError escapes
         except ChatError:
             pass
+    assert table_counts(db) == before
+
+
+# What a person (or a page, a link, a tool call) may hand a verb for an id: each answer is a sentence.
+PLAIN_BAD_IDS = [None, "", 1.5, True, -1, 2**63, 10**5000]  # 10**5000: past Python's int-to-text limit
+TYPE_NAMES = re.compile(r"\b(NoneType|int|bool|str|float|bytes|list|object)\b")
+
+
+@pytest.mark.parametrize("verb", VERB_NAMES)
+def test_bad_ids_answer_a_plain_sentence(db, populated, verb):
+    call, what, _ = populated[verb]
+    before = table_counts(db)
+    optional = verb.endswith(OPTIONAL)
+    for bad in PLAIN_BAD_IDS:
+        if bad is None and optional:
+            continue
+        with pytest.raises((ValidationError, NotFound)) as caught:
+            call(bad)
+        text = str(caught.value)
+        assert not TYPE_NAMES.search(text), f"{bad!r}: {text}"
+        assert text[0].isupper() and text.endswith(".") and len(text) < 100, f"{bad!r}: {text}"
+        assert what.lower() in text.lower()
     assert table_counts(db) == before
 
 
@@ -619,7 +656,7 @@ def test_load_context_leaves_out_unfinished_and_failed_replies(db, ann):
     replies.finish_reply(db, streaming, "the answer")
     stopped = replies.claim_next_job(db)
     replies.stream_reply(db, stopped.reply_id, "kept so far")
-    replies.stop_reply(db, stopped.reply_id)
+    replies.stop_reply(db, stopped.reply_id, ann)
     assert chat.load_context(db, channel_id, upto=second) == [
         {"role": "user", "content": "Ann: first"},
         {"role": "user", "content": "Ann: second"},

@@ -166,3 +166,20 @@ def test_live_push_switch(value, expected):
 def test_bad_live_push_says_what_is_allowed():
     with pytest.raises(ValidationError, match="LIVE_PUSH must be on or off, not 'sometimes'"):
         load_settings({"LIVE_PUSH": "sometimes"})
+
+
+def test_live_route_caps_and_secret(monkeypatch):
+    settings = load_settings()
+    assert (settings.live_sockets_per_client, settings.live_sockets_total, settings.live_secret) == (40, 2000, None)
+    monkeypatch.setenv("LIVE_SOCKETS_PER_CLIENT", "3")
+    assert load_settings({"LIVE_SOCKETS_TOTAL": 10}).live_sockets_total == 10
+    assert load_settings().live_sockets_per_client == 3
+    for name in ("LIVE_SOCKETS_PER_CLIENT", "LIVE_SOCKETS_TOTAL"):
+        with pytest.raises(ValidationError, match=name):
+            load_settings({name: "0"})
+    auth = {"redirect_uri": "http://localhost:8501/oauth2callback", "cookie_secret": "live-secret-never-shown",
+            "client_id": "c", "client_secret": "s", "server_metadata_url": "http://127.0.0.1:9400/.well-known/x"}
+    settings = load_settings({"auth": auth})
+    assert settings.live_secret == "live-secret-never-shown"  # login mode: the live route's tickets are signed with it
+    assert "live-secret-never-shown" not in repr(settings)
+    assert load_settings({"cookie_secret": "top-level, not [auth]"}).live_secret is None

@@ -107,6 +107,44 @@ def test_an_unreplayable_log_is_replayed_not_thrown_away(tmp_path):
     con.close()
 
 
+def _flip_header(path: Path) -> None:
+    with open(path, "r+b") as file:
+        file.seek(100)
+        file.write(b"\xff" * 64)  # inside the header block: its checksum no longer matches
+
+
+def _cut_in_half(path: Path) -> None:
+    os.truncate(path, os.path.getsize(path) // 2)
+
+
+@pytest.mark.parametrize("damage", [_flip_header, _cut_in_half], ids=["checksum", "truncated"])
+def test_a_damaged_file_is_a_plain_sentence_and_duckdbs_words_go_to_the_log(tmp_path, caplog, damage):
+    path = tmp_path / "damaged.duckdb"
+    db = connect(str(path))
+    ann, general = chat.create_user(db, "Ann"), chat.create_channel(db, "general", reply_policy="off")
+    db.write(lambda tx: tx.execute(  # enough rows to span many blocks, so half the file is missing some
+        "INSERT INTO messages (channel_id, author_id, content, created_at, status) "
+        "SELECT ?, ?, 'message ' || i || ' ' || repeat('x', 200), now(), 'complete' FROM range(3000) t(i)",
+        [general, ann]))
+    db.close()
+    damage(path)
+    size = os.path.getsize(path)
+    with pytest.raises(DatabaseDamaged) as caught:
+        db = connect(str(path))  # a cut file may open: reading what was cut off fails
+        try:
+            db.rows("SELECT max(length(content)) FROM messages")
+        finally:
+            db.close()
+    said = str(caught.value)
+    assert said.startswith(f"The database file {str(path)!r} is damaged: parts of it cannot be read.")
+    assert "CHAT_DB" in said and "backup" in said
+    for engine_word in ("Error", "checksum", "block", "location", "Corrupt"):
+        assert engine_word not in said
+    logged = [r.getMessage() for r in caplog.records if r.name == "core.store.duck"]
+    assert any("damaged" in line and "Error" in line for line in logged), logged  # DuckDB's words, for whoever mends it
+    assert os.path.getsize(path) == size  # never replaced or "repaired"
+
+
 # a full disk -----------------------------------------------------------------
 @pytest.fixture
 def disk(tmp_path):

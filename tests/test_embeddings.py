@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import collections
+import logging
 import threading
 import time
 
@@ -187,7 +188,7 @@ def test_switching_provider_reembeds_while_search_stays_keyword_only(db, ann, ge
     new = Counting("new/256", gate=gate)
     second = Embedder(db, new).start()
     try:
-        assert embeddings.status(db) == {"semantic": False, "provider": new.name, "backlog": 2}
+        assert embeddings.status(db) == {"semantic": False, "provider": new.name, "backlog": 2, "fallback": None}
         assert search.search_messages(db, "when is the release going out") == []  # keyword only meanwhile
         assert [h.matched_by for h in search.search_messages(db, "ship")] == ["keyword"]
         gate.set()
@@ -382,7 +383,7 @@ def test_a_retried_reply_is_embedded_again_with_its_new_text(db, ann):
     chat.send_message(db, channel, ann, "tell me about the plan")
     job = replies.claim_next_job(db)
     replies.stream_reply(db, job.reply_id, "The plan is", job_id=job.id)
-    replies.stop_reply(db, job.reply_id)  # stopped: complete with its text so far, and embedded
+    replies.stop_reply(db, job.reply_id, ann)  # stopped: complete with its text so far, and embedded
     chat.send_message(db, channel, ann, "and the budget?")
     failed = replies.claim_next_job(db)
     replies.fail_reply(db, failed, "The AI service had an error (HTTP 500). Try again.")
@@ -392,7 +393,7 @@ def test_a_retried_reply_is_embedded_again_with_its_new_text(db, ann):
     assert provider.seen["The plan is"] == 1 and len(vectors_per_message(db)) == 3  # the failed reply has no text
 
     for reply_id, text in ((job.reply_id, "The plan is to ship on Friday."), (failed.reply_id, "The budget is fine.")):
-        replies.retry_reply(db, reply_id)
+        replies.retry_reply(db, reply_id, ann)
         replies.finish_reply(db, replies.claim_next_job(db), text)
     assert embeddings.requeue_changed(db, provider.name) == 2
     assert embeddings.requeue_changed(db, provider.name) == 0  # already queued
@@ -423,3 +424,107 @@ def test_a_query_embedded_inside_a_reply_ends_by_that_replys_deadline():
         with Deadline(0.5), pytest.raises(openai.APITimeoutError):
             provider.embed(["when is the deploy?"])
         assert time.monotonic() - started < 3  # without the deadline: 10 s a try, 3 tries
+
+
+# a server without embeddings, through the real SDK over HTTP (tests/fake_openai.py) -----------
+def _openai_provider(fake) -> embeddings.OpenAIProvider:
+    """The provider the app makes for a key and a base URL (its client retries twice, as in the app)."""
+    from core.config import Settings
+
+    provider = embeddings.provider_for(Settings(openai_api_key="test-key", openai_base_url=fake.base_url))
+    assert isinstance(provider, embeddings.OpenAIProvider)
+    return provider
+
+
+def _warnings(caplog) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == "core.embeddings" and r.levelno >= logging.WARNING]
+
+
+FELL_BACK = ("The AI server has no embeddings (HTTP {status} for text-embedding-3-small), so semantic search "
+             "uses the local wordllama model instead.")
+
+
+@pytest.mark.parametrize("status", [404, 405])
+def test_a_server_without_embeddings_is_said_once_and_search_falls_back_to_wordllama(
+        db, ann, general, fake_openai, caplog, status):
+    caplog.set_level(logging.INFO, logger="core.embeddings")
+    fake_openai.embeddings_status = status
+    chat.send_message(db, general, ann, "We ship the new version on Friday")
+    chat.send_message(db, general, ann, "I had pasta for lunch")
+    provider = _openai_provider(fake_openai)
+    local = local_provider().name
+    embedder = Embedder(db, provider).start()
+    try:
+        until(lambda: embeddings.semantic_ready(db) and embeddings.active_provider(db) == local)
+        chat.send_message(db, general, ann, "the release notes are in the wiki")  # later messages: local too
+        embedder.wake()
+        until(lambda: embeddings.backlog(db, local) == 0)
+        hits = search.search_messages(db, "when is the release going out")
+        assert ("We ship the new version on Friday", "semantic") in [(h.content, h.matched_by) for h in hits]
+    finally:
+        embedder.stop()
+    assert len(fake_openai.embedding_requests) == 1  # asked once: the SDK does not retry it, nor does the Embedder
+    said = FELL_BACK.format(status=status)
+    assert embeddings.fallback_reason(db) == said
+    assert embeddings.status(db) == {"semantic": True, "provider": local, "backlog": 0, "fallback": said}
+    (line,) = _warnings(caplog)  # one line, no traceback
+    assert not line.exc_info and "\n" not in line.getMessage() and f"HTTP {status}" in line.getMessage()
+    # The configured provider's jobs are kept and not counted as attempts: a restart asks the server again.
+    assert db.rows("SELECT state, attempts FROM embedding_jobs WHERE provider = ?", [provider.name]) == [
+        ("pending", 0), ("pending", 0)]
+
+    again = Embedder(db, provider).start()  # a restart (or new settings): asked once more, said once more
+    try:
+        assert embeddings.fallback_reason(db) is None
+        until(lambda: embeddings.fallback_reason(db) == said and embeddings.semantic_ready(db))
+    finally:
+        again.stop()
+    assert len(fake_openai.embedding_requests) == 2 and len(_warnings(caplog)) == 2
+
+
+def test_a_search_that_finds_embeddings_gone_falls_back_too(db, ann, general, fake_openai, caplog):
+    """All history was embedded by the server, which then lost its embeddings: the first search finds out."""
+    caplog.set_level(logging.INFO, logger="core.embeddings")
+    chat.send_message(db, general, ann, "We ship the new version on Friday")
+    provider = _openai_provider(fake_openai)
+    embedder = Embedder(db, provider).start()
+    try:
+        until(lambda: embeddings.semantic_ready(db) and embeddings.active_provider(db) == provider.name)
+        fake_openai.embeddings_status = 404
+        hits = search.search_messages(db, "ship")
+        assert [(h.content, h.matched_by) for h in hits] == [("We ship the new version on Friday", "keyword")]
+        assert embeddings.fallback_reason(db) == FELL_BACK.format(status=404)
+        embedder.wake()
+        until(lambda: embeddings.semantic_ready(db) and embeddings.active_provider(db) == local_provider().name)
+        hits = search.search_messages(db, "when is the release going out")
+        assert [(h.content, h.matched_by) for h in hits] == [("We ship the new version on Friday", "semantic")]
+    finally:
+        embedder.stop()
+    assert len(_warnings(caplog)) == 1 and len(fake_openai.embedding_requests) == 2  # the message, then the query
+
+
+def test_the_pause_after_errors_doubles_up_to_five_minutes():
+    assert [embeddings.pause_after(n) for n in (1, 2, 3, 4)] == [5.0, 10.0, 20.0, 40.0]
+    assert embeddings.pause_after(50) == embeddings.ERROR_PAUSE_MAX == 300.0
+
+
+def test_a_server_error_is_retried_after_a_growing_pause_not_taken_for_missing(
+        db, ann, general, fake_openai, caplog, monkeypatch):
+    caplog.set_level(logging.INFO, logger="core.embeddings")
+    monkeypatch.setattr(embeddings, "ERROR_PAUSE", 0.2)
+    fake_openai.embeddings_status = 500
+    chat.send_message(db, general, ann, "We ship the new version on Friday")
+    provider = embeddings.OpenAIProvider(fake_openai.client(max_retries=0))  # only the Embedder retries here
+    embedder = Embedder(db, provider).start()
+    try:
+        until(lambda: len(fake_openai.embedding_times) >= 2)
+        fake_openai.embeddings_status = 200
+        until(lambda: embeddings.active_provider(db) == provider.name)
+    finally:
+        embedder.stop()
+    first, second, third = fake_openai.embedding_times[:3]
+    assert second - first >= 0.2 and third - second >= 0.4  # 0.2 s after the first 500, 0.4 s after the second
+    assert embeddings.fallback_reason(db) is None
+    assert db.rows("SELECT provider FROM message_vectors") == [(provider.name,)]
+    failed = _warnings(caplog)
+    assert len(failed) == 2 and all(not r.exc_info and "500" in r.getMessage() for r in failed)  # a line each

@@ -318,6 +318,18 @@ def test_embeddings_are_deterministic_unit_vectors_sharing_words_point_alike(fak
         client.embeddings.create(model="m", input=[])
 
 
+@pytest.mark.parametrize("status, error", [(404, openai.NotFoundError), (405, openai.APIStatusError),
+                                           (500, openai.InternalServerError)])
+def test_a_server_without_embeddings_answers_404_or_405_and_the_sdk_retries_only_a_500(fake, status, error):
+    fake.embeddings_status = status
+    with pytest.raises(error) as caught:
+        fake.client(max_retries=1).embeddings.create(model="m", input="hello")
+    assert caught.value.status_code == status
+    assert len(fake.embedding_requests) == (2 if status == 500 else 1) == len(fake.embedding_times)
+    fake.reset()
+    assert fake.client(max_retries=0).embeddings.create(model="m", input="hello").data
+
+
 def test_streamed_tool_calls_arrive_in_pieces_and_a_mode_refuses_tools(fake):
     arguments = '{"query": "deploy on monday", "channel": "general"}'
     fake.push(Script(text="Let me look.", tool_calls=[{"name": "search_messages", "arguments": arguments, "id": "c1"}]))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections import defaultdict
 
 import pytest
@@ -88,12 +89,13 @@ def test_a_listener_that_falls_behind_is_told_to_reread_and_then_follows_again(d
     slow, keeping_up = feed.subscribe(limit=5), feed.subscribe()
     for i in range(12):
         chat.send_message(db, channel, ann, f"m{i}")
+    assert feed.settle()
     assert slow.take() == [REREAD]  # not silently dropped: told that it missed changes
     assert len(keeping_up.take()) == 12  # the others lost nothing
     assert feed.current(channel) == feed.stamp(db.recent.version(channel))  # what a re-read goes by
 
     chat.send_message(db, channel, ann, "after")
-    assert slow.take() == [Change(channel, db.recent.version(channel))]
+    assert slow.wait(WAIT) == [Change(channel, db.recent.version(channel))]
 
 
 def test_wake_is_called_when_news_arrives_and_a_failing_listener_is_dropped(db):
@@ -110,11 +112,39 @@ def test_wake_is_called_when_news_arrives_and_a_failing_listener_is_dropped(db):
     assert feed.listeners == 2
     chat.send_message(db, channel, ann, "one")
     chat.send_message(db, channel, ann, "two")
+    assert feed.settle()
     assert woken == [1]  # woken once: it has unread news until it takes them
     assert len(quiet.take()) == 2
     chat.send_message(db, channel, ann, "three")
+    assert feed.settle()
     assert woken == [1, 1] and len(quiet.take()) == 1
     assert doomed.closed and feed.listeners == 1  # the commits went through; the broken listener is gone
+
+
+def test_a_slow_wake_up_never_holds_a_writer(db):
+    ann = chat.create_user(db, "Ann")
+    channel = chat.create_channel(db, "c", reply_policy="off")
+    feed = feed_of(db)
+    stuck, let_go = threading.Event(), threading.Event()
+
+    def slow_wake() -> None:  # a listener that takes its time (the contract says quick; this one is not)
+        stuck.set()
+        let_go.wait(WAIT)
+
+    feed.subscribe(wake=slow_wake)
+    first = threading.Thread(target=chat.send_message, args=(db, channel, ann, "wakes the slow one"))
+    first.start()
+    try:
+        assert stuck.wait(WAIT)  # the slow wake-up is running now
+        first.join(1.0)
+        assert not first.is_alive()  # its writer returned without waiting for it
+        started = time.monotonic()
+        chat.send_message(db, channel, ann, "the next write")  # had the fan-out held the write lock, this would wait
+        assert time.monotonic() - started < 1.0
+    finally:
+        let_go.set()
+        first.join(WAIT)
+    assert feed.settle()
 
 
 def test_a_closed_subscription_hears_nothing_more(db):
@@ -123,21 +153,23 @@ def test_a_closed_subscription_hears_nothing_more(db):
     subscription = feed_of(db).subscribe([channel])
     subscription.close()
     chat.send_message(db, channel, ann, "hello")
+    assert feed_of(db).settle()
     assert subscription.take() == [] and feed_of(db).listeners == 0
 
 
 def test_a_streaming_reply_is_delivered_write_by_write(db):
     ann = chat.create_user(db, "Ann")
     channel = chat.create_channel(db, "ai", reply_policy="every")
-    subscription = feed_of(db).subscribe([channel])
+    feed = feed_of(db)
+    subscription = feed.subscribe([channel])
     chat.send_message(db, channel, ann, "hello @ai")
     job = replies.claim_next_job(db)
-    assert len(subscription.take()) >= 1  # the message and its pending reply
+    assert feed.settle() and len(subscription.take()) >= 1  # the message and its pending reply
     for text in ("Hel", "Hello", "Hello there"):
         assert replies.stream_reply(db, job.reply_id, text, job.id)
-        assert len(subscription.take()) == 1  # each stored piece of the growing reply is one push
+        assert feed.settle() and len(subscription.take()) == 1  # each stored piece of the growing reply is one push
     replies.finish_reply(db, job, "Hello there!")
-    assert len(subscription.take()) == 1
+    assert feed.settle() and len(subscription.take()) == 1
 
 
 def test_stamps_tell_processes_apart(db, tmp_path):
@@ -166,7 +198,7 @@ def test_a_lost_listener_connection_tells_everyone_to_reread(db):
     subscription = feed.subscribe([channel])
     before = feed.current(channel)
     db.recent.invalidate_all()  # what a Postgres backend does when its LISTEN connection was lost
-    assert subscription.take() == [REREAD]
+    assert subscription.wait(WAIT) == [REREAD]
     assert feed.current(channel) != before  # a page that re-reads by stamp sees that it must redraw
 
 

@@ -2,6 +2,7 @@
 refused sends store nothing and say when, limits hold across a restart and against parallel senders."""
 from __future__ import annotations
 
+import json
 import math
 import threading
 from datetime import datetime, timedelta
@@ -10,10 +11,11 @@ import pytest
 from clock import Clock
 from fake_openai import Script
 
-from core import chat, limits, replies
+from core import chat, limits, replies, usage
 from core import tables as t
 from core.ai import Responder
 from core.config import Settings
+from core.errors import ValidationError
 from core.limits import Limits, RateLimited
 from core.store import connect
 
@@ -76,7 +78,7 @@ def test_ai_replies_per_hour_refuse_only_sends_that_ask_for_a_reply(cdb, clock):
     chat.send_message(cdb, mention, ann, "@ai two", limits=rules)
     clock.now = START + timedelta(minutes=20)
     before = _counts(cdb)
-    with pytest.raises(RateLimited, match=r"^Your messages got 2 AI replies in the last hour, the limit\. "
+    with pytest.raises(RateLimited, match=r"^You asked for 2 AI replies in the last hour, the limit\. "
                                           r"You can send again in 40 min, or now in a channel where"):
         chat.send_message(cdb, every, ann, "three", limits=rules)
     assert _counts(cdb) == before
@@ -152,29 +154,106 @@ def _wait_ended(db, channel_id, timeout: float = 10.0):
     return reply
 
 
-def test_tokens_of_replies_without_usage_are_estimated(cdb, clock):
-    ann, general = chat.create_user(cdb, "Ann"), chat.create_channel(cdb, "general")
-    chat.send_message(cdb, general, ann, "count me")
-    job = replies.claim_next_job(cdb)
-    replies.record_request(cdb, job.reply_id, [{"role": "user", "content": "x" * 390}], "gpt-4o")
-    replies.fail_reply(cdb, job, "The AI service closed the stream.", content="y" * 40)
-    context_chars = len(cdb.one("SELECT context FROM messages WHERE id = ?", [job.reply_id])[0])
-    assert limits.tokens_today(cdb) == math.ceil((context_chars + 40) / 4)
+def test_tokens_of_requests_without_usage_are_estimated(cdb, clock):
+    sent = [{"role": "user", "content": "x" * 390}]
+    use = usage.estimate(sent, "y" * 40)
+    assert use == usage.Use(math.ceil(len(json.dumps(sent)) / 4), 10, True)
+    ann = chat.create_user(cdb, "Ann")
+    usage.record(cdb, use, user_id=ann, model="gpt-4o")
+    assert limits.tokens_today(cdb) == use.prompt_tokens + 10
     clock.now = START + timedelta(days=1)  # a new UTC day starts at zero
     assert limits.tokens_today(cdb) == 0
+
+
+def _attempt(db, reply_id, tokens, fail=True):
+    """What the worker does for one attempt: claim it, charge its request to the ledger, end it."""
+    job = replies.claim_next_job(db)
+    assert job.reply_id == reply_id
+    usage.record(db, usage.Use(tokens, 0, False), user_id=job.requested_by, reply_id=reply_id, job_id=job.id)
+    if fail:
+        replies.fail_reply(db, job, "The AI service had an error (HTTP 500). Try again.")
+    return job
+
+
+def test_each_retry_is_charged_again_and_to_who_pressed_it(cdb, clock):
+    ann, boss = chat.create_user(cdb, "Ann"), chat.create_user(cdb, "Boss")
+    general = chat.create_channel(cdb, "general")
+    chat.send_message(cdb, general, ann, "hello")
+    reply_id = chat.list_messages(cdb, general)[0].id
+    _attempt(cdb, reply_id, 100)
+    for _ in range(4):
+        assert replies.retry_reply(cdb, reply_id, ann) is True
+        _attempt(cdb, reply_id, 100)
+    assert replies.retry_reply(cdb, reply_id, boss, admin=True) is True
+    job = _attempt(cdb, reply_id, 100, fail=False)
+    replies.finish_reply(cdb, job, "At last.", prompt_tokens=100, completion_tokens=0)
+    assert limits.tokens_today(cdb) == 600  # six attempts, none erased by a Retry
+    assert [u["user_id"] for u in usage.of_reply(cdb, reply_id)] == [ann] * 5 + [boss]
+    people = t.usage_by_person(cdb).set_index("person")
+    assert people.loc["Ann", "AI tokens"] == 500 and people.loc["Ann", "AI replies"] == 5
+    assert people.loc["Boss", "AI tokens"] == 100 and people.loc["Boss", "AI replies"] == 1
+
+
+def test_a_retry_after_midnight_counts_on_the_new_day(cdb, clock):
+    ann, general = chat.create_user(cdb, "Ann"), chat.create_channel(cdb, "general")
+    clock.now = START.replace(hour=23, minute=59)
+    chat.send_message(cdb, general, ann, "late")
+    reply_id = chat.list_messages(cdb, general)[0].id
+    _attempt(cdb, reply_id, 70)
+    clock.now = START.replace(hour=0, minute=1) + timedelta(days=1)
+    assert limits.tokens_today(cdb) == 0
+    replies.retry_reply(cdb, reply_id, ann)
+    _attempt(cdb, reply_id, 30)
+    assert limits.tokens_today(cdb) == 30  # the reply was made yesterday; its retry ran today
+
+
+def test_a_retry_is_an_ask_held_to_the_pressers_allowance_and_the_budget(cdb, clock):
+    ann, boss = chat.create_user(cdb, "Ann"), chat.create_user(cdb, "Boss")
+    general = chat.create_channel(cdb, "general")
+    rules = Limits(ai_replies_per_hour=2, ai_tokens_per_day=1000)
+    chat.send_message(cdb, general, ann, "one", limits=rules)
+    reply_id = chat.list_messages(cdb, general)[0].id
+    _attempt(cdb, reply_id, 10)
+    clock.now = START + timedelta(minutes=5)
+    replies.retry_reply(cdb, reply_id, ann, limits=rules)  # Ann's second ask this hour
+    _attempt(cdb, reply_id, 10)
+    with pytest.raises(RateLimited, match=r"^You asked for 2 AI replies in the last hour, the limit\. "
+                                          r"You can retry in 55 min\.$"):
+        replies.retry_reply(cdb, reply_id, ann, limits=rules)
+    with pytest.raises(RateLimited):  # and her next send that wants a reply
+        chat.send_message(cdb, general, ann, "two", limits=rules)
+    replies.retry_reply(cdb, reply_id, boss, admin=True, limits=rules)  # Boss's own allowance
+    _attempt(cdb, reply_id, 1000)
+    with pytest.raises(ValidationError, match=r"^Today's AI budget \(1,000 tokens\) is spent"):
+        replies.retry_reply(cdb, reply_id, boss, admin=True, limits=rules)
+    assert chat.get_message(cdb, reply_id).status == "error"  # refused: nothing changed
+
+
+def test_a_crash_requeue_is_not_a_new_ask(cdb, clock):
+    ann, general = chat.create_user(cdb, "Ann"), chat.create_channel(cdb, "general")
+    rules = Limits(ai_replies_per_hour=1)
+    chat.send_message(cdb, general, ann, "one", limits=rules)
+    job = replies.claim_next_job(cdb)
+    assert replies.recover_interrupted(cdb, everything=True)["requeued"] == 1
+    again = replies.claim_next_job(cdb)
+    assert (again.reply_id, again.requested_by) == (job.reply_id, ann)
+    assert cdb.one("SELECT cause FROM ai_jobs WHERE id = ?", [again.id]) == ("requeue",)
+    clock.now = START + timedelta(hours=1, seconds=1)
+    chat.send_message(cdb, general, ann, "an hour after the send, not after the requeue", limits=rules)
 
 
 def test_usage_per_person(cdb, clock):
     ann, bob = chat.create_user(cdb, "Ann"), chat.create_user(cdb, "Bob")
     chat.create_user(cdb, "Cy")  # never wrote: not listed
     general, quiet = chat.create_channel(cdb, "general"), chat.create_channel(cdb, "quiet", reply_policy="off")
-    chat.send_message(cdb, general, ann, "hello")
-    replies.finish_reply(cdb, replies.claim_next_job(cdb), "hi", prompt_tokens=30, completion_tokens=5)
-    chat.send_message(cdb, general, ann, "again")
-    replies.finish_reply(cdb, replies.claim_next_job(cdb), "yes", prompt_tokens=40, completion_tokens=7)
+    for text, spent in (("hello", (30, 5)), ("again", (40, 7))):
+        chat.send_message(cdb, general, ann, text)
+        job = replies.claim_next_job(cdb)
+        usage.record(cdb, usage.Use(*spent, False), user_id=job.requested_by, reply_id=job.reply_id, job_id=job.id)
+        replies.finish_reply(cdb, job, "hi", prompt_tokens=spent[0], completion_tokens=spent[1])
     chat.send_message(cdb, quiet, bob, "just a note")
-    usage = t.usage_by_person(cdb)
-    assert usage.to_dict("records") == [
+    people = t.usage_by_person(cdb)
+    assert people.to_dict("records") == [
         {"person": "Ann", "messages": 2, "AI replies": 2, "AI tokens": 82, "last message": START},
         {"person": "Bob", "messages": 1, "AI replies": 0, "AI tokens": 0, "last message": START},
     ]

@@ -6,10 +6,28 @@ trigger path itself is covered by tests/test_push_browser.py.)
 from __future__ import annotations
 
 import json
+import time
+from pathlib import Path
 
-from core import chat
+from starlette.applications import Starlette
+from starlette.routing import WebSocketRoute
+from starlette.testclient import TestClient
+
+from core import chat, tickets
+from core.config import load_settings
 from core.feed import feed_of
 from core.recent import DIRECTORY
+from views import live
+
+ROOT = Path(__file__).resolve().parent.parent
+ISSUER = "http://127.0.0.1:9400"
+AUTH = {  # login mode: an [auth] section in the secrets
+    "redirect_uri": "http://localhost:8501/oauth2callback",
+    "cookie_secret": "cookie-secret-never-shown",
+    "client_id": "channel-chat",
+    "client_secret": "client-secret-never-shown",
+    "server_metadata_url": f"{ISSUER}/.well-known/openid-configuration",
+}
 
 
 def listeners(at) -> list[tuple[str, dict]]:
@@ -56,3 +74,36 @@ def test_push_can_be_turned_off(app_test, app_db, monkeypatch):
     channel = chat.create_channel(app_db, "general", reply_policy="off")
     at = app_test(user_id=ann, channel_id=channel).run()
     assert not at.exception and listeners(at) == []
+
+
+def test_in_login_mode_the_listener_carries_a_ticket_the_route_admits(app_test, app_db):
+    at = app_test()
+    at.secrets["auth"] = dict(AUTH)
+    at.user = {"is_logged_in": True, "iss": ISSUER, "sub": "ann-sub", "email": "ann@example.com", "name": "Ann"}
+    channel = chat.create_channel(app_db, "general", reply_policy="off")
+    at.session_state["channel_id"] = channel
+    at.run()
+    assert not at.exception
+    [(_, data)] = listeners(at)
+    assert data["path"] == f"/live?topics={DIRECTORY},{channel}"  # the ticket goes apart: the socket outlives it
+    ticket = tickets.verify(AUTH["cookie_secret"], data["ticket"], [DIRECTORY, channel], time.time())
+    assert ticket.subject == f"{ISSUER} ann-sub" and ticket.expires - time.time() > tickets.TICKET_SECONDS - 1
+
+    route = live.LiveRoute(settings=lambda: load_settings({"auth": AUTH}))
+    with TestClient(Starlette(routes=[WebSocketRoute(live.LIVE_PATH, route.serve)])) as client:
+        with client.websocket_connect(f"{data['path']}&ticket={data['ticket']}",
+                                      headers={"origin": "http://testserver"}) as socket:
+            assert json.loads(socket.receive_text()) == data["shown"]  # what the page drew is what is current
+
+
+def test_open_mode_listeners_carry_no_ticket(app_test, app_db):
+    at = app_test().run()
+    [(_, data)] = listeners(at)
+    assert "ticket" not in data
+
+
+def test_the_listener_knows_the_routes_close_codes():
+    script = (ROOT / "views" / "live.js").read_text()
+    assert f"const NOT_ADMITTED = {live.NOT_ADMITTED};" in script
+    assert f"const TOO_MANY = {live.TOO_MANY};" in script
+    assert "LISTENER_JS" not in (ROOT / "views" / "live.py").read_text()  # front-end code in its own file

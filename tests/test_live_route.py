@@ -1,7 +1,9 @@
-"""The /live WebSocket route over real ASGI (Starlette's test client): stamps now, then each change."""
+"""The /live WebSocket route over real ASGI (Starlette's test client): who may follow, how many, then stamps."""
 from __future__ import annotations
 
 import json
+import time
+from contextlib import ExitStack
 
 import pytest
 from starlette.applications import Starlette
@@ -9,23 +11,68 @@ from starlette.routing import WebSocketRoute
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
-from core import chat
+from core import chat, tickets
+from core.config import load_settings
 from core.feed import feed_of
 from core.recent import DIRECTORY
 from views import live
 
+SECRET = "cookie-secret-never-shown"
+AUTH = {  # what makes login mode: an [auth] section in the secrets
+    "redirect_uri": "http://localhost:8501/oauth2callback",
+    "cookie_secret": SECRET,
+    "client_id": "channel-chat",
+    "client_secret": "client-secret-never-shown",
+    "server_metadata_url": "http://127.0.0.1:9400/.well-known/openid-configuration",
+}
+ANN = "http://127.0.0.1:9400 ann-sub"  # a ticket's subject: the login's issuer and subject
+
+
+def serve(route: live.LiveRoute, address: str = "testclient") -> TestClient:
+    """A test client (from ``address``) of an app that mounts ``route`` as app.py does."""
+    return TestClient(Starlette(routes=[WebSocketRoute(live.LIVE_PATH, route.serve)]), client=(address, 50000))
+
 
 @pytest.fixture
-def client(app_db):
-    with TestClient(Starlette(routes=[WebSocketRoute(live.LIVE_PATH, live.live_route)])) as test_client:
+def route(app_db):
+    return live.LiveRoute()
+
+
+@pytest.fixture
+def client(route):
+    with serve(route) as test_client:
         yield test_client
 
 
+@pytest.fixture
+def login_client(app_db):
+    with serve(live.LiveRoute(settings=lambda: load_settings({"auth": AUTH}))) as test_client:
+        yield test_client
+
+
+def refused(client, url: str, **kwargs) -> WebSocketDisconnect:
+    """How the route ended a socket that it closed before sending anything."""
+    with pytest.raises(WebSocketDisconnect) as ended:
+        with client.websocket_connect(url, **kwargs) as socket:
+            socket.receive_text()
+    return ended.value
+
+
+def url(topics, ticket: str | None = None) -> str:
+    query = ",".join(str(t) for t in topics)
+    return f"{live.LIVE_PATH}?topics={query}" + (f"&ticket={ticket}" if ticket is not None else "")
+
+
+def ticket_for(topics, secret: str = SECRET, expires: float | None = None) -> str:
+    return tickets.sign(secret, ANN, topics, int(expires or tickets.expiry(time.time())))
+
+
+# what it sends ------------------------------------------------------------------------------------
 def test_route_sends_current_stamps_then_each_change(client, app_db):
     ann = chat.create_user(app_db, "Ann")
     channel = chat.create_channel(app_db, "c", reply_policy="off")
     feed = feed_of(app_db)
-    with client.websocket_connect(f"{live.LIVE_PATH}?topics={channel},{DIRECTORY}") as socket:
+    with client.websocket_connect(url([channel, DIRECTORY])) as socket:
         assert json.loads(socket.receive_text()) == {str(channel): feed.current(channel),
                                                      str(DIRECTORY): feed.current(DIRECTORY)}
         chat.send_message(app_db, channel, ann, "a secret only members may read")
@@ -40,35 +87,145 @@ def test_route_sends_current_stamps_then_each_change(client, app_db):
 def test_changes_of_other_channels_are_not_sent(client, app_db):
     ann = chat.create_user(app_db, "Ann")
     mine, other = (chat.create_channel(app_db, name, reply_policy="off") for name in ("mine", "other"))
-    with client.websocket_connect(f"{live.LIVE_PATH}?topics={mine}") as socket:
+    with client.websocket_connect(url([mine])) as socket:
         socket.receive_text()
         chat.send_message(app_db, other, ann, "elsewhere")
         chat.send_message(app_db, mine, ann, "here")
         assert json.loads(socket.receive_text()) == {str(mine): feed_of(app_db).current(mine)}
 
 
+def test_the_app_mounts_the_route(app_db):
+    import app
+
+    [mounted] = [r for r in app.app._user_routes if getattr(r, "path", None) == live.LIVE_PATH]
+    assert mounted.endpoint == live.live_route
+    with TestClient(Starlette(routes=[mounted])) as test_client:
+        with test_client.websocket_connect(url([DIRECTORY])) as socket:
+            assert json.loads(socket.receive_text()) == {"0": feed_of(app_db).current(DIRECTORY)}
+
+
 @pytest.mark.parametrize("topics", ["", "x", "1,2,3", "-1", "1;DROP"])
 def test_bad_topics_are_refused(client, topics):
-    with pytest.raises(WebSocketDisconnect) as refused:
-        with client.websocket_connect(f"{live.LIVE_PATH}?topics={topics}") as socket:
-            socket.receive_text()
-    assert refused.value.code == live.POLICY_VIOLATION
+    assert refused(client, f"{live.LIVE_PATH}?topics={topics}").code == live.POLICY_VIOLATION
 
 
-def test_the_login_hook_decides_who_may_subscribe(client, app_db, monkeypatch):
-    monkeypatch.setattr(live, "may_subscribe", lambda websocket: websocket.cookies.get("login") == "valid")
-    with pytest.raises(WebSocketDisconnect) as refused:
-        with client.websocket_connect(f"{live.LIVE_PATH}?topics=0") as socket:
-            socket.receive_text()
-    assert refused.value.code == live.POLICY_VIOLATION
-    client.cookies.set("login", "valid")
-    with client.websocket_connect(f"{live.LIVE_PATH}?topics=0") as socket:
+# who asks -----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("origin", ["https://elsewhere.example", "http://testserver.elsewhere.example", "null",
+                                    "http://testserver:8080", "http://[bad"])
+def test_a_page_on_another_site_is_refused(client, origin):
+    assert refused(client, url([DIRECTORY]), headers={"origin": origin}).code == live.POLICY_VIOLATION
+
+
+@pytest.mark.parametrize("origin", ["http://testserver", "https://TestServer", None])
+def test_the_apps_own_pages_and_programs_are_served(client, app_db, origin):
+    headers = {"origin": origin} if origin else {}  # a program sends no Origin; a browser always does
+    with client.websocket_connect(url([DIRECTORY]), headers=headers) as socket:
         assert json.loads(socket.receive_text()) == {"0": feed_of(app_db).current(DIRECTORY)}
 
 
-def _eventually(condition, seconds: float = 5.0) -> bool:
-    import time
+def test_login_mode_refuses_a_socket_without_a_ticket(login_client):
+    ended = refused(login_client, url([DIRECTORY]))
+    assert ended.code == live.NOT_ADMITTED and "no ticket" in ended.reason
 
+
+def test_login_mode_refuses_tickets_that_do_not_admit(login_client, app_db):
+    channel = chat.create_channel(app_db, "c", reply_policy="off")
+    good = ticket_for([channel, DIRECTORY])
+    subject, topics, expires, mac = good.split(".")
+    for ticket, why in [
+        (ticket_for([channel, DIRECTORY], secret="a guessed secret"), "did not sign"),
+        (f"{subject}.{topics}.{int(expires) + 60}.{mac}", "did not sign"),  # a later expiry, the old signature
+        (f"{tickets._b64(b'http://127.0.0.1:9400 boss-sub')}.{topics}.{expires}.{mac}", "did not sign"),
+        (ticket_for([channel, DIRECTORY], expires=time.time() - 1), "expired"),
+        (ticket_for([channel, DIRECTORY], expires=time.time() + 3600), "longer"),
+        (ticket_for([channel]), "other topics"),  # signed for the channel alone, asked for more
+        ("x", "malformed"),
+        (good + "A" * 2000, "malformed"),
+    ]:
+        ended = refused(login_client, url([channel, DIRECTORY], ticket))
+        assert (ended.code, why in ended.reason) == (live.NOT_ADMITTED, True), (ticket, ended.reason)
+    with login_client.websocket_connect(url([channel, DIRECTORY], good)) as socket:  # the page's own ticket
+        assert set(json.loads(socket.receive_text())) == {str(channel), str(DIRECTORY)}
+
+
+def test_login_mode_follows_with_a_valid_ticket_until_it_runs_out(login_client, app_db):
+    ann = chat.create_user(app_db, "Ann")
+    channel = chat.create_channel(app_db, "c", reply_policy="off")
+    with login_client.websocket_connect(url([channel], ticket_for([channel], expires=time.time() + 2))) as socket:
+        socket.receive_text()
+        chat.send_message(app_db, channel, ann, "hello")
+        assert json.loads(socket.receive_text()) == {str(channel): feed_of(app_db).current(channel)}
+        started = time.monotonic()
+        with pytest.raises(WebSocketDisconnect) as ended:
+            socket.receive_text()
+    assert ended.value.code == live.NOT_ADMITTED and "expired" in ended.value.reason
+    assert time.monotonic() - started < 3  # closed when the ticket ran out: the listener shows its newer one
+
+
+def test_open_mode_ignores_tickets(client, app_db):
+    with client.websocket_connect(url([DIRECTORY], "anything")) as socket:
+        assert json.loads(socket.receive_text()) == {"0": feed_of(app_db).current(DIRECTORY)}
+
+
+# how many, and how much -------------------------------------------------------------------------
+def test_sockets_beyond_the_per_client_cap_are_refused(route, client, app_db, monkeypatch):
+    monkeypatch.setenv("LIVE_SOCKETS_PER_CLIENT", "2")
+    with ExitStack() as stack:
+        for _ in range(2):
+            stack.enter_context(client.websocket_connect(url([DIRECTORY]))).receive_text()
+        ended = refused(client, url([DIRECTORY]))
+        assert ended.code == live.TOO_MANY and "too many" in ended.reason
+        with serve(route, address="192.0.2.7") as elsewhere:  # another address has sockets of its own
+            with elsewhere.websocket_connect(url([DIRECTORY])) as socket:
+                socket.receive_text()
+    assert _eventually(lambda: route.open_sockets == 0)  # each closed socket gave its place back
+    with client.websocket_connect(url([DIRECTORY])) as socket:
+        socket.receive_text()
+
+
+def test_sockets_beyond_the_total_cap_are_refused(route, app_db, monkeypatch):
+    monkeypatch.setenv("LIVE_SOCKETS_TOTAL", "2")
+    with ExitStack() as stack:
+        for address in ("192.0.2.1", "192.0.2.2"):
+            client = stack.enter_context(serve(route, address=address))
+            stack.enter_context(client.websocket_connect(url([DIRECTORY]))).receive_text()
+        third = stack.enter_context(serve(route, address="192.0.2.3"))
+        assert refused(third, url([DIRECTORY])).code == live.TOO_MANY
+    assert _eventually(lambda: route.open_sockets == 0)
+
+
+def test_a_client_that_floods_frames_is_closed(client, route):
+    with client.websocket_connect(url([DIRECTORY])) as socket:
+        socket.receive_text()
+        for _ in range(live.CLIENT_FRAMES + 1):
+            socket.send_text("hi")
+        with pytest.raises(WebSocketDisconnect) as ended:
+            socket.receive_text()
+    assert ended.value.code == live.POLICY_VIOLATION
+    assert _eventually(lambda: route.open_sockets == 0)
+
+
+def test_a_client_that_sends_a_large_frame_is_closed(client):
+    with client.websocket_connect(url([DIRECTORY])) as socket:
+        socket.receive_text()
+        socket.send_bytes(b"x" * (live.CLIENT_FRAME_SIZE + 1))
+        with pytest.raises(WebSocketDisconnect) as ended:
+            socket.receive_text()
+    assert ended.value.code == live.MESSAGE_TOO_BIG
+
+
+def test_a_few_small_frames_are_read_and_ignored(client, app_db):
+    ann = chat.create_user(app_db, "Ann")
+    channel = chat.create_channel(app_db, "c", reply_policy="off")
+    with client.websocket_connect(url([channel])) as socket:
+        socket.receive_text()
+        for _ in range(live.CLIENT_FRAMES):
+            socket.send_text("hello?")
+        chat.send_message(app_db, channel, ann, "still here")
+        assert json.loads(socket.receive_text()) == {str(channel): feed_of(app_db).current(channel)}
+
+
+def _eventually(condition, seconds: float = 5.0) -> bool:
     deadline = time.monotonic() + seconds
     while not condition():
         if time.monotonic() > deadline:

@@ -249,3 +249,14 @@ def test_the_server_log_holds_no_secret(world, person):
     assert "Uvicorn running" in log or "You can now view" in log  # the whole log was read
     for name, secret in SECRETS.items():
         assert secret not in log, f"the {name} is in the server log"
+
+
+def test_the_live_route_admits_a_logged_in_window_and_refuses_a_socket_without_its_ticket(world, person):
+    ann = person("ann")
+    ann.wait_for_function("window.__channelChatPushes >= 1", timeout=10_000)  # the page's ticket admitted it
+    code = ann.evaluate("""() => new Promise((done) => {
+        const socket = new WebSocket(`ws://${location.host}/live?topics=0`);  // the same page, no ticket
+        socket.onclose = (event) => done(event.code);
+    })""")
+    assert code == 4401  # views/live.py's NOT_ADMITTED, which the listener understands
+    assert ann.evaluate("window.__channelChatClosed") is None  # the page's own socket stayed open

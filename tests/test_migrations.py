@@ -63,6 +63,20 @@ SCHEMA = {
         ("finished_at", "TIMESTAMP", True),
         ("lease_until", "TIMESTAMP", True),
         ("owner", "VARCHAR", True),
+        ("requested_by", "BIGINT", True),
+        ("cause", "VARCHAR", True),
+    ],
+    "ai_usage": [
+        ("id", "BIGINT", False),
+        ("kind", "VARCHAR", False),
+        ("user_id", "BIGINT", True),
+        ("reply_id", "BIGINT", True),
+        ("job_id", "BIGINT", True),
+        ("model", "VARCHAR", True),
+        ("prompt_tokens", "BIGINT", False),
+        ("completion_tokens", "BIGINT", False),
+        ("estimated", "BOOLEAN", False),
+        ("created_at", "TIMESTAMP", False),
     ],
     "identities": [
         ("issuer", "VARCHAR", False),
@@ -122,7 +136,7 @@ def test_migrate_blank_creates_whole_schema(tmp_path):
     ).fetchall()
     assert sorted((t, tuple(c)) for t, c in primary) == sorted(
         [("migrations", ("name",)), ("users", ("id",)), ("channels", ("id",)), ("messages", ("id",)), ("ai_jobs", ("id",)),
-         ("identities", ("issuer", "subject")),
+         ("ai_usage", ("id",)), ("identities", ("issuer", "subject")),
          ("message_vectors", ("message_id",)), ("embedding_jobs", ("message_id", "provider")), ("search_state", ("name",))]
     )
     unique = con.execute(
@@ -131,7 +145,8 @@ def test_migrate_blank_creates_whole_schema(tmp_path):
     assert sorted((t, tuple(c)) for t, c in unique) == [
         ("channels", ("name_key",)), ("identities", ("user_id",)), ("users", ("name_key",))]
     sequences = {row[0] for row in con.execute("SELECT sequence_name FROM duckdb_sequences()").fetchall()}
-    assert sequences == {"users_id_seq", "channels_id_seq", "messages_id_seq", "ai_jobs_id_seq", "message_vectors_seq"}
+    assert sequences == {"users_id_seq", "channels_id_seq", "messages_id_seq", "ai_jobs_id_seq", "ai_usage_id_seq",
+                         "message_vectors_seq"}
 
     messages = defaults_of(con, "messages")
     assert "messages_id_seq" in messages["id"]
@@ -291,3 +306,36 @@ def test_name_keys_are_recomputed_and_clashes_kept(before_007, caplog):
         assert chat.create_user(db, "Dee")
     finally:
         db.close()
+
+
+def test_usage_ledger_carries_what_replies_used_before_it(tmp_path):
+    """Migration 010: today's budget reads the same after the upgrade, and old jobs say who asked."""
+    con = duckdb.connect(str(tmp_path / "before-ledger.duckdb"))
+    migrate(DuckMigrator(con), MIGRATIONS[:-1])
+    assert ALL_NAMES[-1] == "010_usage_ledger"
+    when = datetime(2026, 12, 1, 9, 0)
+    con.execute("INSERT INTO users (name, name_key, created_at) VALUES ('Ann', 'ann', ?)", [when])
+    con.execute("INSERT INTO channels (name, name_key, created_at) VALUES ('general', 'general', ?)", [when])
+    rows = [  # (author, content, status, prompt, completion, context)
+        (1, "hello", "complete", None, None, None),
+        (None, "Hi Ann", "complete", 30, 5, '[{"role": "user"}]'),
+        (1, "again", "complete", None, None, None),
+        (None, "half", "error", None, None, "x" * 39),  # no usage: estimated from what was sent and kept
+        (1, "third", "complete", None, None, None),
+        (None, "", "pending", None, None, None),  # still open: the new code charges it when it runs
+    ]
+    for author, content, status, prompt, completion, context in rows:
+        con.execute(
+            "INSERT INTO messages (channel_id, author_id, content, status, prompt_tokens, completion_tokens, context, "
+            "created_at) VALUES (1, ?, ?, ?, ?, ?, ?, ?)",
+            [author, content, status, prompt, completion, context, when],
+        )
+    for trigger, reply in ((1, 2), (3, 4), (5, 6)):
+        con.execute("INSERT INTO ai_jobs (channel_id, trigger_id, reply_id, state, created_at) "
+                    "VALUES (1, ?, ?, 'done', ?)", [trigger, reply, when])
+    assert migrate(DuckMigrator(con)) == ["010_usage_ledger"]
+    ledger = con.execute("SELECT user_id, reply_id, prompt_tokens, completion_tokens, estimated, created_at "
+                         "FROM ai_usage ORDER BY reply_id").fetchall()
+    assert ledger == [(1, 2, 30, 5, False, when), (1, 4, 10, 1, True, when)]
+    assert con.execute("SELECT requested_by, cause FROM ai_jobs ORDER BY id").fetchall() == [(1, "send")] * 3
+    con.close()

@@ -164,3 +164,19 @@ def test_a_message_sent_through_one_replica_is_pushed_to_a_window_on_another(pg_
         sent = time.monotonic()
         _send(a, "committed on replica one")
         assert _shows(b, "committed on replica one", timeout=10) - sent < 5  # Postgres NOTIFY, then push
+
+
+def test_beyond_the_socket_cap_a_page_backs_off_and_its_fallback_keeps_it_current(tmp_path, contexts):
+    channels = _seed(tmp_path / "chat.duckdb", capped="off")
+    url = f"/?channel={channels['capped']}"
+    with streamlit_server(tmp_path / "chat.duckdb", refresh_seconds=2, log_dir=tmp_path,
+                          extra_env={"LIVE_SOCKETS_PER_CLIENT": "1"}) as app:
+        a = _open(contexts(), app.url + url)
+        a.wait_for_function("window.__channelChatPushes >= 1", timeout=10_000)  # A holds this address's one socket
+        b = _open(contexts(), app.url + url)
+        b.wait_for_function("window.__channelChatClosed === 4429", timeout=10_000)  # views/live.py's TOO_MANY
+        _send(a, "seen by the fallback")
+        _shows(b, "seen by the fallback", timeout=15)  # the page still follows, by its fallback check
+        b.wait_for_timeout(5_000)
+        assert _sockets(b) == 1, _why(b)  # no retry within seconds: the listener waits 30 s or more
+        assert not b.evaluate("window.__channelChatPushes || 0")

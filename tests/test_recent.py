@@ -153,13 +153,13 @@ class Sequence:
             if message_id is None:
                 return set()
             if kind == "stop":
-                replies.stop_reply(db, message_id)
+                replies.stop_reply(db, message_id, rng.choice(self.users), admin=True)
             else:
                 before = chat.get_message(db, message_id)
                 try:
-                    replies.retry_reply(db, message_id)
-                except ValidationError:
-                    assert before.status == "complete" and not before.stopped
+                    replies.retry_reply(db, message_id, rng.choice(self.users), admin=True)
+                except ValidationError as refused:
+                    assert (before.status == "complete" and not before.stopped) or str(refused) == replies.AI_OFF
             return {channel_id}
         if not self.running:
             return set()

@@ -135,20 +135,20 @@ def test_stop_keeps_the_partial_text(db, ann, general):
     _, reply_id = ask(db, general, ann)
     job = replies.claim_next_job(db)
     replies.stream_reply(db, reply_id, "Half a thou")
-    assert replies.stop_reply(db, reply_id) is True
+    assert replies.stop_reply(db, reply_id, ann) is True
     message = chat.get_message(db, reply_id)
     assert (message.status, message.content, message.stopped, message.error) == ("complete", "Half a thou", True, None)
     assert replies.stream_reply(db, reply_id, "Half a thought, finished") is False  # the worker learns of the stop
     replies.finish_reply(db, job, "Half a thought, finished", ttft_ms=5.0, total_ms=50.0)
     message = chat.get_message(db, reply_id)
     assert (message.status, message.content, message.stopped) == ("complete", "Half a thou", True)
-    assert replies.stop_reply(db, reply_id) is False  # already ended
+    assert replies.stop_reply(db, reply_id, ann) is False  # already ended
     assert coherent(db, general)
 
 
 def test_stop_of_an_empty_pending_reply_is_an_error_with_a_reason(db, ann, general):
     _, reply_id = ask(db, general, ann)
-    assert replies.stop_reply(db, reply_id) is True
+    assert replies.stop_reply(db, reply_id, ann) is True
     message = chat.get_message(db, reply_id)
     assert (message.status, message.error, message.content, message.stopped) == ("error", STOPPED_EMPTY, "", True)
     assert "Stopped" in message.error
@@ -160,11 +160,11 @@ def test_stop_of_an_empty_pending_reply_is_an_error_with_a_reason(db, ann, gener
 def test_stop_of_a_user_message_is_refused(db, ann, general):
     message_id, _ = ask(db, general, ann)
     with pytest.raises(ValidationError, match="Only AI replies"):
-        replies.stop_reply(db, message_id)
+        replies.stop_reply(db, message_id, ann)
     with pytest.raises(ValidationError, match="Only AI replies"):
-        replies.retry_reply(db, message_id)
+        replies.retry_reply(db, message_id, ann)
     with pytest.raises(NotFound, match="Message 9999 not found"):
-        replies.stop_reply(db, 9999)
+        replies.stop_reply(db, 9999, ann)
 
 
 # retrying --------------------------------------------------------------------
@@ -173,15 +173,18 @@ def test_retry_of_a_failed_reply_runs_it_again_in_place(db, ann, general):
     job = replies.claim_next_job(db)
     replies.stream_reply(db, reply_id, "oops")
     replies.fail_reply(db, job, "Server error.", content="oops", total_ms=10.0)
-    assert replies.retry_reply(db, reply_id) is True
+    assert replies.retry_reply(db, reply_id, ann) is True
     message = chat.get_message(db, reply_id)
     assert (message.status, message.content, message.error, message.total_ms, message.stopped) == (
         "pending", "", None, None, False)
     assert job_row(db, reply_id) == ("pending", 0, False, False)
-    assert db.one("SELECT count(*) FROM ai_jobs")[0] == 1  # the same job, not a second one
-    assert replies.retry_reply(db, reply_id) is False  # a double click does nothing more
+    # A new attempt row, asked for by whoever pressed Retry: the ask counts at the time it was made.
+    assert db.rows("SELECT state, requested_by, cause FROM ai_jobs ORDER BY id") == [
+        ("done", ann, "send"), ("pending", ann, "retry")]
+    assert replies.retry_reply(db, reply_id, ann) is False  # a double click does nothing more
     again = replies.claim_next_job(db)
-    assert (again.id, again.trigger_id, again.reply_id, again.attempts) == (job.id, message_id, reply_id, 1)
+    assert (again.trigger_id, again.reply_id, again.attempts, again.requested_by) == (message_id, reply_id, 1, ann)
+    assert again.id != job.id
     replies.finish_reply(db, again, "Fixed.")
     assert chat.get_message(db, reply_id).status == "complete"
     assert coherent(db, general)
@@ -191,10 +194,10 @@ def test_retry_of_a_stopped_reply(db, ann, general):
     _, reply_id = ask(db, general, ann)
     job = replies.claim_next_job(db)
     replies.stream_reply(db, reply_id, "some")
-    replies.stop_reply(db, reply_id)
+    replies.stop_reply(db, reply_id, ann)
     assert replies.stream_reply(db, reply_id, "some more") is False  # the worker sees the stop and lets go
     replies.finish_reply(db, job, "some more")
-    assert replies.retry_reply(db, reply_id) is True
+    assert replies.retry_reply(db, reply_id, ann) is True
     message = chat.get_message(db, reply_id)
     assert (message.status, message.content, message.stopped) == ("pending", "", False)
     assert replies.claim_next_job(db).reply_id == reply_id
@@ -204,16 +207,16 @@ def test_retry_of_a_complete_reply_is_refused(db, ann, general):
     _, reply_id = ask(db, general, ann)
     replies.finish_reply(db, replies.claim_next_job(db), "Done.")
     with pytest.raises(ValidationError, match="only failed or stopped replies can be retried"):
-        replies.retry_reply(db, reply_id)
+        replies.retry_reply(db, reply_id, ann)
     agent = chat.write_agent_response(db, general, "From the agent")
     with pytest.raises(ValidationError, match="complete"):
-        replies.retry_reply(db, agent)
+        replies.retry_reply(db, agent, ann)
     assert chat.get_message(db, reply_id).content == "Done."
 
 
 def test_retry_of_a_reply_without_a_job_answers_the_last_user_message(db, ann, general):
-    quiet = chat.create_channel(db, "quiet", reply_policy="off")
-    question = chat.send_message(db, quiet, ann, "anyone?")
+    quiet = chat.create_channel(db, "quiet", reply_policy="mention")
+    question = chat.send_message(db, quiet, ann, "anyone?")  # no @ai: no reply, no job
     reply_id = db.write(
         lambda tx: tx.one(
             "INSERT INTO messages (channel_id, author_id, content, status, created_at) "
@@ -222,7 +225,7 @@ def test_retry_of_a_reply_without_a_job_answers_the_last_user_message(db, ann, g
     )
     assert replies.recover_interrupted(db, everything=True) == {"requeued": 0, "closed": 1}  # an orphan, closed
     assert chat.get_message(db, reply_id).error == INTERRUPTED
-    assert replies.retry_reply(db, reply_id) is True
+    assert replies.retry_reply(db, reply_id, ann) is True
     job = replies.claim_next_job(db)
     assert (job.channel_id, job.trigger_id, job.reply_id) == (quiet, question, reply_id)
 
@@ -251,7 +254,7 @@ def test_recover_requeues_running_jobs_then_gives_up(db, ann, general):
     assert replies.claim_next_job(db) is None
     assert replies.recover_interrupted(db, everything=True) == {"requeued": 0, "closed": 0}
     assert coherent(db, general)
-    assert replies.retry_reply(db, reply_id) is True  # a person can still ask again
+    assert replies.retry_reply(db, reply_id, ann) is True  # a person can still ask again
     assert replies.claim_next_job(db).attempts == 1
 
 
@@ -275,7 +278,7 @@ def test_recover_does_not_rerun_a_reply_stopped_while_running(db, ann, general):
     _, reply_id = ask(db, general, ann)
     replies.claim_next_job(db)
     replies.stream_reply(db, reply_id, "kept")
-    replies.stop_reply(db, reply_id)
+    replies.stop_reply(db, reply_id, ann)
     assert replies.recover_interrupted(db, everything=True) == {"requeued": 0, "closed": 0}
     assert job_row(db, reply_id)[0] == "done"
     assert replies.claim_next_job(db) is None
@@ -288,8 +291,8 @@ def test_retry_right_after_stop_does_not_let_the_old_run_write(db, ann, general)
     _, reply_id = ask(db, general, ann)
     old = replies.claim_next_job(db)
     replies.stream_reply(db, reply_id, "old run: Once upon")
-    replies.stop_reply(db, reply_id)
-    retried = replies.retry_reply(db, reply_id)
+    replies.stop_reply(db, reply_id, ann)
+    retried = replies.retry_reply(db, reply_id, ann)
     # The old worker, unaware, writes its next chunk and then closes its job.
     old_write = replies.stream_reply(db, reply_id, "old run: Once upon a time", job_id=old.id)
     replies.finish_reply(db, old, "old run: Once upon a time, the end")
@@ -297,7 +300,7 @@ def test_retry_right_after_stop_does_not_let_the_old_run_write(db, ann, general)
         assert not old_write, "the stopped run wrote into the retried reply"
     new = replies.claim_next_job(db) if retried else None
     if new is None:  # retry was refused while the old run held the job: it works once that run ended
-        assert replies.retry_reply(db, reply_id) is True
+        assert replies.retry_reply(db, reply_id, ann) is True
         new = replies.claim_next_job(db)
     assert new is not None and new.reply_id == reply_id
     assert replies.stream_reply(db, reply_id, "new run: Hello") is True
@@ -336,3 +339,41 @@ def test_renewed_leases_outlive_the_sweep(db, ann, general):
     replies.renew_leases(db, [job.id], lease=60)
     assert replies.recover_interrupted(db, everything=False) == {"requeued": 0, "closed": 0}
     assert job_row(db, job.reply_id)[0] == "running"
+
+
+# who may stop or retry ---------------------------------------------------------
+def test_only_who_asked_or_an_admin_may_stop_or_retry(db, ann, general):
+    bob = chat.create_user(db, "Bob")
+    _, reply_id = ask(db, general, ann)
+    assert replies.asked_by(db, reply_id) == {ann}
+    with pytest.raises(ValidationError, match=r"^Only Ann, who asked for this reply, or an admin can stop it\.$"):
+        replies.stop_reply(db, reply_id, bob)
+    assert chat.get_message(db, reply_id).status == "pending" and job_row(db, reply_id)[0] == "pending"
+    assert replies.stop_reply(db, reply_id, bob, admin=True) is True
+    with pytest.raises(ValidationError, match=r"^Only Ann, who asked for this reply, or an admin can retry it\.$"):
+        replies.retry_reply(db, reply_id, bob)
+    assert chat.get_message(db, reply_id).stopped  # refused: nothing changed
+    assert replies.retry_reply(db, reply_id, bob, admin=True) is True
+    assert replies.asked_by(db, reply_id) == {ann, bob}  # who pressed Retry asked for this attempt, and may stop it
+    assert replies.stop_reply(db, reply_id, bob) is True
+    assert replies.retry_reply(db, reply_id, ann) is True  # Ann's message still asks: she may retry it
+    assert replies.asked_by(db, reply_id) == {ann}
+    cy = chat.create_user(db, "Cy")
+    with pytest.raises(ValidationError, match="^Only Ann, who asked"):
+        replies.stop_reply(db, reply_id, cy)
+
+
+def test_stop_and_retry_by_an_unknown_person_are_refused(db, ann, general):
+    _, reply_id = ask(db, general, ann)
+    with pytest.raises(NotFound, match="User 9999 not found"):
+        replies.stop_reply(db, reply_id, 9999, admin=True)
+    assert chat.get_message(db, reply_id).status == "pending"
+
+
+def test_retry_in_a_channel_whose_ai_is_off_is_refused(db, ann, general):
+    _, reply_id = ask(db, general, ann)
+    replies.fail_reply(db, replies.claim_next_job(db), "Server error.")
+    chat.update_channel(db, general, reply_policy="off")
+    with pytest.raises(ValidationError, match=r"^The AI does not answer in this channel now"):
+        replies.retry_reply(db, reply_id, ann)
+    assert chat.get_message(db, reply_id).status == "error" and replies.pending_jobs(db) == 0

@@ -272,3 +272,60 @@ def test_a_channel_named_by_the_model_is_found_as_the_app_compares_names(db, nam
     assert "Deploy notes live here." in step["output"]
     missing = call_tool(db, "read_messages", json.dumps({"channel": "#nowhere"}), get_channel(db, general))
     assert missing["state"] == "error" and missing["error"] == "There is no channel named #nowhere."
+
+
+# caps ------------------------------------------------------------------------
+def test_a_model_asking_for_40_searches_is_capped_and_the_reply_ends_in_time(db, fake_openai, responders):
+    ann, general = create_user(db, "Ann"), create_channel(db, "general")
+    history(db, general, ann, 3, about="The deploy is on Friday.")
+    forty = [call("search_messages", query=f"word{i}") for i in range(40)]
+    fake_openai.push(Script(text="", tool_calls=forty, repeat=2), Script(text="Friday, as far as I can tell."))
+    responders(ai_settings(fake_openai, ai_timeout=8.0))
+    started = time.monotonic()
+    reply = settled(db, reply_to(db, send_message(db, general, ann, "@ai look up forty words")), timeout=12)
+    assert time.monotonic() - started < 8.0 + 1.0
+    assert (reply.status, reply.content) == ("complete", "Friday, as far as I can tell.")
+    ran = [s for s in steps_of(reply) if s.get("kind") == "tool"]
+    assert len(ran) == 8  # AI_TOOL_CALLS_PER_REPLY: 4 in each of two rounds (AI_TOOL_CALLS_PER_ROUND)
+    capped = [s["label"] for s in steps_of(reply) if s.get("kind") == "fallback"]
+    assert capped == ["The AI asked for 36 more searches than a reply may make; they were not run."] * 2
+    first, second, third = fake_openai.requests
+    told = tool_messages(second)
+    assert len(told) == 40  # every call the model made gets an answer, run or not
+    assert sum(m["content"].startswith("Error: Not run: at most 4 tool calls") for m in told) == 36
+    assert third["tool_choice"] == "none"  # the reply's calls are spent: answer now
+    assert len(tool_messages(third)) == 80
+
+
+def test_the_tool_results_of_one_reply_share_one_part_of_the_budget(db, fake_openai, responders):
+    ann, general = create_user(db, "Ann"), create_channel(db, "general")
+    update_channel(db, general, reply_policy="off")
+    for i in range(60):  # plenty for every search to find a page of long messages
+        send_message(db, general, ann, f"deploy note {i}: " + "the release train waits for the database upgrade " * 12)
+    update_channel(db, general, reply_policy="every")
+    calls = [call("search_messages", query=word) for word in ("deploy", "release", "train", "database")]
+    fake_openai.push(Script(text="", tool_calls=calls), Script(text="", tool_calls=[call("read_messages", channel="general")]),
+                     Script(text="Done."))
+    budget = 2000
+    responders(ai_settings(fake_openai, ai_context_tokens=budget))
+    reply = settled(db, reply_to(db, send_message(db, general, ann, "@ai summarise the deploy")))
+    assert reply.status == "complete"
+    results = [m["content"] for m in tool_messages(fake_openai.requests[-1])]
+    assert sum(estimate_tokens(r) for r in results) <= budget * 0.5 + 64
+    assert any(r.startswith("Error: Not run: the results so far fill the room") for r in results)
+
+
+# the usage ledger ----------------------------------------------------------------
+def test_every_request_of_a_reply_is_in_the_ledger_with_its_reported_usage(db, fake_openai, responders):
+    from core import usage
+    from fake_openai import _prompt_tokens
+
+    ann, general = create_user(db, "Ann"), create_channel(db, "general")
+    fake_openai.push(Script(text="", tool_calls=[call("search_messages", query="deploy")]), Script(text="Nothing yet."))
+    responders()
+    reply_id = reply_to(db, send_message(db, general, ann, "@ai anything on the deploy?"))
+    reply = settled(db, reply_id)
+    rows = usage.of_reply(db, reply_id)
+    assert [(r["user_id"], r["estimated"], r["prompt_tokens"]) for r in rows] == [
+        (ann, False, _prompt_tokens(request)) for request in fake_openai.requests]
+    assert sum(r["prompt_tokens"] for r in rows) == reply.prompt_tokens

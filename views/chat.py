@@ -6,8 +6,8 @@ import streamlit as st
 from core import chat, render, replies, tools
 from core.errors import ChatError
 from views import live
-from views.common import (current_channel, current_user, escape_markdown, get_db, get_settings, guarded, local_time,
-                          session_scratch, show_error)
+from views.common import (current_channel, current_user, escape_markdown, get_db, get_settings, guarded, is_admin,
+                          local_time, session_scratch, show_error)
 from views.search import search_panel
 
 PAGE = chat.RECENT_LIMIT  # messages per "load older" step, as many as the original lists
@@ -19,6 +19,9 @@ REPEAT_SECONDS = 1.0  # the same text again this soon is one submit the browser 
 
 db, settings = get_db(), get_settings()
 user, channel = current_user(db), current_channel(db)
+# Stop and Retry act on anyone's reply for an admin, and for everyone in open mode (it has no roles);
+# otherwise only on the replies one asked for. Core decides; the buttons only follow.
+acts_for_all = not settings.login or is_admin()
 if channel is None:
     st.info("Create a channel in the sidebar to start chatting.")
     live.follow_directory(db, settings)
@@ -79,12 +82,25 @@ if notice := st.session_state.get(NOT_SENT):
     del st.session_state[NOT_SENT]  # after drawing: a run stopped mid-way shows it on the next one
 
 
-def act(verb, message_id: int) -> None:
-    """Button callback for Retry and Stop: errors become a message, not a traceback."""
+def stop(message_id: int) -> None:
+    """Stop button callback: errors become a message, not a traceback."""
     try:
-        verb(db, message_id)
+        replies.stop_reply(db, message_id, user.id, admin=acts_for_all)
     except ChatError as error:
         st.session_state["chat_error"] = str(error)
+
+
+def retry(message_id: int) -> None:
+    """Retry button callback: a new ask, charged to whoever presses it and held to their limits."""
+    try:
+        replies.retry_reply(db, message_id, user.id, admin=acts_for_all, limits=settings.limits)
+    except ChatError as error:
+        st.session_state["chat_error"] = str(error)
+
+
+def may_act(message: chat.Message) -> bool:
+    """Whether this person may stop or retry the reply (asked for it, or acts for all)."""
+    return user is not None and (acts_for_all or user.id in replies.asked_by(db, message.id))
 
 
 def context_used(message: chat.Message) -> list[dict] | None:
@@ -140,10 +156,10 @@ def draw(message: chat.Message) -> None:
             st.error(message.error or "The reply failed.", icon=":material/error:")
         if message.stopped:
             st.caption("Stopped.")
-        if message.is_ai and message.status in replies.OPEN:
-            st.button("Stop", key=f"stop_{message.id}", on_click=act, args=(replies.stop_reply, message.id))
-        if message.is_ai and (message.status == "error" or message.stopped):
-            st.button("Retry", key=f"retry_{message.id}", on_click=act, args=(replies.retry_reply, message.id))
+        if message.is_ai and message.status in replies.OPEN and may_act(message):
+            st.button("Stop", key=f"stop_{message.id}", on_click=stop, args=(message.id,))
+        if message.is_ai and (message.status == "error" or message.stopped) and may_act(message):
+            st.button("Retry", key=f"retry_{message.id}", on_click=retry, args=(message.id,))
         if message.is_ai and message.status not in replies.OPEN:
             context = context_used(message)
             if context or message.steps:

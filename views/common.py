@@ -17,7 +17,7 @@ from streamlit_autorefresh import st_autorefresh
 from core import accounts, chat
 from core.ai import Responder
 from core.config import Settings, load_settings
-from core.embeddings import Embedder, provider_for
+from core.embeddings import Embedder, fallback_reason, provider_for
 from core.errors import ChatError, DatabaseDamaged, DatabaseUnavailable, StorageError
 from core.store import Database, connect
 
@@ -340,3 +340,5 @@ def draw_sidebar() -> None:
             st.caption(f":material/bolt: AI replies on · {status['model']} · {status['workers']} workers")
         else:
             st.caption(f":material/power_off: {status['reason']}")
+        if fell_back := fallback_reason(db):  # the AI server has no embeddings
+            st.caption(f":material/search_off: {fell_back}")

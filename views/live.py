@@ -6,138 +6,63 @@ Components v2 element mounted inside a fragment: it keeps one WebSocket per page
 again on every rerun, so the socket lives outside it, and outlives a remount of the element), and
 when a stamp differs from what the fragment last drew it sets a trigger, which reruns only that
 fragment. It reconnects with back-off; on reconnect the first message carries every stamp, so the
-page catches up on anything it missed.
+page catches up on anything it missed (the listener's code is views/live.js).
+
+The route asks who it serves: the page must be this app's (Origin); in login mode the listener shows a
+ticket the page signed for the signed-in person and these topics (core/tickets.py), and a socket ends
+when its ticket does; each client address and the process hold at most so many sockets; and a client
+that sends frames (the listener sends none) is closed. Refusals the listener must act on are close
+codes of the app's own (NOT_ADMITTED, TOO_MANY), sent after the handshake so that a browser sees them.
 """
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Callable
+from urllib.parse import urlsplit
 
 import streamlit as st
 from starlette.concurrency import run_in_threadpool
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from core import chat
+from core import chat, tickets
 from core.config import Settings
 from core.errors import ChatError
 from core.feed import feed_of
 from core.recent import DIRECTORY
 from core.store import Database
-from views.common import open_db  # the pages' own cached database
+from views.common import get_settings, open_db, signed_in  # the pages' own settings, database and login
 
 log = logging.getLogger(__name__)
 
 LIVE_PATH = "/live"  # custom routes ignore server.baseUrlPath: behind a prefix-only proxy the fallback poll serves
 MAX_TOPICS = 2  # a page follows its channel and the directory (users and channels lists)
-POLICY_VIOLATION = 1008  # WebSocket close codes: refused (bad topics, or not signed in) ...
-SERVER_ERROR = 1011  # ... or the database cannot be opened (the listener retries with back-off)
+# Close codes: RFC 6455's, and two of the app's own (4000-4999) that views/live.js acts on. A refusal before the
+# handshake reaches a browser as a failed connection (1006) whatever the code: only other sites' pages get one.
+POLICY_VIOLATION = 1008  # before the handshake: bad topics, or a page on another site; after it: too many frames
+MESSAGE_TOO_BIG = 1009  # a frame larger than CLIENT_FRAME_SIZE
+SERVER_ERROR = 1011  # the settings or the database cannot be read (the listener retries with back-off)
+NOT_ADMITTED = 4401  # login mode: no ticket, a forged or expired one, one for other topics; or the ticket ran out
+TOO_MANY = 4429  # beyond LIVE_SOCKETS_PER_CLIENT or LIVE_SOCKETS_TOTAL: the listener waits 30 s, doubling to 5 min
+CLIENT_FRAMES = 8  # frames a client may send in all: the listener sends none, so one that sends more is not ours
+CLIENT_FRAME_SIZE = 1024  # characters (or bytes) in one of them
+CLOSE_REASON_CHARS = 120  # a close frame's reason must fit in 123 bytes (our reasons are ASCII)
+FRONT_END = Path(__file__).parent  # views/live.js and views/input_guard.js
 
-LISTENER_JS = """
-const FIRST_RETRY_MS = 250, MAX_RETRY_MS = 8000;  // back-off after a drop: 0.25 s doubling to 8 s
-const ASK_AGAIN_MS = 3000;  // a rerun that has not come back by then is asked for again
-const LINGER_MS = 2000;  // Streamlit now and then remounts an element during a rerun: the new one adopts the socket
-const SENDING = '[data-testid="stChatInputTextArea"]:disabled', SENDING_POLL_MS = 100;
-const count = (name) => { window[name] = (window[name] || 0) + 1; };  // for tests, the benchmark and diagnosis
 
-function follow(path) {  // one connection per page and topic set, shared by whichever element shows it
-  const live = { path, latest: {}, shown: {}, asking: false, askedAt: 0, asks: 0, failures: 0, holders: 0 };
-  live.check = () => {
-    clearTimeout(live.again);
-    const stale = Object.keys(live.latest).some((t) => live.latest[t] !== live.shown[t]);
-    if (!stale) return;
-    // A message just typed is on its way (the box stays disabled until its run ends): a rerun asked
-    // for now would stop that run and leave the box disabled. Ask once it is over.
-    if (document.querySelector(SENDING)) { if (!live.gone) live.again = setTimeout(live.check, SENDING_POLL_MS); return; }
-    // One rerun at a time: it reads the newest version anyway, and changes that arrive meanwhile
-    // are caught by the next one. A request can be lost (folded into a page rerun that began
-    // before the change): until the page shows what was pushed, ask again now and then.
-    if (!live.asking || Date.now() - live.askedAt >= ASK_AGAIN_MS) {
-      live.asking = true; live.askedAt = Date.now();
-      count("__channelChatReruns");
-      live.trigger("changed", ++live.asks);  // a new value each time: an event, never deduplicated
-    }
-    if (!live.gone) live.again = setTimeout(live.check, live.askedAt + ASK_AGAIN_MS - Date.now());
-  };
-  live.connect = () => {
-    const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-    const socket = live.socket = new WebSocket(`${scheme}//${location.host}${path}`);
-    count("__channelChatSockets");
-    socket.onmessage = (event) => {
-      live.failures = 0;
-      Object.assign(live.latest, JSON.parse(event.data));
-      live.check();
-    };
-    socket.onclose = () => {
-      if (live.socket !== socket || live.gone) return;
-      live.socket = null;
-      const delay = Math.min(MAX_RETRY_MS, FIRST_RETRY_MS * 2 ** live.failures++);
-      live.timer = setTimeout(live.connect, delay * (0.75 + Math.random() / 2));  // jitter: no stampede
-    };
-  };
-  live.release = () => {
-    if (--live.holders > 0) return;
-    live.lingering = setTimeout(() => {
-      live.gone = true;
-      clearTimeout(live.timer);
-      clearTimeout(live.again);
-      if (live.socket) live.socket.close();
-      delete window.__channelChatLive[path];
-    }, LINGER_MS);
-  };
-  live.connect();
-  return live;
-}
-
-export default function ({ data: bytes, parentElement, setTriggerValue }) {
-  // This runs again on every rerun that changes `data`; cleanup runs only on unmount.
-  const data = JSON.parse(new TextDecoder().decode(bytes));
-  const pages = (window.__channelChatLive = window.__channelChatLive || {});
-  let live = parentElement.__channelChatLive;
-  if (!live || live.path !== data.path) {
-    if (live) live.release();
-    live = pages[data.path] = pages[data.path] || follow(data.path);
-    clearTimeout(live.lingering);
-    live.holders++;
-    count("__channelChatMounts");
-    parentElement.__channelChatLive = live;
-  }
-  live.trigger = setTriggerValue;
-  live.shown = data.shown;
-  live.asking = false;  // the fragment ran: it drew `shown`
-  live.check();
-  return () => parentElement.__channelChatLive.release();
-}
-"""
-
-_listener = st.components.v2.component("channel_chat.live", js=LISTENER_JS)
+_listener = st.components.v2.component("channel_chat.live", js=(FRONT_END / "live.js").read_text())
 
 # Streamlit's chat input with submit_mode="disable" re-enables when it sees a whole-page run finish after
 # the submit. When that finish and a fragment run's (the fallback poll, a push) reach a busy browser
 # together, it sees only the fragment's and stays disabled until the next whole-page run, which may
 # never come. This guard, mounted outside any fragment, asks for one whole-page run when the box has
 # been disabled for a while with no run going and the app connected.
-GUARD_JS = """
-const STUCK_MS = 2500, CHECK_MS = 250;
-const BOX = '[data-testid="stChatInputTextArea"]';
-const BUSY = '[data-testid="stStatusWidgetRunningIcon"], [data-testid="stConnectionStatus"]';
-export default function ({ setTriggerValue }) {
-  const guard = (window.__channelChatGuard = window.__channelChatGuard || { since: 0, asks: 0 });
-  guard.trigger = setTriggerValue;
-  if (!guard.timer) guard.timer = setInterval(() => {
-    const box = document.querySelector(BOX);
-    if (!box || !box.disabled || document.querySelector(BUSY)) { guard.since = 0; return; }
-    if (!guard.since) guard.since = Date.now();
-    if (Date.now() - guard.since < STUCK_MS) return;
-    guard.since = 0;
-    window.__channelChatUnstuck = (window.__channelChatUnstuck || 0) + 1;  // for tests and diagnosis
-    guard.trigger("stuck", ++guard.asks);
-  }, CHECK_MS);
-  return () => { clearInterval(guard.timer); guard.timer = null; };
-}
-"""
-
-_guard = st.components.v2.component("channel_chat.input_guard", js=GUARD_JS)
+_guard = st.components.v2.component("channel_chat.input_guard", js=(FRONT_END / "input_guard.js").read_text())
 
 
 def guard_chat_input() -> None:
@@ -149,10 +74,16 @@ def _ignore() -> None:
     """A trigger needs a callback to be registered; the rerun it causes is all the page needs."""
 
 
-def listen(key: str, shown: dict[int, str]) -> None:
-    """Mount the page's listener: rerun the calling fragment when a topic's stamp differs from ``shown``."""
+def listen(key: str, shown: dict[int, str], ticket: str | None = None) -> None:
+    """Mount the page's listener: rerun the calling fragment when a topic's stamp differs from ``shown``.
+
+    ``ticket`` (login mode) goes apart from the path: the listener keeps its socket while the page hands it
+    newer tickets, and shows the newest when it connects again.
+    """
     topics = ",".join(str(topic) for topic in shown)
-    data = {"path": f"{LIVE_PATH}?topics={topics}", "shown": {str(t): v for t, v in shown.items()}}
+    data: dict = {"path": f"{LIVE_PATH}?topics={topics}", "shown": {str(t): v for t, v in shown.items()}}
+    if ticket is not None:
+        data["ticket"] = ticket
     # Sent as bytes: a dict is first checked for data frames, which imports pandas (1.2 s on a fresh server).
     _listener(key=key, data=json.dumps(data).encode(), on_changed_change=_ignore, width="stretch", height="content")
 
@@ -169,7 +100,14 @@ def follow(db: Database, settings: Settings, channel_id: int | None = None, vers
     shown = {DIRECTORY: feed.stamp(drawn)}
     if channel_id is not None:
         shown[channel_id] = feed.stamp(version)
-    listen(f"live-{channel_id or 'directory'}", shown)
+    ticket = None
+    if settings.login:
+        identity = signed_in()
+        if identity is None or not settings.live_secret:
+            return  # nobody to sign for: the fallback check serves
+        ticket = tickets.sign(settings.live_secret, f"{identity.issuer} {identity.subject}", shown,
+                              tickets.expiry(time.time()))
+    listen(f"live-{channel_id or 'directory'}", shown, ticket)
 
 
 def follow_directory(db: Database, settings: Settings) -> None:
@@ -178,12 +116,138 @@ def follow_directory(db: Database, settings: Settings) -> None:
 
 
 # the route ----------------------------------------------------------------------------------------
-def may_subscribe(websocket: WebSocket) -> bool:
-    """Whether this browser may follow changes. The hook for login mode: answer only valid logins here.
+class LiveRoute:
+    """WebSocket /live?topics=3,0[&ticket=...]: who may follow, how many at once, then {topic: stamp} per commit.
 
-    The route sends version stamps only (no text, no names), so an open app lets anyone follow.
+    Settings, the database and the clock are passed in (tests hand in login mode and small caps).
     """
-    return True
+
+    def __init__(self, settings: Callable[[], Settings | None] = get_settings,
+                 database: Callable[[], Database] = open_db, clock: Callable[[], float] = time.time) -> None:
+        self._settings, self._database, self._clock = settings, database, clock
+        self._lock = threading.Lock()  # the counts below are changed from the event loop and read by tests
+        self._per_client: Counter[str] = Counter()
+        self._total = 0
+
+    @property
+    def open_sockets(self) -> int:
+        return self._total
+
+    async def serve(self, websocket: WebSocket) -> None:
+        """The endpoint (a method: Starlette treats any other callable object as a whole ASGI app)."""
+        topics = _topics(websocket.query_params.get("topics"))
+        if topics is None or not same_origin(websocket):
+            await websocket.close(code=POLICY_VIOLATION)  # before the handshake: a browser sees only a refusal
+            return
+        try:
+            # Outside a script run a bad setting is drawn nowhere and get_settings() returns None.
+            settings = await run_in_threadpool(self._settings)
+        except ChatError as error:
+            settings = None
+            log.warning("live route: %s", error)
+        if settings is None:
+            await _refuse(websocket, SERVER_ERROR, "the server's settings need fixing")
+            return
+        expires = None
+        if settings.login:
+            try:
+                ticket = tickets.verify(settings.live_secret or "", websocket.query_params.get("ticket"), topics,
+                                        self._clock())
+            except tickets.TicketRefused as refused:
+                await _refuse(websocket, NOT_ADMITTED, str(refused))
+                return
+            expires = ticket.expires
+        client = websocket.client.host if websocket.client else "unknown"
+        if not self._take_slot(client, settings):
+            await _refuse(websocket, TOO_MANY, "too many live connections; the page checks by itself meanwhile")
+            return
+        try:
+            await self._follow(websocket, topics, expires)
+        finally:
+            self._give_back(client)
+
+    async def _follow(self, websocket: WebSocket, topics: list[int], expires: int | None) -> None:
+        """Open the database, accept, and send stamps until the browser leaves, oversteps, or its ticket ends."""
+        try:
+            db = await run_in_threadpool(self._database)  # opening and migrating the file must not block the loop
+        except ChatError as error:
+            log.warning("live route: %s", error)
+            await _refuse(websocket, SERVER_ERROR, "the database cannot be opened")
+            return
+        await websocket.accept()
+        feed = feed_of(db)
+        loop = asyncio.get_running_loop()
+        ready = asyncio.Event()
+        subscription = feed.subscribe(topics, wake=lambda: loop.call_soon_threadsafe(ready.set))
+        reading = asyncio.ensure_future(_read_bounded(websocket, ready))
+        closing: tuple[int, str] | None = None
+        try:
+            await websocket.send_text(json.dumps({str(t): feed.current(t) for t in topics}))
+            while not reading.done():
+                if expires is not None:  # login mode: the ticket admits until then, and a new one is needed after
+                    left = expires - self._clock()
+                    if left <= 0:
+                        closing = (NOT_ADMITTED, "the ticket expired")
+                        break
+                    try:
+                        await asyncio.wait_for(ready.wait(), left)
+                    except TimeoutError:
+                        continue
+                else:
+                    await ready.wait()
+                ready.clear()
+                changes = subscription.take()
+                if any(change.topic is None for change in changes):  # fell behind, or anything may have changed
+                    stamps = {str(t): feed.current(t) for t in topics}
+                else:
+                    stamps = {str(change.topic): feed.stamp(change.version) for change in changes}
+                if stamps:
+                    await websocket.send_text(json.dumps(stamps))
+            if closing is None and reading.done():
+                closing = reading.result()  # the client sent too much (None: it left)
+            if closing is not None:
+                await websocket.close(*closing)
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            pass  # the browser went away mid-send
+        finally:
+            subscription.close()
+            reading.cancel()
+
+    def _take_slot(self, client: str, settings: Settings) -> bool:
+        with self._lock:
+            if self._total >= settings.live_sockets_total or \
+                    self._per_client[client] >= settings.live_sockets_per_client:
+                return False
+            self._total += 1
+            self._per_client[client] += 1
+            return True
+
+    def _give_back(self, client: str) -> None:
+        with self._lock:
+            self._total -= 1
+            self._per_client[client] -= 1
+            if not self._per_client[client]:
+                del self._per_client[client]
+
+
+live_route = LiveRoute().serve  # what app.py mounts at LIVE_PATH
+
+
+def same_origin(websocket: WebSocket) -> bool:
+    """Whether the page that opened the socket is this app's (or one in server.corsAllowedOrigins).
+
+    A browser always sends Origin: a page on another site cannot pass as this one. A program sends none,
+    and no page can make a browser do that, so it passes here (login mode still asks for a ticket).
+    """
+    origin = websocket.headers.get("origin")
+    if origin is None:
+        return True
+    host = websocket.headers.get("host") or ""
+    try:
+        netloc = urlsplit(origin).netloc
+    except ValueError:
+        return False
+    return (bool(host) and netloc.lower() == host.lower()) or origin in (st.get_option("server.corsAllowedOrigins") or ())
 
 
 def _topics(raw: str | None) -> list[int] | None:
@@ -196,51 +260,27 @@ def _topics(raw: str | None) -> list[int] | None:
     return list(dict.fromkeys(topics))
 
 
-async def live_route(websocket: WebSocket) -> None:
-    """WebSocket /live?topics=3,0: send {topic: stamp} for every topic now, then each change as it commits."""
-    topics = _topics(websocket.query_params.get("topics"))
-    if topics is None or not may_subscribe(websocket):
-        await websocket.close(code=POLICY_VIOLATION)
-        return
-    try:
-        db = await run_in_threadpool(open_db)  # opening and migrating the file must not block the loop
-    except ChatError as error:
-        log.warning("live route: %s", error)
-        await websocket.close(code=SERVER_ERROR)
-        return
+async def _refuse(websocket: WebSocket, code: int, reason: str) -> None:
+    """Accept, then close with ``code``: a browser learns a code only from a socket that opened."""
+    log.debug("live route refused %s: %s", websocket.client, reason)
     await websocket.accept()
-    feed = feed_of(db)
-    loop = asyncio.get_running_loop()
-    ready = asyncio.Event()
-    subscription = feed.subscribe(topics, wake=lambda: loop.call_soon_threadsafe(ready.set))
-    listening = asyncio.ensure_future(_until_closed(websocket, ready))
-    try:
-        await websocket.send_text(json.dumps({str(t): feed.current(t) for t in topics}))
-        while not listening.done():
-            await ready.wait()
-            ready.clear()
-            changes = subscription.take()
-            if any(change.topic is None for change in changes):  # fell behind, or anything may have changed
-                stamps = {str(t): feed.current(t) for t in topics}
-            else:
-                stamps = {str(change.topic): feed.stamp(change.version) for change in changes}
-            if stamps:
-                await websocket.send_text(json.dumps(stamps))
-    except (WebSocketDisconnect, RuntimeError, OSError):
-        pass  # the browser went away mid-send
-    finally:
-        subscription.close()
-        listening.cancel()
+    await websocket.close(code=code, reason=reason[:CLOSE_REASON_CHARS])
 
 
-async def _until_closed(websocket: WebSocket, ready: asyncio.Event) -> None:
-    """Read (and ignore) what the browser sends until it disconnects, then wake the sender loop."""
+async def _read_bounded(websocket: WebSocket, ready: asyncio.Event) -> tuple[int, str] | None:
+    """Read what the browser sends (the listener sends nothing) until it leaves; why to close it if it sends much."""
+    frames = 0
     try:
         while True:
             message = await websocket.receive()
             if message["type"] == "websocket.disconnect":
-                return
+                return None
+            frames += 1
+            if len(message.get("text") or message.get("bytes") or "") > CLIENT_FRAME_SIZE:
+                return MESSAGE_TOO_BIG, "the live route reads no large frames"
+            if frames > CLIENT_FRAMES:
+                return POLICY_VIOLATION, "the live route reads no more frames"
     except (WebSocketDisconnect, RuntimeError):
-        return
+        return None
     finally:
-        ready.set()
+        ready.set()  # wake the sender loop: it ends (and closes) when this does

@@ -4,7 +4,7 @@ from functools import partial
 import streamlit as st
 from streamlit_autorefresh import st_autorefresh
 
-from core import chat, limits, tables
+from core import chat, embeddings, limits, tables
 from core.console import SNAPSHOT_MAX_AGE
 from core.errors import ChatError
 from views.common import get_db, get_settings, is_admin, show_error
@@ -131,6 +131,8 @@ def overview() -> None:
         ("Users · channels", f"{totals['users']:,} · {totals['channels']:,}"),
     ]):
         column.metric(label, value)
+    if fell_back := embeddings.fallback_reason(db):  # the AI server has no embeddings
+        st.caption(f":material/search_off: {fell_back}")
     charts = [
         ("Messages per channel", tables.messages_over_time(db, bucket, since), st.line_chart, "No messages yet."),
         ("AI time to first token and total time (ms)", tables.ai_timings(db, bucket, since), st.line_chart,

@@ -318,10 +318,11 @@ def _replay_log(path: str) -> None:
         scratch.execute("CHECKPOINT recovering")
         scratch.execute("DETACH recovering")
     except duckdb.Error as error:
+        log.error("could not replay %s.wal: %s", path, _short(error))
         raise DatabaseDamaged(
-            f"The database {path!r} cannot be opened: DuckDB cannot replay its log of the last writes "
-            f"({path}.wal): {_short(error)} Nothing was changed or deleted. Restore a backup, or point CHAT_DB "
-            "at another file; keep both files if you ask for help."
+            f"The database {path!r} cannot be opened: its log of the last writes ({path}.wal) cannot be "
+            "replayed. Nothing was changed or deleted. Restore a backup, or point CHAT_DB at another file; keep "
+            "both files if you ask for help."
         ) from None
     finally:
         scratch.close()
@@ -347,9 +348,11 @@ def _fault(text: str) -> tuple[str, str] | None:
 
 
 def _damaged(path: str, error: BaseException) -> DatabaseDamaged:
+    """A page's sentence for a file DuckDB cannot read; DuckDB's own words (checksums, blocks) go to the log."""
+    log.error("the database file %s is damaged: %s", path, _short(error))
     return DatabaseDamaged(
-        f"The database file {path!r} is damaged ({_short(error)}) Restore it from a backup, or point CHAT_DB at "
-        "another file (a new name starts an empty database). The app does not change or delete it."
+        f"The database file {path!r} is damaged: parts of it cannot be read. Restore it from a backup, or point "
+        "CHAT_DB at another file (a new name starts an empty database). The app does not change or delete it."
     )
 
 

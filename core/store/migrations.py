@@ -191,6 +191,50 @@ def m009_ai_tools(m: Migrator) -> None:
     m.execute("ALTER TABLE channels ADD COLUMN look_back BOOLEAN")  # add relevant older messages to the context
 
 
+def m010_usage_ledger(m: Migrator) -> None:
+    """The usage ledger (one row per request to a model, never rewritten), and who asked for each AI attempt.
+
+    Budgets count from the ledger by the time of each request, so a Retry is charged again and on the day
+    it ran. What earlier replies used is carried over, at the time each reply was made (as the budget
+    counted it then): reported usage, else 4 characters a token of what was sent and received.
+    """
+    m.execute(
+        f"""CREATE TABLE ai_usage (
+            {m.id_column("ai_usage")},
+            kind VARCHAR NOT NULL,        -- chat (the reply's model) | embedding
+            user_id BIGINT,               -- who caused it: the sender, or who pressed Retry (NULL: the app itself)
+            reply_id BIGINT,              -- the AI reply it was for (NULL: a search or indexing)
+            job_id BIGINT,                -- the attempt
+            model VARCHAR,
+            prompt_tokens BIGINT NOT NULL,
+            completion_tokens BIGINT NOT NULL,
+            estimated BOOLEAN NOT NULL,   -- the server reported no usage: counted at 4 characters a token
+            created_at TIMESTAMP NOT NULL)"""
+    )
+    m.execute("ALTER TABLE ai_jobs ADD COLUMN requested_by BIGINT")  # the sender, or who pressed Retry
+    m.execute("ALTER TABLE ai_jobs ADD COLUMN cause VARCHAR")  # send | retry | requeue (a crash's): what counts as an ask
+    m.execute(
+        "UPDATE ai_jobs SET cause = 'send', "
+        "requested_by = (SELECT t.author_id FROM messages t WHERE t.id = ai_jobs.trigger_id)"
+    )
+    m.execute(
+        "INSERT INTO ai_usage (kind, user_id, reply_id, job_id, model, prompt_tokens, completion_tokens, estimated, "
+        "created_at) "
+        "SELECT 'chat', (SELECT t.author_id FROM ai_jobs j JOIN messages t ON t.id = j.trigger_id "
+        "WHERE j.reply_id = r.id ORDER BY j.id DESC LIMIT 1), r.id, NULL, NULL, "
+        "CASE WHEN r.prompt_tokens IS NULL AND r.completion_tokens IS NULL "
+        "THEN CAST(ceil(length(coalesce(r.context, '')) / 4.0) AS BIGINT) ELSE coalesce(r.prompt_tokens, 0) END, "
+        "CASE WHEN r.prompt_tokens IS NULL AND r.completion_tokens IS NULL "
+        "THEN CAST(ceil(length(r.content) / 4.0) AS BIGINT) ELSE coalesce(r.completion_tokens, 0) END, "
+        "r.prompt_tokens IS NULL AND r.completion_tokens IS NULL, r.created_at "
+        "FROM messages r WHERE r.author_id IS NULL AND r.status NOT IN ('pending', 'streaming') AND (r.prompt_tokens IS NOT NULL OR r.completion_tokens IS NOT NULL "
+        "OR r.context IS NOT NULL OR r.content <> '')"
+    )
+    m.create_index("ai_usage_created", "ai_usage", "created_at")  # today's tokens
+    m.create_index("ai_usage_user", "ai_usage", "user_id, created_at")  # a person's tokens
+    m.create_index("ai_jobs_requested", "ai_jobs", "requested_by, created_at")  # a person's AI asks in the last hour
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("001_initial", m001_initial),
     ("002_ai_replies", m002_ai_replies),
@@ -200,6 +244,7 @@ MIGRATIONS: list[tuple[str, Migration]] = [
     ("006_search", m006_search),
     ("007_name_keys", m007_name_keys),
     ("009_ai_tools", m009_ai_tools),
+    ("010_usage_ledger", m010_usage_ledger),
 ]
 
 

@@ -1,0 +1,80 @@
+"""The usage ledger: one row for every request to a model, appended and never rewritten; budgets count from it.
+
+Each row says who caused the request (the person whose message asked, or who pressed Retry), which reply
+and attempt it was for, the tokens, and when it was made. Tokens are the model's reported usage, or, for
+a request without it (the stream broke, a person pressed Stop), an estimate of ``CHARS_PER_TOKEN``
+characters a token of what was sent and received. The daily budget sums the rows of the UTC day, so a
+reply retried five times is charged five times, each on the day it ran.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from core.store import Database, Transaction
+
+CHARS_PER_TOKEN = 4  # OpenAI's rule of thumb for English text: the estimate for requests without reported usage
+KINDS = ("chat", "embedding")
+
+
+@dataclass(frozen=True)
+class Use:
+    """What one request to a model cost."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    estimated: bool  # the server reported no usage
+
+
+def estimate(sent: Any, received: str) -> Use:
+    """A request's cost from its size: the JSON of what was sent and the text that came back."""
+    sent_chars = len(sent) if isinstance(sent, str) else len(json.dumps(sent, ensure_ascii=False))
+    return Use(math.ceil(sent_chars / CHARS_PER_TOKEN), math.ceil(len(received) / CHARS_PER_TOKEN), True)
+
+
+def record(
+    db: Database,
+    use: Use,
+    *,
+    kind: str = "chat",
+    user_id: int | None = None,
+    reply_id: int | None = None,
+    job_id: int | None = None,
+    model: str | None = None,
+) -> None:
+    """Append one request's cost to the ledger, at the database clock's time."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown usage kind {kind!r}")
+    db.write(
+        lambda tx: tx.execute(
+            "INSERT INTO ai_usage (kind, user_id, reply_id, job_id, model, prompt_tokens, completion_tokens, estimated, "
+            "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [kind, user_id, reply_id, job_id, model, max(0, int(use.prompt_tokens)),
+             max(0, int(use.completion_tokens)), bool(use.estimated), db.clock()],
+        )
+    )
+
+
+def tokens_since(db: Database, since: datetime, user_id: int | None = None, tx: Transaction | None = None) -> int:
+    """Tokens of every request made since ``since`` (naive UTC), or only those ``user_id`` caused (read in ``tx``)."""
+    who, params = ("", []) if user_id is None else (" AND user_id = ?", [user_id])
+    row = (tx or db).one(
+        "SELECT CAST(coalesce(sum(prompt_tokens + completion_tokens), 0) AS BIGINT) FROM ai_usage "
+        f"WHERE created_at >= ?{who}",
+        [since, *params],
+    )
+    return int(row[0])
+
+
+def of_reply(db: Database, reply_id: int) -> list[dict]:
+    """Every request made for one reply, oldest first (each attempt and round)."""
+    rows = db.rows(
+        "SELECT job_id, user_id, model, prompt_tokens, completion_tokens, estimated, created_at FROM ai_usage "
+        "WHERE reply_id = ? ORDER BY id",
+        [reply_id],
+    )
+    names = ("job_id", "user_id", "model", "prompt_tokens", "completion_tokens", "estimated", "created_at")
+    return [dict(zip(names, row)) for row in rows]
