@@ -11,7 +11,11 @@ system note of related older messages (``core.tools.look_back``), the recent mes
 ``settings.ai_context_tokens`` (the newest always, cut with a marker if need be), and this reply's tool calls.
 The model (the channel's own, else ``OPENAI_MODEL``) may call ``search_messages`` and ``read_messages``
 (``core.tools``) for up to ``TOOL_ROUNDS`` rounds; each call is a step kept on the reply, written before it
-runs, so every window shows what the AI is doing. A server that answers 400 to ``tools`` gets the request
+runs, so every window shows what the AI is doing. At most ``settings.ai_tool_calls_per_round`` calls run
+from one answer and ``settings.ai_tool_calls_per_reply`` over the reply, the deadline is checked before
+each, and all results together take at most ``TOOL_RESULTS_SHARE`` of the budget; a call past a cap is
+answered "Not run: ..." and shown as one step. Every request that got an answer (finished, broken or
+stopped) is appended to the usage ledger (``core.usage``), charged to whoever asked for the attempt. A server that answers 400 to ``tools`` gets the request
 once more without them, and that model gets no tools again in this process (``_no_tools``, in memory).
 
 The deadline (``settings.ai_timeout``, ``AI_TIMEOUT_SECONDS``) is one cap on the whole reply, from the moment

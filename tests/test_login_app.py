@@ -241,3 +241,31 @@ def test_no_page_shows_a_secret(login_app, app_db, pg_url, monkeypatch, page):
         assert "general" in shown or "Seeded" in shown  # the page did show the database's contents
         for secret in [*SECRETS.values(), AUTH["cookie_secret"], AUTH["client_secret"], "db-password-never-shown"]:
             assert secret not in shown, f"{secret} shown on {page} {view}"
+
+
+def test_only_who_asked_or_an_admin_gets_retry_and_core_holds_it(login_app, app_db):
+    import time
+
+    from core import replies
+    from core.errors import ValidationError
+
+    channel = chat.create_channel(app_db, "general")  # the AI answers; no API key, so each reply fails at once
+    at = login_app(ANN, channel_id=channel).run()
+    at.chat_input[0].set_value("hello @ai").run()
+    deadline = time.monotonic() + 15
+    while (reply := chat.list_messages(app_db, channel)[0]).status != "error":
+        assert time.monotonic() < deadline, reply
+        time.sleep(0.05)
+    bob_claims = {"is_logged_in": True, "iss": ISSUER, "sub": "bob-sub", "email": "bob@example.com", "name": "Bob"}
+    bob_page = login_app(bob_claims, channel_id=channel).run()
+    assert not bob_page.exception and "Retry" not in [b.label for b in bob_page.button]
+    bob = next(u.id for u in chat.list_users(app_db) if u.name == "Bob")
+    with pytest.raises(ValidationError, match="^Only Ann Example, who asked for this reply"):
+        replies.retry_reply(app_db, reply.id, bob)  # what a forged click would reach: core refuses it
+    boss_page = login_app(BOSS, channel_id=channel).run()
+    assert "Retry" in [b.label for b in boss_page.button]
+    at = _click(login_app(ANN, channel_id=channel).run(), "Retry")
+    assert not at.exception
+    asked = app_db.rows("SELECT requested_by, cause FROM ai_jobs WHERE reply_id = ? ORDER BY id", [reply.id])
+    ann = next(u.id for u in chat.list_users(app_db) if u.name == "Ann Example")
+    assert asked == [(ann, "send"), (ann, "retry")]
