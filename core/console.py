@@ -101,8 +101,9 @@ def _copy(db) -> _Snapshot:
     files = [target]
     with db.write_lock():
         # Fold the write-ahead log into the file first: the copy is then one file, and replaying a copied log
-        # fails on DuckDB 1.5 after schema changes ("Failure while replaying WAL file").
-        db.rows("CHECKPOINT")
+        # fails on DuckDB 1.5 after schema changes ("Failure while replaying WAL file"). On a read-only or full
+        # disk the log is copied as it is (the app checkpoints right after migrating: no schema change in it).
+        db.checkpoint()
         shutil.copyfile(db.path, target)
         if os.path.exists(db.path + ".wal"):
             shutil.copyfile(db.path + ".wal", target + ".wal")

@@ -33,7 +33,8 @@ STORAGE_FAULTS = (
 # Below this much free space on the database's disk, writes are refused before DuckDB tries them: in
 # DuckDB 1.5.5 and 1.5.6 a commit whose log write fails half-way aborts the whole process (undoing an
 # UPDATE on a table with a primary key hits an internal error; tests/test_db_faults.py shows it). 8 MB
-# holds the largest commit (a 1 MB message and its log record) several times over.
+# holds the largest commit (a 1 MB message and its log record) several times over. The same abort follows a
+# commit on a file system that turned read-only (ext4 after an I/O error, errors=remount-ro): see _check_disk.
 DISK_RESERVE = 8 * 1024 * 1024
 # DuckDB's words for a file it cannot read as a database.
 DAMAGE = ("corrupt database file", "checksum", "could not read enough bytes", "failure while replaying wal",
@@ -126,6 +127,7 @@ class DuckDatabase(Database):
         self._write_lock = FairLock()
         self._broken = False  # DuckDB stopped after a fatal error: reopen before the next query
         self._folder = None if path == ":memory:" else os.path.dirname(os.path.abspath(path))
+        self._refusing: str | None = None  # why writes are refused right now (logged when it starts and ends)
 
     @contextmanager
     def cursor(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -192,18 +194,52 @@ class DuckDatabase(Database):
             self.recent.invalidate_all()  # a commit that failed late may have landed: re-read every channel
             log.warning("database %s reopened after a fatal error", self.path)
 
-    def _check_room(self) -> None:
-        """Refuse a write while the database's disk is (nearly) full: see DISK_RESERVE."""
+    def _check_disk(self) -> None:
+        """Refuse a commit the disk could not take, before DuckDB tries it: a read-only or (nearly) full disk.
+
+        See DISK_RESERVE: DuckDB 1.5.5 can abort the process on a commit that fails. Asked right before each
+        commit, so what is left unchecked is the commit itself (README, "When things break").
+        """
         if self._folder is None:
             return
         try:
             stats = os.statvfs(self._folder)
         except OSError:
             return  # cannot tell: let DuckDB try
-        if stats.f_bavail * stats.f_frsize < DISK_RESERVE:
-            said, advice = _fault("no space left on device")
-            raise StorageError(f"The database {self.path!r} could not be written: {said} (less than "
-                               f"{DISK_RESERVE // 2**20} MB free). Nothing was saved. {advice}")
+        refused = "Read-only file system" if stats.f_flag & os.ST_RDONLY else _sync_refused(self._folder)
+        fault = _fault(refused) if refused else None
+        room = ""
+        if fault is None:
+            refused = None
+            if stats.f_bavail * stats.f_frsize < DISK_RESERVE:
+                room = f"less than {DISK_RESERVE // 2**20} MB free"
+                refused, fault = room, _fault("no space left on device")
+        if refused != self._refusing:
+            if refused:
+                log.warning("database %s: writes refused (%s) until its disk takes them again", self.path, refused)
+            else:
+                log.warning("database %s: its disk takes writes again", self.path)
+            self._refusing = refused
+        if fault is None:
+            return
+        said, advice = fault
+        said += f" ({room})" if room else ""
+        raise StorageError(f"The database {self.path!r} could not be written: {said}. Nothing was saved. {advice}")
+
+    def checkpoint(self) -> bool:
+        """Fold the write-ahead log into the file; False (nothing done) when the disk would refuse it, as a write.
+
+        DuckDB stops the database for good after a checkpoint that failed, and on a read-only disk it cannot be
+        opened again: even reads would fail until the disk is writable.
+        """
+        with self._write_lock, self._storage("write"):
+            try:
+                self._check_disk()
+            except StorageError:
+                return False  # _check_disk logged why
+            with self.cursor() as cur:
+                cur.execute("CHECKPOINT")
+        return True
 
     @contextmanager
     def console_source(self) -> Iterator[tuple[dict[str, Any], datetime]]:
@@ -214,7 +250,6 @@ class DuckDatabase(Database):
     def write(self, work: Callable[[Transaction], T]) -> T:
         """Run ``work`` in one transaction, retrying DuckDB's write conflicts; then run its on-commit actions."""
         with self._write_lock, self._storage("write"):
-            self._check_room()
             pause = RETRY_PAUSE
             for attempt in range(1, WRITE_ATTEMPTS + 1):
                 with self.cursor() as cur:
@@ -222,6 +257,7 @@ class DuckDatabase(Database):
                     cur.begin()
                     try:
                         result = work(tx)
+                        self._check_disk()  # last thing before the commit: see DISK_RESERVE
                         cur.commit()
                     except (duckdb.TransactionException, duckdb.ConstraintException) as error:
                         _rollback(cur)
@@ -249,6 +285,26 @@ class DuckDatabase(Database):
             if not self._closed:
                 self._closed = True
                 self._connection.close()
+
+
+def _sync_refused(folder: str) -> str | None:
+    """The file system's words when it refuses to sync ``folder`` (e.g. "Read-only file system"), else None.
+
+    How a disk that turned read-only after an error shows: Linux 6.15+ no longer marks such an ext4 read-only
+    in statvfs (it is "emergency_ro"), but an fsync answers EROFS. The folder, never the database file: closing
+    any descriptor of that file would drop DuckDB's lock on it (POSIX locks belong to the process).
+    """
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return None  # cannot tell: let DuckDB try
+    try:
+        os.fsync(fd)
+    except OSError as error:
+        return os.strerror(error.errno) if error.errno else None
+    finally:
+        os.close(fd)
+    return None
 
 
 def _rollback(cur: duckdb.DuckDBPyConnection) -> None:
