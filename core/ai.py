@@ -45,7 +45,7 @@ Decisions:
   the SDK's and httpx's log records lose their ``user:password@`` part (``safe_url``).
 * ``stop()`` claims nothing more, lets running replies finish for up to ``grace`` seconds, then aborts the
   rest between chunks (or during a retry wait) without writing; ``start()`` (here or after a restart)
-  requeues them through ``core.replies.recover_interrupted``. Run one Responder per database.
+  requeues them through ``core.replies.recover_interrupted`` (on a shared database: once their lease expired). Run one Responder per database.
 """
 from __future__ import annotations
 
@@ -54,6 +54,7 @@ import logging
 import os
 import random
 import re
+import secrets
 import socket
 import threading
 import time
@@ -280,7 +281,9 @@ class Responder:
         self._lock = threading.Lock()
         self._run: _Run | None = None
         self._no_tools: set[str] = set()  # models whose server refused tools (kept in memory, per process)
-        self.owner = f"{socket.gethostname()}:{os.getpid()}"  # shown in ai_jobs.owner
+        # Shown in ai_jobs.owner. The random part tells apart two processes with one hostname and pid
+        # (a container restarted as PID 1, replicas on one host name): none takes the other's jobs for its own.
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
 
     @property
     def enabled(self) -> bool:
@@ -292,7 +295,7 @@ class Responder:
         with self._lock:
             if self._run is not None:
                 return self
-            recovered = recover_interrupted(self.db, owner=self.owner)
+            recovered = recover_interrupted(self.db)
             if recovered["requeued"] or recovered["closed"]:
                 log.info("AI replies after a restart: %(requeued)d requeued, %(closed)d closed", recovered)
             if not self.enabled:
@@ -355,16 +358,27 @@ class Responder:
 
     # dispatching ---------------------------------------------------------------
     def _dispatch(self, run: _Run) -> None:
+        refused = False  # the last claim was refused by the database
         while not run.closing.is_set():
             if not run.free.acquire(timeout=IDLE_WAIT):
                 continue  # every worker busy
             try:
                 job = None if run.closing.is_set() else claim_next_job(self.db, self.settings.ai_lease_seconds, self.owner)
+            except ChatError as error:  # the database refuses writes for now (a full or read-only disk, a server away)
+                if not refused:
+                    log.warning("could not claim an AI job: %s", error)  # one line per outage, not one a second
+                refused = True
+                run.free.release()
+                run.closing.wait(IDLE_WAIT)
+                continue
             except Exception:
                 log.exception("could not claim an AI job")
                 run.free.release()
                 run.closing.wait(IDLE_WAIT)
                 continue
+            if refused:
+                log.info("AI jobs can be claimed again")
+                refused = False
             if job is None:
                 run.free.release()
                 if not run.closing.is_set():

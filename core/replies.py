@@ -49,12 +49,16 @@ def _refresh(db: Database, tx: Transaction, message_id: int) -> Message:
 
 
 def claim_next_job(db: Database, lease: float = LEASE_SECONDS, owner: str | None = None) -> Job | None:
-    """Take the oldest pending job (each is handed out once, across replicas), or None when there is none."""
+    """Take the longest-waiting pending job (each is handed out once, across replicas), or None when there is none.
+
+    A job requeued after a crash keeps its first queue time (``created_at``), so a half-written reply is
+    picked up before the replies queued after it, not behind them.
+    """
 
     def work(tx: Transaction) -> Job | None:
         row = tx.one(
             "SELECT id, channel_id, trigger_id, reply_id, attempts, requested_by FROM ai_jobs WHERE state = 'pending' "
-            f"ORDER BY id LIMIT 1{db.dialect.skip_locked}"
+            f"ORDER BY created_at, id LIMIT 1{db.dialect.skip_locked}"
         )
         if row is None:
             return None
@@ -329,13 +333,15 @@ def asked_by(db: Database, message_id: Any) -> set[int]:
     return {who for who in (author, attempt) if who is not None}
 
 
-def recover_interrupted(db: Database, everything: bool | None = None, owner: str | None = None) -> dict[str, int]:
+def recover_interrupted(db: Database, everything: bool | None = None) -> dict[str, int]:
     """Re-queue replies whose worker is gone (up to MAX_ATTEMPTS), close the rest as errors.
 
     ``everything`` (at start, when no other process can be running jobs: a DuckDB file has one owner)
-    takes every running job; otherwise only those whose lease expired or that ``owner`` (this process,
-    starting again) left behind, never one a live replica is still streaming. A requeued job is a new row: the old one is retired, so a worker that was only
-    slow, not dead, finds its writes refused.
+    takes every running job; otherwise only those whose lease expired, never one a live replica is still
+    streaming — not even one whose owner looks like this process, as a container restarted with the same
+    hostname and pid (or a second replica given both) would look. A requeued job is a new row: the old
+    one is retired, so a worker that was only slow, not dead, finds its writes refused. It keeps its place
+    in line: jobs are claimed by their trigger's age (``claim_next_job``).
     """
     if everything is None:
         everything = not db.shared
@@ -343,12 +349,12 @@ def recover_interrupted(db: Database, everything: bool | None = None, owner: str
     def work(tx: Transaction) -> dict[str, int]:
         now = db.clock()
         requeued = closed = 0
-        stale = "" if everything else " AND (j.lease_until IS NULL OR j.lease_until < ? OR j.owner = ?)"
-        for job_id, channel_id, trigger_id, reply_id, attempts, requested_by, status in tx.rows(
-            "SELECT j.id, j.channel_id, j.trigger_id, j.reply_id, j.attempts, j.requested_by, m.status "
+        stale = "" if everything else " AND (j.lease_until IS NULL OR j.lease_until < ?)"
+        for job_id, channel_id, trigger_id, reply_id, attempts, requested_by, queued_at, status in tx.rows(
+            "SELECT j.id, j.channel_id, j.trigger_id, j.reply_id, j.attempts, j.requested_by, j.created_at, m.status "
             "FROM ai_jobs j LEFT JOIN messages m ON m.id = j.reply_id "
             f"WHERE j.state = 'running'{stale} ORDER BY j.id",
-            [] if everything else [now, owner],
+            [] if everything else [now],
         ):
             held = tx.one(f"SELECT state FROM ai_jobs WHERE id = ?{db.dialect.skip_locked}", [job_id])
             if held is None or held[0] != "running":
@@ -357,10 +363,10 @@ def recover_interrupted(db: Database, everything: bool | None = None, owner: str
             if status not in OPEN:  # stopped while it ran: nothing is left to write
                 continue
             if attempts < MAX_ATTEMPTS:
-                tx.execute(  # the same ask, run again: charged to the same person, not counted as a new ask
+                tx.execute(  # the same ask, run again: charged to the same person, not a new ask, and in its place
                     "INSERT INTO ai_jobs (channel_id, trigger_id, reply_id, state, attempts, requested_by, cause, "
                     "created_at) VALUES (?, ?, ?, 'pending', ?, ?, 'requeue', ?)",
-                    [channel_id, trigger_id, reply_id, attempts, requested_by, now],
+                    [channel_id, trigger_id, reply_id, attempts, requested_by, queued_at],
                 )
                 tx.execute(
                     "UPDATE messages SET status = 'pending', content = '', steps = NULL, updated_at = ? "

@@ -577,13 +577,16 @@ def test_stop_lets_a_running_reply_finish(db, fake_openai):
 def test_stop_aborts_a_running_reply_and_the_next_start_requeues_it(db, fake_openai, responders):
     fake_openai.push(Script(chunks=["x "] * 40, chunk_delay=0.1), Script(text="Finished after the restart."))
     channel, reply_id = one_message(db)
-    first = responders()
+    # On a shared database the next start takes the job once its lease expired (a process cannot tell
+    # its own old jobs from a live twin's); a DuckDB file has one owner, so it takes it at once.
+    settings = ai_settings(fake_openai, ai_lease_seconds=1.0)
+    first = responders(settings)
     wait_until(lambda: get_message(db, reply_id).content, what="some text")
     first.stop(grace=0)
     assert get_message(db, reply_id).status == "streaming"  # left as it was, for recovery
     assert running_jobs(db) == 1
 
-    responders()
+    responders(settings)
     reply = settled(db, reply_id)
     assert (reply.status, reply.content) == ("complete", "Finished after the restart.")
     assert db.one("SELECT max(attempts) FROM ai_jobs WHERE reply_id = ?", [reply_id])[0] == 2

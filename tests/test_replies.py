@@ -325,12 +325,27 @@ def test_a_sweep_takes_only_jobs_whose_lease_expired(db, ann, general):
     assert (again.reply_id, again.attempts) == (dead.reply_id, 2)
 
 
-def test_a_restarted_process_takes_back_its_own_jobs_at_once(db, ann, general):
+def test_a_process_with_the_same_hostname_and_pid_never_takes_a_live_job(db, ann, general):
+    from core.ai import Responder
+    from core.config import Settings
+
+    first, second = Responder(db, Settings()), Responder(db, Settings())  # one hostname, one pid
+    assert first.owner != second.owner and first.owner.rsplit(":", 1)[0] == second.owner.rsplit(":", 1)[0]
     ask(db, general, ann)
-    mine = replies.claim_next_job(db, lease=60, owner="host:42")
-    assert replies.recover_interrupted(db, everything=False, owner="host:7") == {"requeued": 0, "closed": 0}
-    assert replies.recover_interrupted(db, everything=False, owner="host:42") == {"requeued": 1, "closed": 0}
-    assert job_row(db, mine.reply_id)[0] == "pending"
+    live = replies.claim_next_job(db, lease=60, owner=first.owner)
+    assert replies.recover_interrupted(db, everything=False) == {"requeued": 0, "closed": 0}
+    assert job_row(db, live.reply_id)[0] == "running"
+
+
+def test_a_requeued_reply_is_claimed_before_the_ones_queued_after_it(db, ann, general):
+    _, first = ask(db, general, ann, "first @ai")
+    crashed = replies.claim_next_job(db, lease=0.05, owner="replica-b")
+    later = [ask(db, general, ann, f"later {i} @ai")[1] for i in range(3)]
+    time.sleep(0.1)  # replica b died
+    assert replies.recover_interrupted(db, everything=False) == {"requeued": 1, "closed": 0}
+    again = replies.claim_next_job(db)
+    assert (again.reply_id, again.attempts) == (crashed.reply_id, 2) and again.reply_id == first
+    assert [replies.claim_next_job(db).reply_id for _ in later] == later
 
 
 def test_renewed_leases_outlive_the_sweep(db, ann, general):

@@ -233,6 +233,7 @@ def m010_usage_ledger(m: Migrator) -> None:
     m.create_index("ai_usage_created", "ai_usage", "created_at")  # today's tokens
     m.create_index("ai_usage_user", "ai_usage", "user_id, created_at")  # a person's tokens
     m.create_index("ai_jobs_requested", "ai_jobs", "requested_by, created_at")  # a person's AI asks in the last hour
+    m.create_index("ai_jobs_queue", "ai_jobs", "state, created_at, id")  # the claim: longest waiting first
 
 
 MIGRATIONS: list[tuple[str, Migration]] = [
