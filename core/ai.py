@@ -89,7 +89,7 @@ from core.store import Database
 log = logging.getLogger(__name__)
 
 STREAM_WRITE_INTERVAL = 0.25  # seconds between text writes: smooth to read, and 4 writes/s instead of one per token
-IDLE_WAIT = 1.0  # seconds the dispatcher sleeps between looks when no job signal arrives (a missed signal costs this)
+IDLE_WAIT = 1.0  # seconds the dispatcher sleeps between looks when no job signal arrives
 STOP_GRACE = 3.0  # seconds stop() lets running replies finish before aborting them
 ABORT_WAIT = 2.0  # seconds stop() then waits for workers to notice the abort (one chunk gap)
 RETRIES = 2  # retries of 408/409/429/5xx, timeouts and failed connections, as many as the SDK's default
@@ -362,6 +362,7 @@ class Responder:
         while not run.closing.is_set():
             if not run.free.acquire(timeout=IDLE_WAIT):
                 continue  # every worker busy
+            mark = self.db.jobs_mark()  # a job sent while the claim looks is not missed by the wait below
             try:
                 job = None if run.closing.is_set() else claim_next_job(self.db, self.settings.ai_lease_seconds, self.owner)
             except ChatError as error:  # the database refuses writes for now (a full or read-only disk, a server away)
@@ -382,7 +383,7 @@ class Responder:
             if job is None:
                 run.free.release()
                 if not run.closing.is_set():
-                    self.db.wait_for_jobs(IDLE_WAIT)
+                    self.db.wait_for_jobs(IDLE_WAIT, since=mark)
                 continue
             deadline = Deadline(self.settings.ai_timeout)  # from the claim: queueing in the pool counts too
             with run.lock:

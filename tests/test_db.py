@@ -4,6 +4,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
+import time
 from datetime import datetime
 from pathlib import Path
 
@@ -175,3 +176,11 @@ def test_second_process_gets_database_locked(duck_db):
     assert "Traceback" not in done.stdout + done.stderr
     assert issubclass(DatabaseLocked, ChatError)
     chat.create_user(db, "Still mine")  # the first process is unaffected
+
+
+def test_a_signal_between_the_look_and_the_wait_is_not_lost(db):
+    mark = db.jobs_mark()  # the dispatcher reads this, then looks for a job and finds none ...
+    db.signal_jobs()  # ... while a send commits and signals ...
+    started = time.monotonic()
+    db.wait_for_jobs(timeout=30, since=mark)  # ... so the wait returns at once instead of sleeping it out
+    assert time.monotonic() - started < 1.0

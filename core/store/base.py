@@ -84,6 +84,7 @@ class Database:
         self.clock = clock
         self.recent = RecentMessages()
         self._jobs = threading.Condition()
+        self._job_signals = 0  # counts signal_jobs(): a waiter that read it before looking misses no signal
         self._closed = False
         self.cursors_opened = 0  # every query starts here: tests and benchmarks count database work
 
@@ -124,12 +125,21 @@ class Database:
             self.signal_jobs()
 
     # job signal ----------------------------------------------------------
+    def jobs_mark(self) -> int:
+        """How many job signals so far: read it before looking for a job, then pass it to wait_for_jobs."""
+        with self._jobs:
+            return self._job_signals
+
     def signal_jobs(self) -> None:
         with self._jobs:
+            self._job_signals += 1
             self._jobs.notify_all()
 
-    def wait_for_jobs(self, timeout: float) -> None:
+    def wait_for_jobs(self, timeout: float, since: int | None = None) -> None:
+        """Wait up to ``timeout`` for a job signal; at once if one came after ``since`` (a jobs_mark())."""
         with self._jobs:
+            if since is not None and self._job_signals != since:
+                return  # signalled between the look and the wait: a job may be waiting now
             self._jobs.wait(timeout)
 
     def close(self) -> None:
