@@ -104,7 +104,7 @@ SNAPSHOT_COST = textwrap.dedent(
     sys.path.insert(0, ROOT)
     sys.path.insert(0, ROOT + "/bench")
     from hot_query import build_duckdb
-    from core import console
+    from core.console import snapshot as console
     import os
     job = json.loads(sys.argv[1])
     db, _, _ = build_duckdb(job["path"], job["size"], 100)

@@ -16,8 +16,14 @@ and measures:
   per open window (the sender's included); its RSS growth per window after the first; and the TCP
   connections each window holds to the server after the idle window (ESTABLISHED sockets on the
   server's port, from /proc/net/tcp).
-Designs: `push` (our page: the chat fragment rerun by a WebSocket push, 15 s fallback), `poll` (the
-same page with LIVE_PUSH=off, its fragment checking the channel's version every second), `autorefresh`
+- own line: from Enter in the sender window to its text shown there (the list draws it at once), and to
+  it shown as a stored message, p50/p95; and from Enter to the chat box taking the next line;
+- active cost: the server's CPU over a long AI reply streaming with N windows watching, less the same
+  with only the sender's window open, per watching window.
+Designs: `push` (our page: the message list fed with content by its WebSocket, 15 s fallback), `poll` (the
+same page with LIVE_PUSH=off, its fragment checking the channel's version every second), `fragment` (the
+page before the message list: a stamp pushed over the WebSocket reruns the chat fragment in every window,
+which draws each message with st.chat_message), `autorefresh`
 (the whole page rerun every second by streamlit-autorefresh); `reread` (the polling page re-reading
 the database every tick) is available too. Prints a Markdown table and writes docs/live.png.
 """
@@ -52,20 +58,35 @@ VARIANTS = {  # name: (script, environment)
     "poll": ("app.py", {"REFRESH_SECONDS": str(POLL), "LIVE_PUSH": "off"}),
     "autorefresh": ("bench/variants/chat_autorefresh.py", {"REFRESH_SECONDS": "60", "LIVE_PUSH": "off"}),
     "reread": ("bench/variants/chat_reread.py", {"REFRESH_SECONDS": str(POLL), "LIVE_PUSH": "off"}),
+    "fragment": ("bench/variants/chat_fragment.py", {"REFRESH_SECONDS": str(FALLBACK)}),
 }
 INPUT = "[data-testid=stChatInput] textarea"
+# Records when each token first shows in a window (seen), and when it first shows inside a stored message (stored:
+# the sender's own line is drawn at Enter as "sending", then confirmed). The message list draws inside a shadow
+# root, which a document-wide MutationObserver does not see: each shadow root is observed as it is attached.
 OBSERVER = """
 (() => {
-  const seen = {}; window.__seen = seen;
+  const seen = {}, stored = {}; window.__seen = seen; window.__stored = stored;
+  const STORED = "article.chat-message:not(.echo), [data-testid=stChatMessage]";
   const scan = (node) => {
     const text = node.textContent || ""; const re = /(tok|ai)-\\d+/g; let m;
-    while ((m = re.exec(text))) if (!(m[0] in seen)) seen[m[0]] = performance.timeOrigin + performance.now();
+    const element = node.nodeType === 1 ? node : node.parentElement;
+    const kept = element && (element.matches(STORED) || element.closest(STORED) || element.querySelector(STORED));
+    while ((m = re.exec(text))) {
+      const at = performance.timeOrigin + performance.now();
+      if (!(m[0] in seen)) seen[m[0]] = at;
+      if (kept && !(m[0] in stored)) stored[m[0]] = at;
+    }
   };
-  new MutationObserver(records => {
+  const observe = (root) => new MutationObserver(records => {
     for (const r of records) { if (r.type === "characterData") scan(r.target); r.addedNodes.forEach(scan); }
-  }).observe(document, {subtree: true, childList: true, characterData: true});
+  }).observe(root, {subtree: true, childList: true, characterData: true});
+  const attach = Element.prototype.attachShadow;
+  Element.prototype.attachShadow = function (init) { const root = attach.call(this, init); observe(root); return root; };
+  observe(document);
 })();
 """
+STREAM_CHUNKS = 24  # the long reply whose streaming cost is measured: 24 tokens, AI_CHUNK_DELAY apart (~7 s)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -150,13 +171,17 @@ def run_case(browser, variant: str, sessions: int, seconds: float, folder: Path,
         tcp = connections(int(server.url.rsplit(":", 1)[1]))
         load = os.getloadavg()[0]  # the machine's run queue: other work shares these 2 cores
 
-        tokens = []
+        tokens, pressed, ready = [], {}, []
         for i in range(max(3, int(seconds / SEND_EVERY))):
             token = f"tok-{i}"
             sender.fill(INPUT, f"message {token}")
+            pressed[token] = sender.evaluate("performance.timeOrigin + performance.now()")
+            started = time.monotonic()
             sender.press(INPUT, "Enter")
             tokens.append(token)
-            sender.wait_for_timeout(SEND_EVERY * 1000)
+            sender.wait_for_selector(f"{INPUT}:not([disabled])", timeout=30_000)
+            ready.append((time.monotonic() - started) * 1000)  # Enter -> the box takes the next line
+            sender.wait_for_timeout(max(0.0, SEND_EVERY - (time.monotonic() - started)) * 1000)
         sender.wait_for_timeout(2 * POLL * 1000)
 
         firsts = []
@@ -174,8 +199,13 @@ def run_case(browser, variant: str, sessions: int, seconds: float, folder: Path,
             if time.monotonic() > deadline or all(set(tokens) | answered <= set(s) for s in seen):
                 break
             time.sleep(0.2)
-        for context in contexts:
+        own_seen, own_stored = sender.evaluate("window.__seen"), sender.evaluate("window.__stored")
+        streaming_cpu = _streaming_cpu(model, sender, server.pid)  # N windows watch a long reply stream
+        for context in contexts[:-1]:
             context.close()
+        time.sleep(2)
+        streaming_cpu_alone = _streaming_cpu(model, sender, server.pid)  # only the sender's window is open
+        contexts[-1].close()
         time.sleep(2)
         cpu_before = cpu_seconds(server.pid)
         time.sleep(seconds)  # the server alone (AI workers, its own timers): not any window's cost
@@ -193,7 +223,14 @@ def run_case(browser, variant: str, sessions: int, seconds: float, folder: Path,
     ai_latencies, ai_missed = delays(seen, firsts, first_sent)
     ai_lost = sum(first not in first_sent for first in firsts)  # the '@ai' send itself never got through
     windows = sessions + 1  # the sender window is open too
+    echo = [own_seen[t] - pressed[t] for t in tokens if t in own_seen]
+    confirmed = [own_stored[t] - pressed[t] for t in tokens if t in own_stored]
     return {
+        "ready_p50": percentile(ready, 0.5), "ready_p95": percentile(ready, 0.95),
+        "echo_p50": percentile(echo, 0.5), "echo_p95": percentile(echo, 0.95),
+        "confirmed_p50": percentile(confirmed, 0.5), "confirmed_p95": percentile(confirmed, 0.95),
+        "active_pct_per_watcher": 100 * max(0.0, streaming_cpu[0] - streaming_cpu_alone[0])
+        / max(streaming_cpu[1], 1e-9) / max(1, sessions),
         "variant": variant, "sessions": sessions, "samples": len(latencies), "missed": missed,
         "lost": len(lost), "sent": len(tokens),
         "p50": percentile(latencies, 0.5), "p95": percentile(latencies, 0.95),
@@ -208,12 +245,25 @@ def run_case(browser, variant: str, sessions: int, seconds: float, folder: Path,
     }
 
 
+def _streaming_cpu(model: FakeOpenAI, sender, pid: int) -> tuple[float, float]:
+    """(server CPU seconds, wall seconds) over one long AI reply, asked for from the sender's window."""
+    model.push(Script(chunks=[f"w{i} " for i in range(STREAM_CHUNKS)], chunk_delay=AI_CHUNK_DELAY))
+    sender.fill(INPUT, "@ai a long one")
+    sender.press(INPUT, "Enter")
+    sender.wait_for_timeout(500)  # the send's own run, not the stream's cost
+    before, started = cpu_seconds(pid), time.monotonic()
+    sender.wait_for_timeout(STREAM_CHUNKS * AI_CHUNK_DELAY * 1000)
+    return cpu_seconds(pid) - before, time.monotonic() - started
+
+
 def table(rows: list[dict]) -> str:
     lines = [
         "| design | windows | p50 ms | p95 ms | max ms | missed | lost sends | AI first token p50 / p95 ms "
         "| server CPU % of a core per idle window | idle windows per core | server alone % "
-        "| TCP connections per window | server RSS MB per window | load average |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| TCP connections per window | server RSS MB per window | load average "
+        "| own line shown p50 / p95 ms | own line stored, shown p50 / p95 ms | box ready again p50 / p95 ms "
+        "| CPU % per window watching a reply stream |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         per_core = f"{100 / r['cpu_pct_per_session']:,.0f}" if r["cpu_pct_per_session"] > 0 else "∞"
@@ -222,7 +272,9 @@ def table(rows: list[dict]) -> str:
             f"| {r['variant']} | {r['sessions']} | {r['p50']:.0f} | {r['p95']:.0f} | {r['max']:.0f} | {r['missed']} "
             f"| {r['lost']}/{r['sent']} | {r['ai_p50']:.0f} / {r['ai_p95']:.0f}{ai_notes} "
             f"| {r['cpu_pct_per_session']:.3f} | {per_core} | {r['cpu_pct_alone']:.2f} | {r['tcp_per_window']:.1f} "
-            f"| {r['rss_per_session']:.1f} | {r['load']:.0f} |"
+            f"| {r['rss_per_session']:.1f} | {r['load']:.0f} | {r['echo_p50']:.0f} / {r['echo_p95']:.0f} "
+            f"| {r['confirmed_p50']:.0f} / {r['confirmed_p95']:.0f} | {r['ready_p50']:.0f} / {r['ready_p95']:.0f} "
+            f"| {r['active_pct_per_watcher']:.3f} |"
         )
     return "\n".join(lines)
 
@@ -259,7 +311,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sessions", default="1,10,30", help="comma-separated numbers of watching windows")
     parser.add_argument("--seconds", type=float, default=FALLBACK, help="idle window and send phase length")
-    parser.add_argument("--variants", default="push,poll,autorefresh", help=f"any of {', '.join(VARIANTS)}")
+    parser.add_argument("--variants", default="push,fragment,poll", help=f"any of {', '.join(VARIANTS)}")
     parser.add_argument("--replies", type=int, default=AI_REPLIES, help="AI replies whose first token is timed")
     parser.add_argument("--plot", default=str(ROOT / "docs" / "live.png"), help="PNG to write ('' for none)")
     args = parser.parse_args(argv)

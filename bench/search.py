@@ -169,7 +169,7 @@ def measure(db, backend: str, size: int, words: list[str], rounds: int, pg_url: 
     rows["keyword, one channel"] = timed(lambda q: search.search_messages(db, q, channel_id=channel), asked, rounds)
     embeddings.attach(db, local_provider())
     started = time.perf_counter()
-    loaded = embeddings._attached[db].index.refresh(db)
+    loaded = embeddings.attached_index(db).refresh(db)
     load_s = time.perf_counter() - started
     rows["semantic"] = timed(lambda q: embeddings.nearest(db, q), asked, rounds)
     rows["semantic, one channel"] = timed(lambda q: embeddings.nearest(db, q, channel_id=channel), asked, rounds)

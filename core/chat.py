@@ -36,6 +36,7 @@ MESSAGE_COLUMNS = (
 MESSAGE_FROM = "messages m LEFT JOIN users u ON u.id = m.author_id"
 CHANNEL_COLUMNS = "id, name, created_at, reply_policy, persona, model, coalesce(look_back, false)"
 MODEL_MAX = 200  # characters of a model name (OpenAI's are ~30; a local server's may carry a path)
+AI_SETTINGS_FOR_ADMINS = "Only an admin (ADMIN_EMAILS) can change when the AI answers in a channel, its persona or its model."
 
 
 @dataclass(frozen=True)
@@ -140,10 +141,19 @@ def _persona(persona: Any) -> str | None:
 
 def update_channel(
     db: Database, channel_id: Any, reply_policy: str | None = None, persona: Any = ..., model: Any = ...,
-    look_back: bool | None = None,
+    look_back: bool | None = None, *, by: Any = None, admin: bool = False,
 ) -> Channel:
-    """Change a channel's reply policy, persona, model and/or look-back switch (``None`` persona or model: the default)."""
+    """Change a channel's reply policy, persona, model and/or look-back switch (``None`` persona or model: the default).
+
+    ``by`` is the person who asks: these are the channel's AI settings, which only an admin changes (``admin``:
+    named in ADMIN_EMAILS in login mode; everyone in open mode, which has no roles). Without ``by`` the app
+    itself changes them (scripts, benchmarks, tests).
+    """
     channel = get_channel(db, channel_id)
+    if by is not None:
+        get_user(db, by)  # an id that names nobody is NotFound, as in every verb
+        if not admin:
+            raise ValidationError(AI_SETTINGS_FOR_ADMINS)
     policy = channel.reply_policy if reply_policy is None else _policy(reply_policy)
     new_persona = channel.persona if persona is ... else _persona(persona)
     new_model = channel.model if model is ... else _model(model)

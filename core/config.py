@@ -75,13 +75,22 @@ def _words(raw: str | None, lower: bool = False) -> list[str]:
     return [word.lower() for word in words] if lower else words
 
 
+KINDS = {int: "a whole number", float: "a number"}  # what a person is told a setting must be
+
+
+def _shown(bound: float) -> str:
+    """A limit as a person types it: 60, not 60.0."""
+    return str(int(bound)) if float(bound).is_integer() else str(bound)
+
+
 def _number(name: str, raw: Any, kind: type, low: float, high: float) -> Any:
+    between = f"between {_shown(low)} and {_shown(high)}"
     try:
         value = kind(str(raw).strip())
     except ValueError:
-        raise ValidationError(f"{name} must be a {kind.__name__} between {low} and {high}, not {raw!r}.") from None
+        raise ValidationError(f"{name} must be {KINDS[kind]} {between}, not {raw!r}.") from None
     if not low <= value <= high:
-        raise ValidationError(f"{name} must be between {low} and {high}, not {raw!r}.")
+        raise ValidationError(f"{name} must be {between}, not {raw!r}.")
     return value
 
 

@@ -18,6 +18,7 @@ from core.errors import ChatError, ValidationError
 from core.store import is_postgres_url
 from core.store.duck import open_duckdb
 from core.store.pg import describe_url, extension_directory, open_postgres, unreachable
+from core.store.quoting import identifier, literal
 
 SKIPPED = {"migrations"}  # each side keeps its own record of the migrations applied to it
 PLAIN_SEQUENCES = {"message_vectors_seq": ("message_vectors", "seq")}  # sequences no identity column owns
@@ -27,10 +28,6 @@ PLAIN_SEQUENCES = {"message_vectors_seq": ("message_vectors", "seq")}  # sequenc
 class Moved:
     table: str
     rows: int
-
-
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def _columns(con: duckdb.DuckDBPyConnection, database: str, schema: str, table: str) -> list[str]:
@@ -64,14 +61,14 @@ def move(source: str, target: str) -> list[Moved]:
     )
     try:
         con.execute("LOAD postgres_scanner")
-        con.execute(f"ATTACH {_literal(source)} AS src (READ_ONLY)")
+        con.execute(f"ATTACH {literal(source)} AS src (READ_ONLY)")
         try:
-            con.execute(f"ATTACH {_literal(target)} AS dst (TYPE postgres)")
+            con.execute(f"ATTACH {literal(target)} AS dst (TYPE postgres)")
         except duckdb.Error as error:
             raise unreachable(target, error) from None
         tables = [t for t in _tables(con, "src", "main") if t not in SKIPPED and t in _tables(con, "dst", "public")]
         for table in tables:
-            (count,) = con.execute(f"SELECT count(*) FROM dst.public.{_quote(table)}").fetchone()
+            (count,) = con.execute(f"SELECT count(*) FROM dst.public.{identifier(table)}").fetchone()
             if count:
                 raise ValidationError(
                     f"The target {describe_url(target)} is not empty: its table {table} has {count:,} rows. "
@@ -81,9 +78,9 @@ def move(source: str, target: str) -> list[Moved]:
         con.execute("BEGIN")
         for table in tables:
             shared = [c for c in _columns(con, "src", "main", table) if c in _columns(con, "dst", "public", table)]
-            names = ", ".join(_quote(c) for c in shared)
-            con.execute(f"INSERT INTO dst.public.{_quote(table)} ({names}) SELECT {names} FROM src.main.{_quote(table)}")
-            (count,) = con.execute(f"SELECT count(*) FROM src.main.{_quote(table)}").fetchone()
+            names = ", ".join(identifier(c) for c in shared)
+            con.execute(f"INSERT INTO dst.public.{identifier(table)} ({names}) SELECT {names} FROM src.main.{identifier(table)}")
+            (count,) = con.execute(f"SELECT count(*) FROM src.main.{identifier(table)}").fetchone()
             moved.append(Moved(table, count))
         con.execute("COMMIT")
     finally:
@@ -117,10 +114,6 @@ def _advance_identities(url: str, tables: list[str]) -> None:
                     ),
                     [sequence[0]],
                 )
-
-
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 def main(argv: list[str]) -> int:

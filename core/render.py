@@ -1,19 +1,19 @@
-"""Make a message's Markdown safe to show: no automatic fetches from other hosts, no live non-web links.
+"""A message's Markdown as safe HTML, rendered once on the server: one parser makes the HTML, a sanitizer locks it.
 
-Streamlit renders a message with ``st.markdown`` (HTML off, so raw HTML stays text). Two things still
-reach the network or run something when a message is merely shown:
+The parser is markdown-it-py (CommonMark with GFM tables and strikethrough, raw HTML off, a line break
+kept as a line break, as people type in a chat). What may reach a reader's browser is decided while the
+HTML is made, by the parser's own reading of the text, so no second parser can read it differently:
 
-* an image, ``![alt](https://elsewhere/pixel.png)``: every viewer's browser fetches it, so its owner
-  learns who reads the channel, when and from where;
-* a link with a scheme other than http(s)/mailto: Streamlit neutralises only ``javascript:`` and
-  ``vbscript:``; ``data:``, ``file:`` and the like stay live.
+* links: only web and mail schemes (``http``, ``https``, ``mailto``) or a relative address; anything
+  else (``javascript:``, ``data:``, ``file:``, ``ms-msdt:``…) stays text (the parser's link validation);
+* images: shown only from ``image_hosts`` over http(s); any other image becomes a link with an icon and
+  its alt text, so no reader's browser fetches it by merely showing the message (a tracking pixel);
+* code blocks with a known language are highlighted by Pygments (class names only, no inline style).
 
-``message_markdown`` rewrites the Markdown source, never parsing it fully: it looks at every place a
-URL can start (after ``](`` in an inline link or image, after ``]:`` in a reference definition, after
-``<`` in an autolink) and decides on the destination as the browser would read it (escapes and
-character references decoded, tabs and control characters dropped). So a construct this module fails
-to recognise is still neutralised wherever a browser would see a URL; the cost of doubt is a backslash
-shown inside a code span, never a live link.
+Then nh3 (the binding of the Rust ``ammonia`` sanitizer) keeps only an allow-list of elements and
+attributes and checks every URL again: a bug in the first step still cannot put a script, an event
+handler or a remote image on the page. Links open in a new tab with ``rel="noopener noreferrer
+nofollow ugc"``. Results are cached by text, so every window and every redraw share one rendering.
 """
 from __future__ import annotations
 
@@ -23,124 +23,125 @@ import re
 from typing import Collection
 from urllib.parse import urlsplit
 
+import nh3
+from markdown_it import MarkdownIt
+from pygments import highlight as pygments_highlight
+from pygments.formatters import HtmlFormatter
+from pygments.lexers import get_lexer_by_name
+from pygments.token import STANDARD_TYPES
+from pygments.util import ClassNotFound
+
 LINK_SCHEMES = frozenset({"http", "https", "mailto"})  # the web and e-mail; every other scheme is dead text
 IMAGE_SCHEMES = frozenset({"http", "https"})
-IMAGE_LABEL = ":material/image:"  # an image shown as a link gets this icon before its alt text
-DESTINATION_PEEK = 128  # characters of a destination read to find its scheme (a scheme is short; padding is not)
-SCHEME_MIN_SEEN = 40  # a destination cut at the peek must show this much real text, else it counts as dead
-DECODE_BUDGET = 500  # destinations per message decoded in full (escapes, "&#..;"); past it, any that needs decoding is dead
-CACHED_CHARS = 32_768  # messages up to this size are remembered once rendered (a page redraws them every second)
+IMAGE_ICON = "🖼\ufe0e"  # before the alt text of an image shown as a link (text presentation: no emoji font needed)
+CACHED_CHARS = 32_768  # messages up to this size are remembered once rendered (a streaming reply renders often)
+HIGHLIGHT_CHARS = 20_000  # longer code blocks are shown plain: highlighting them would cost more than it gives
+LINK_REL = "noopener noreferrer nofollow ugc"
 
-_ESCAPED = re.compile(r"\\([!-/:-@\[-`{-~])")  # CommonMark: a backslash escapes ASCII punctuation
-_SCHEME_UNSURE = frozenset("&\\") | frozenset(map(chr, range(0x21))) | {"\x7f"}  # may hide a scheme: decode first
-_URL_IGNORED = re.compile(r"[\x00-\x20\x7f]")  # browsers drop tabs and newlines in URLs and trim controls/space
-_SCHEME = re.compile(r"([a-z][a-z0-9+.\-]*):", re.IGNORECASE)
-_URL_STARTS = re.compile(r"\][(:]|<(?=[A-Za-z])")  # where a link destination or an autolink begins
-# What may come before a destination's first character: spaces, one line break, and on the next line the ">" markers of
-# the block quotes it continues ("> [a](\n> data:...)" is one link inside a quote).
-_DESTINATION_LEAD = re.compile(r"[ \t]*(?:(?:\r\n|\r|\n)(?:[ \t]*>)*)?[ \t]*<?")
-_INLINE_IMAGE = re.compile(r"!\[[^\]\n]{0,200}\]\(")
-_SCHEME_FAST = re.compile(r"[A-Za-z0-9+.\-]*(.?)")  # a destination's leading scheme characters and the one after
-_PLAIN_IMAGE = re.compile(r"!\[[^\[\]\\`<>\n]*\]\(([^\s()<>\\`\[\]\"']+)\)")
+TAGS = frozenset({
+    "p", "br", "hr", "h1", "h2", "h3", "h4", "h5", "h6", "strong", "em", "s", "del", "code", "pre", "blockquote",
+    "ul", "ol", "li", "a", "img", "table", "thead", "tbody", "tr", "th", "td", "span",
+})
+ATTRIBUTES = {"a": {"href", "title"}, "img": {"src", "alt", "title"}, "ol": {"start"}, "th": {"style"},
+              "td": {"style"}, "span": {"class"}, "code": {"class"}}
+HIGHLIGHT_CLASSES = frozenset(name for name in STANDARD_TYPES.values() if name)  # Pygments' short class names
+_LANGUAGE = re.compile(r"language-[A-Za-z0-9_+#.\-]{1,40}")
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*):")
+_ALIGN = re.compile(r"text-align:\s*(left|right|center)\s*;?")
+_FORMATTER = HtmlFormatter(nowrap=True)
 
 
-def message_markdown(text: str, image_hosts: Collection[str] = ()) -> str:
-    """``text`` with remote images turned into links (unless their host is in ``image_hosts``) and non-web links made dead."""
-    hosts = frozenset(host.strip().lower() for host in image_hosts)
+def message_html(text: str, image_hosts: Collection[str] = ()) -> str:
+    """``text`` (Markdown) as sanitized HTML; images only from ``image_hosts``, links only to the web and mail."""
+    hosts = frozenset(host.strip().lower() for host in image_hosts if host.strip())
     return _cached(text, hosts) if len(text) <= CACHED_CHARS else _render(text, hosts)
 
 
-def _render(text: str, hosts: frozenset[str]) -> str:
-    return _neutralise_links(_images_as_links(text, hosts))
-
-
-_cached = functools.lru_cache(maxsize=512)(_render)
-
-
-def _scheme(destination: str) -> str | None:
-    """The URL scheme a browser would see in a Markdown destination, lowercased; None for a relative URL."""
-    decoded = html.unescape(_ESCAPED.sub(r"\1", destination))
-    match = _SCHEME.match(_URL_IGNORED.sub("", decoded))
+def scheme(url: str) -> str | None:
+    """The scheme of a URL the parser has normalized (lowercase), None for a relative one."""
+    match = _SCHEME.match(url.strip())
     return match.group(1).lower() if match else None
 
 
-def _dead(text: str, at: int, budget: list[int]) -> bool:
-    """Whether a destination starting at ``at`` (after spaces, one line break and an opening ``<``) is not a web link.
-
-    ``budget`` counts the full decodes left for this message: a message made of thousands of "](&..." costs
-    milliseconds, not minutes.
-    """
-    start = _DESTINATION_LEAD.match(text, at).end()
-    fast = _SCHEME_FAST.match(text, start, start + DESTINATION_PEEK)
-    if fast.group(1) == "" and fast.end() - start >= DESTINATION_PEEK:
-        return True  # a "scheme" longer than any real one: not a web link
-    if fast.group(1) not in _SCHEME_UNSURE:  # the usual case: plain characters, then ':' or something that ends a scheme
-        return fast.group(1) == ":" and fast.start(1) > start and text[start : fast.start(1)].lower() not in LINK_SCHEMES
-    budget[0] -= 1
-    if budget[0] < 0:
-        return True
-    rest = text[start : start + DESTINATION_PEEK + 1]
-    peek = rest[:DESTINATION_PEEK]
-    scheme = _scheme(peek)
-    if scheme is None and len(rest) > DESTINATION_PEEK:
-        # Only padding ("&#9;", ...) so far: a browser may still find a scheme further on.
-        return len(_URL_IGNORED.sub("", html.unescape(peek))) < SCHEME_MIN_SEEN
-    return scheme is not None and scheme not in LINK_SCHEMES
+def web_link(url: str) -> bool:
+    """Whether a link may be live: a web or mail scheme, or none (relative to this app)."""
+    found = scheme(url)
+    return found is None or found in LINK_SCHEMES
 
 
-def _neutralise_links(text: str) -> str:
-    """Break every inline link, reference definition and autolink whose destination has a non-web scheme."""
-    out: list[str] = []
-    copied, budget = 0, [DECODE_BUDGET]
-    for found in _URL_STARTS.finditer(text):
-        at = found.start()
-        if found.group() == "<":
-            if (scheme := _SCHEME.match(text, at + 1)) and scheme.group(1).lower() not in LINK_SCHEMES:
-                # "<data:...>" is an autolink, "<data\:...>" is text that reads the same. The backslash goes inside,
-                # where nothing the author wrote before the "<" can pair with it (a "\" before it would).
-                colon = scheme.end() - 1
-                out.append(text[copied:colon] + "\\")
-                copied = colon
-        elif _dead(text, at + 2, budget):
-            out.append(text[copied : at + 1] + "\\")  # "](" -> "]\(" and "]:" -> "]\:": no longer a link
-            copied = at + 1
-    out.append(text[copied:])
-    return "".join(out)
-
-
-def _allowed_image(text: str, i: int, hosts: set[str]) -> bool:
-    """Whether ``![alt](url)`` at ``i`` is a plain image (no nesting, escapes or code) from an allowed host.
-
-    Only a plain form is kept, so the browser cannot read its destination differently from this check.
-    """
-    if not hosts:
+def allowed_image(src: str, hosts: frozenset[str]) -> bool:
+    """Whether a browser may fetch ``src`` to show it: http(s) from one of ``hosts``."""
+    if not hosts or scheme(src) not in IMAGE_SCHEMES:
         return False
-    match = _PLAIN_IMAGE.match(text, i)
-    if match is None:
-        return False
-    url = _URL_IGNORED.sub("", html.unescape(match.group(1)))
     try:
-        parts = urlsplit(url)
+        return (urlsplit(src).hostname or "") in hosts
     except ValueError:
         return False
-    return parts.scheme.lower() in IMAGE_SCHEMES and (parts.hostname or "") in hosts
 
 
-def _images_as_links(text: str, hosts: set[str]) -> str:
-    """Turn each ``![alt](url)`` into the link ``[icon alt](url)`` unless its host is allowed; escape any other ``![``."""
-    out: list[str] = []
-    copied = 0
-    at = text.find("![")
-    while at >= 0:
-        out.append(text[copied:at])
-        if _allowed_image(text, at, hosts):
-            out.append("![")
-        else:
-            # What looks like an inline image becomes a link with an icon; "![alt][ref]" and any other "![" become
-            # "!\[", which is never an image whatever stands before it ("\![" would be, after an author's "\").
-            # The alt text that follows is processed in turn.
-            out.append(f"[{IMAGE_LABEL} " if _INLINE_IMAGE.match(text, at) else "!\\[")
-        copied = at + 2
-        at = text.find("![", copied)
-    out.append(text[copied:])
-    return "".join(out)
+def _highlight(code: str, language: str, _attrs: str) -> str:
+    """A fenced block's code highlighted by class names, or "" to leave it to the parser (escaped as text)."""
+    name = language.split()[0] if language else ""
+    if not name or len(code) > HIGHLIGHT_CHARS:
+        return ""
+    try:
+        lexer = get_lexer_by_name(name)
+    except ClassNotFound:
+        return ""
+    return pygments_highlight(code, lexer, _FORMATTER)
+
+
+def _image(renderer, tokens, idx, options, env) -> str:
+    """An image from an allowed host as ``<img>``; any other as a link to it, icon and alt text, fetching nothing."""
+    token = tokens[idx]
+    src = str(token.attrGet("src") or "")
+    if allowed_image(src, env["image_hosts"]):
+        return renderer.image(tokens, idx, options, env)
+    alt = renderer.renderInlineAsText(token.children or [], options, env)
+    label = html.escape(f"{IMAGE_ICON} {alt}".rstrip(), quote=False)
+    return f'<a href="{html.escape(src)}">{label}</a>'
+
+
+def _parser() -> MarkdownIt:
+    md = MarkdownIt("commonmark", {"html": False, "breaks": True, "highlight": _highlight})
+    md.enable(["table", "strikethrough"])
+    md.validateLink = web_link  # called with the URL as the parser will write it (decoded, normalized)
+    md.add_render_rule("image", _image)
+    return md
+
+
+_MD = _parser()
+
+
+def _attribute(hosts: frozenset[str]):
+    """nh3's per-attribute check: the second lock on URLs, classes and styles."""
+
+    def keep(tag: str, name: str, value: str) -> str | None:
+        if name == "src":
+            return value if allowed_image(html.unescape(value), hosts) else None
+        if name == "href":
+            return value if web_link(html.unescape(value)) else None
+        if name == "class":
+            allowed = HIGHLIGHT_CLASSES if tag == "span" else None
+            words = [w for w in value.split() if (w in allowed if allowed else _LANGUAGE.fullmatch(w))]
+            return " ".join(words) or None
+        if name == "style":
+            match = _ALIGN.fullmatch(value.strip())
+            return f"text-align:{match.group(1)}" if match else None
+        return value
+
+    return keep
+
+
+def sanitize(fragment: str, hosts: frozenset[str] = frozenset()) -> str:
+    """An HTML fragment with only the allow-listed elements and attributes, and only safe URLs."""
+    return nh3.clean(fragment, tags=set(TAGS), attributes={k: set(v) for k, v in ATTRIBUTES.items()},
+                     attribute_filter=_attribute(hosts), url_schemes=set(LINK_SCHEMES), link_rel=LINK_REL,
+                     set_tag_attribute_values={"a": {"target": "_blank"}}, strip_comments=True)
+
+
+def _render(text: str, hosts: frozenset[str]) -> str:
+    return sanitize(_MD.render(text, {"image_hosts": hosts}), hosts).strip()
+
+
+_cached = functools.lru_cache(maxsize=1024)(_render)

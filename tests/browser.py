@@ -151,7 +151,7 @@ def chromium() -> Iterator["playwright.sync_api.Browser"]:  # noqa: F821
 
 
 # the chat page, as the browser tests drive it --------------------------------------------------------
-MESSAGE = "[data-testid=stChatMessage]"
+MESSAGE = "article.chat-message:not(.echo)"  # a stored message in the list (views/messages.js), not a line still sending
 INPUT = "[data-testid=stChatInput] textarea"
 
 

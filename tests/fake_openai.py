@@ -26,7 +26,11 @@ Endpoints
   Otherwise a normal ``chat.completion`` JSON object with usage.
   ``Script.tool_calls`` streams tool calls as OpenAI does (id, name, then the
   arguments in pieces, finish reason ``tool_calls``); ``FakeOpenAI.reject_tools``
-  answers 400 to every request carrying ``tools`` (as many local servers do).
+  answers 400 to every request carrying ``tools`` (as many local servers do), with OpenAI's body for
+  it (``param: "tools"``, ``code: "unsupported_parameter"``); ``FakeOpenAI.context_limit`` answers 400
+  ``context_length_exceeded`` (OpenAI's body) to every request whose messages hold more words than that,
+  as a model with a small context does. Neither uses a script. A scripted error status may carry its own
+  ``error_message``, ``error_code`` and ``error_param``.
 * ``POST /v1/embeddings`` -- deterministic vectors (``embed``: hashed words, unit
   length; ``dimensions`` honoured; float lists or base64, as asked), recorded in
   ``FakeOpenAI.embedding_requests``; no script involved. ``FakeOpenAI.embeddings_status``
@@ -48,6 +52,9 @@ Behaviour notes for users of openai 3.52.0 (verified by tests/test_fake_openai.p
   read") after the chunks that did arrive have been yielded.  It does NOT end
   silently -- but a consumer that only looks for ``finish_reason`` would still
   need to handle the exception.
+* ``Script.end_after``: the stream ends cleanly after this many content chunks (``[DONE]``, a complete
+  body) but without the finish-reason chunk or usage, as a proxy that truncates does: iteration simply
+  stops, no exception -- only the missing ``finish_reason`` tells.
 * ``Script.malformed_after``: one SSE event whose data is not JSON makes iteration
   raise ``json.JSONDecodeError`` (not an ``openai`` error) after the earlier chunks.
 * ``Script.error_after``: an ``event: error`` whose data is ``{"error": {...}}``
@@ -111,7 +118,14 @@ class Script:
     # streaming only: after this many content chunks, an ``event: error`` with an OpenAI error body, then the
     # stream ends (no finish_reason, no usage, ``[DONE]``), as OpenAI reports a failure mid-stream
     error_after: int | None = None
-    error_message: str = "fake-openai: the model failed mid-stream"
+    # the error's message: in that error event ("fake-openai: the model failed mid-stream" when None), or in the
+    # body of an error ``status`` (a "simulated HTTP ..." text when None); a status error may also name its own
+    # ``code`` and ``param`` (None: the usual code of that status, no param)
+    error_message: str | None = None
+    error_code: str | None = None
+    error_param: str | None = None
+    # streaming only: after this many content chunks, end the stream cleanly ([DONE]) without a finish reason
+    end_after: int | None = None
     # streaming only: ask for these tool calls after the text, as OpenAI does: each {"name": ..., "arguments":
     # "<JSON text>"} (optional "id"), the arguments split across chunks of ``tool_chunk`` characters; the
     # finish reason is then "tool_calls"
@@ -147,16 +161,28 @@ _ERROR_KINDS: dict[int, tuple[str, str | None]] = {
 }
 
 
-def _error_body(status: int, message: str | None = None) -> dict[str, Any]:
-    err_type, code = _ERROR_KINDS.get(status, ("server_error" if status >= 500 else "invalid_request_error", None))
+def _error_body(status: int, message: str | None = None, code: str | None = None,
+                param: str | None = None) -> dict[str, Any]:
+    err_type, usual = _ERROR_KINDS.get(status, ("server_error" if status >= 500 else "invalid_request_error", None))
+    code = code or usual
     return {
         "error": {
             "message": message or f"fake-openai: simulated HTTP {status} ({code or err_type})",
             "type": err_type,
-            "param": None,
+            "param": param,
             "code": code,
         }
     }
+
+
+# What OpenAI answers to a model that takes no tools, and to a request longer than the model's context.
+TOOLS_REFUSAL = ("Unsupported parameter: 'tools' is not supported with this model.", "unsupported_parameter", "tools")
+CONTEXT_REFUSAL = (
+    "This model's maximum context length is {limit} tokens. However, your messages resulted in {tokens} tokens "
+    "(including tokens in the tools). Please reduce the length of the messages or functions.",
+    "context_length_exceeded",
+    "messages",
+)
 
 
 def _count_tokens(text: str) -> int:
@@ -335,7 +361,12 @@ class _Handler(BaseHTTPRequestHandler):
         self._fake._record(body)  # record BEFORE answering (also for error / hang scripts)
         if self._fake.reject_tools and body.get("tools"):
             # as many local model servers do: the request is refused, no script is used
-            self._send_json(400, _error_body(400, "fake-openai: this server does not support tools"))
+            self._send_json(400, _error_body(400, *TOOLS_REFUSAL))
+            return
+        limit, tokens = self._fake.context_limit, _prompt_tokens(body)
+        if limit is not None and tokens > limit:
+            message, code, param = CONTEXT_REFUSAL
+            self._send_json(400, _error_body(400, message.format(limit=limit, tokens=tokens), code, param))
             return
         script = self._fake._next_script()
 
@@ -349,7 +380,8 @@ class _Handler(BaseHTTPRequestHandler):
             headers = {}
             if script.retry_after is not None:
                 headers["Retry-After"] = f"{script.retry_after:g}"
-            self._send_json(script.status, _error_body(script.status), headers)
+            body = _error_body(script.status, script.error_message, script.error_code, script.error_param)
+            self._send_json(script.status, body, headers)
             return
 
         if body.get("stream"):
@@ -435,6 +467,9 @@ class _Handler(BaseHTTPRequestHandler):
             if i == script.error_after:
                 self._error_event(script)
                 return
+            if i == script.end_after:
+                self._end()
+                return
             if i > 0:
                 self._sleep(script.chunk_delay)
             at = time.time()  # taken before the write: the client cannot have the piece any earlier
@@ -444,6 +479,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._cut()  # cut_after >= len(chunks): everything sent, but no finish / [DONE]
         if script.error_after is not None:
             self._error_event(script)  # error_after >= len(chunks): after every chunk
+            return
+        if script.end_after is not None:
+            self._end()  # end_after >= len(chunks): every chunk, but no finish reason
             return
 
         finish_reason = script.finish_reason
@@ -471,6 +509,10 @@ class _Handler(BaseHTTPRequestHandler):
                 "total_tokens": prompt + completion,
             }
             self._write_chunk(b"data: " + json.dumps(payload).encode() + b"\n\n")
+        self._end()
+
+    def _end(self) -> None:
+        """``[DONE]`` and the end of the chunked body: the stream ends cleanly."""
         self._write_chunk(b"data: [DONE]\n\n")
         self.wfile.write(b"0\r\n\r\n")
 
@@ -506,10 +548,9 @@ class _Handler(BaseHTTPRequestHandler):
                               "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
 
     def _error_event(self, script: Script) -> None:
-        body = _error_body(500, script.error_message)
+        body = _error_body(500, script.error_message or "fake-openai: the model failed mid-stream")
         self._write_chunk(b"event: error\ndata: " + json.dumps(body).encode() + b"\n\n")
-        self._write_chunk(b"data: [DONE]\n\n")
-        self.wfile.write(b"0\r\n\r\n")
+        self._end()
 
 
 # --------------------------------------------------------------------------- public API
@@ -525,6 +566,7 @@ class FakeOpenAI:
         self.embedding_requests: list[dict] = []  # bodies sent to /v1/embeddings
         self.embedding_times: list[float] = []  # time.monotonic() of each, as it arrived
         self.reject_tools = False  # True: answer 400 to any chat request that carries "tools"
+        self.context_limit: int | None = None  # words of messages above which a request is refused as too long
         self.embeddings_status = 200  # 404 / 405: a server without embeddings; 500: one failing for now
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
@@ -600,6 +642,7 @@ class FakeOpenAI:
             self.embedding_requests.clear()
             self.embedding_times.clear()
             self.reject_tools = False
+            self.context_limit = None
             self.embeddings_status = 200
 
     @property

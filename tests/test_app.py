@@ -6,6 +6,7 @@ import sys
 import time
 
 from core import chat
+from message_list import act, buttons, entries, listed, text_of, texts
 
 CHANNELS = "views/channels.py"
 USERS = "views/users.py"
@@ -20,9 +21,9 @@ def _seed(db, policy: str = "every") -> tuple[int, int]:
     return chat.create_user(db, "Ann"), chat.create_channel(db, "general", reply_policy=policy)
 
 
-def _messages(at) -> list[tuple[str, list[str]]]:
-    """(first caption, markdown texts) of each rendered chat message, top to bottom."""
-    return [(m.caption[0].value if m.caption else "", [md.value for md in m.markdown]) for m in at.chat_message]
+def _messages(at) -> list[tuple[str, str]]:
+    """(author, text a reader sees) of each listed message, top to bottom."""
+    return [(entry["author"], text_of(entry["html"])) for entry in entries(at)]
 
 
 def _until(at, done, timeout: float = 10.0):
@@ -72,14 +73,14 @@ def test_chat_without_key_says_ai_is_off(app_test, app_db):
     text = "hello **world** <b>bold?</b> ' OR 1=1; --"
     at.chat_input[0].set_value(text).run()
     assert not at.exception
-    caption, body = _messages(at)[0]
-    assert "Ann" in caption and body == [text]  # stored and drawn exactly; Markdown renders, HTML stays inert
-    assert not any(md.allow_html for m in at.chat_message for md in m.markdown)
+    mine = entries(at)[0]  # the AI's reply follows it
+    assert mine["author"] == "Ann" and chat.list_messages(app_db, channel_id)[-1].content == text  # stored exactly
+    assert mine["html"] == "<p>hello <strong>world</strong> &lt;b&gt;bold?&lt;/b&gt; ' OR 1=1; --</p>"  # HTML inert
 
-    at = _until(at, lambda at: any(m.error for m in at.chat_message))
-    reply = at.chat_message[1]
-    assert "no OPENAI_API_KEY is set" in reply.error[0].value
-    assert [b.label for b in reply.button] == ["Retry"]
+    at = _until(at, lambda at: any(entry["error"] for entry in entries(at)))
+    reply = entries(at)[1]
+    assert "no OPENAI_API_KEY is set" in reply["error"]
+    assert buttons(at, reply) == ["Retry"]
 
 
 def test_chat_streams_ai_reply_from_server(app_test, app_db, fake_openai):
@@ -94,10 +95,13 @@ def test_chat_streams_ai_reply_from_server(app_test, app_db, fake_openai):
     assert "AI replies on" in at.sidebar.caption[-1].value
 
     at.chat_input[0].set_value("Hello AI").run()
-    at = _until(at, lambda at: len(at.chat_message) == 2 and at.chat_message[1].markdown
-                and at.chat_message[1].markdown[0].value == "Hi Ann, **welcome**!")
-    assert "AI" in at.chat_message[1].caption[0].value
-    assert at.chat_message[1].expander[0].label == "Context used"
+    at = _until(at, lambda at: len(entries(at)) == 2 and entries(at)[1]["status"] == "complete")
+    reply = entries(at)[1]
+    assert reply["author"] == "AI" and reply["html"] == "<p>Hi Ann, <strong>welcome</strong>!</p>"
+    assert reply["has_context"]  # "Context used" is offered, and loaded when opened
+    at = act(at, "context", reply["id"])
+    opened = listed(at)["contexts"][str(reply["id"])]
+    assert '"Ann: Hello AI"' in opened["request"]
     sent = fake_openai.requests[-1]["messages"]
     assert sent[-1] == {"role": "user", "content": "Ann: Hello AI"}
 
@@ -126,8 +130,8 @@ def test_one_enter_submitted_twice_by_a_slow_browser_is_stored_once(app_test, ap
     at.chat_input[0].set_value("ship it").run()  # another message came between: a second message
     time.sleep(1.1)  # views/chat.py's REPEAT_SECONDS (importing the page would run it)
     at.chat_input[0].set_value("ship it").run()  # after the window: a person sending it again
-    texts = [m.content for m in reversed(chat.list_messages(app_db, channel_id))]
-    assert texts == ["ship it", "and the docs", "ship it", "ship it"]
+    stored = [m.content for m in reversed(chat.list_messages(app_db, channel_id))]
+    assert stored == ["ship it", "and the docs", "ship it", "ship it"]
     assert not at.exception and not at.error
 
 
@@ -136,12 +140,12 @@ def test_load_older_pages_back(app_test, app_db):
     for i in range(25):
         chat.send_message(app_db, channel_id, user_id, f"message {i}")
     at = app_test(user_id=user_id, channel_id=channel_id).run()
-    assert [body[0] for _, body in _messages(at)] == [f"message {i}" for i in range(15, 25)]
-    at = _click(at, "Load older")
-    assert [body[0] for _, body in _messages(at)] == [f"message {i}" for i in range(5, 25)]
-    at = _click(at, "Load older")
-    assert len(at.chat_message) == 25
-    assert not [b for b in at.button if b.label == "Load older"]
+    assert texts(at) == [f"message {i}" for i in range(15, 25)] and listed(at)["more"]
+    at = act(at, "older")
+    assert texts(at) == [f"message {i}" for i in range(5, 25)]
+    at = act(at, "older", n=2)
+    assert len(entries(at)) == 25
+    assert not listed(at)["more"]  # nothing older: no "Load older"
 
 
 def test_link_opens_channel(app_test, app_db):
@@ -164,13 +168,13 @@ def test_retry_button_reruns_failed_reply(app_test, app_db, fake_openai):
     at.secrets["OPENAI_BASE_URL"] = fake_openai.base_url
     at.run()
     at.chat_input[0].set_value("Tell me something").run()
-    at = _until(at, lambda at: len(at.chat_message) == 2 and at.chat_message[1].error)
+    at = _until(at, lambda at: len(entries(at)) == 2 and entries(at)[1]["error"])
     reply = chat.list_messages(app_db, channel_id)[0]
     assert reply.content == "partial answer "  # the partial text is kept, and shown
-    assert at.chat_message[1].markdown[0].value == reply.content.strip()
-    at = _click(at, "Retry")
-    at = _until(at, lambda at: at.chat_message[1].markdown and at.chat_message[1].markdown[0].value == "A full answer.")
-    assert len(at.chat_message) == 2  # retried in place: still one reply
+    assert texts(at)[1] == reply.content.strip() and buttons(at, entries(at)[1]) == ["Retry"]
+    at = act(at, "retry", reply.id)
+    at = _until(at, lambda at: texts(at)[1] == "A full answer.")
+    assert len(entries(at)) == 2  # retried in place: still one reply
 
 
 def test_users_page_creates_and_counts(app_test, app_db):

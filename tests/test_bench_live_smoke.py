@@ -20,3 +20,5 @@ def test_live_bench_measures_one_pushed_window():
     assert 0 < row["ai_p50"] < 10_000  # ms, the model's first token to visible
     assert math.isfinite(row["cpu_pct_per_session"]) and row["cpu_pct_per_session"] >= 0
     assert row["tcp_per_window"] >= 2  # Streamlit's WebSocket and the push listener's
+    assert 0 < row["echo_p50"] <= row["confirmed_p50"] < 10_000  # the sender's line: drawn at Enter, then stored
+    assert math.isfinite(row["active_pct_per_watcher"]) and row["active_pct_per_watcher"] >= 0

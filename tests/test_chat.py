@@ -185,6 +185,22 @@ def test_channel_policy_and_persona(db):
     assert changed.persona is None
 
 
+def test_only_an_admin_changes_a_channels_ai_settings(db):
+    ann = chat.create_user(db, "Ann")
+    channel_id = chat.create_channel(db, "general", persona="Be brief.")
+    for change in ({"reply_policy": "off"}, {"persona": "Be loud."}, {"model": "gpt-4o-mini"}, {"look_back": True}):
+        with pytest.raises(ValidationError) as caught:
+            chat.update_channel(db, channel_id, by=ann, **change)  # a person who is not an admin
+        assert str(caught.value) == chat.AI_SETTINGS_FOR_ADMINS
+    channel = chat.get_channel(db, channel_id)
+    assert (channel.reply_policy, channel.persona, channel.model, channel.look_back) == ("every", "Be brief.", None, False)
+    changed = chat.update_channel(db, channel_id, reply_policy="mention", persona="Be loud.", by=ann, admin=True)
+    assert (changed.reply_policy, changed.persona) == ("mention", "Be loud.")
+    with pytest.raises(NotFound, match=f"^User {UNKNOWN} not found.$"):
+        chat.update_channel(db, channel_id, reply_policy="off", by=UNKNOWN, admin=True)
+    assert chat.update_channel(db, channel_id, reply_policy="off").reply_policy == "off"  # the app itself, no person
+
+
 @pytest.mark.parametrize("policy", ["sometimes", "", None, "EVERY", 1])
 def test_bad_reply_policy(db, policy):
     with pytest.raises(ValidationError) as caught:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 import pytest
 
@@ -106,6 +107,20 @@ def test_bad_number_names_the_variable(monkeypatch, name, value):
     assert name in message
     assert repr(value) in message  # the person sees what they typed
     assert "between" in message
+    assert not re.search(r"\b(int|float|str|NoneType|ValueError)\b", message)  # a sentence, no program words
+
+
+@pytest.mark.parametrize("name, value, message", [
+    ("AI_WORKERS", "zero", "AI_WORKERS must be a whole number between 1 and 64, not 'zero'."),
+    ("AI_WORKERS", "2.5", "AI_WORKERS must be a whole number between 1 and 64, not '2.5'."),
+    ("AI_WORKERS", "65", "AI_WORKERS must be between 1 and 64, not '65'."),
+    ("REFRESH_SECONDS", "soon", "REFRESH_SECONDS must be a number between 0.2 and 60, not 'soon'."),
+    ("AI_TIMEOUT_SECONDS", "0.5", "AI_TIMEOUT_SECONDS must be between 1 and 600, not '0.5'."),
+])
+def test_bad_number_reads_as_a_sentence(name, value, message):
+    with pytest.raises(ValidationError) as caught:
+        load_settings({name: value})
+    assert str(caught.value) == message
 
 
 @pytest.mark.parametrize("name, value", [("AI_WORKERS", 0), ("REFRESH_SECONDS", 100.0), ("AI_TIMEOUT_SECONDS", "x")])

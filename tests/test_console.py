@@ -1,5 +1,5 @@
 """The SQL console's bounds: queries that would take the app down end within the cap, within the memory budget,
-while the chat keeps storing and answering messages (core/console.py, through core.tables.run_readonly_sql)."""
+while the chat keeps storing and answering messages (core/console/, through core.tables.run_readonly_sql)."""
 from __future__ import annotations
 
 import os
@@ -13,6 +13,7 @@ from core import chat, console
 from core import tables as t
 from core.ai import Responder
 from core.config import Settings
+from core.console import snapshot
 from fake_openai import Script
 
 CAP = 3.0  # seconds: the tests' time cap (the app's default is 5 s)
@@ -109,9 +110,9 @@ def test_retired_snapshots_are_deleted(duck_db):
     for _ in range(3):
         with console.duckdb_source(db, max_age=0):
             pass
-    folder = console._snapshot_folder()
+    folder = snapshot.scratch_folder()
     mine = [name for name in os.listdir(folder) if name.startswith("snapshot-")]
-    current = os.path.basename(console._snapshots[os.path.abspath(db.path)].path)
+    current = os.path.basename(snapshot._snapshots[os.path.abspath(db.path)].path)
     assert current in mine and len([n for n in mine if n == current]) == 1
     assert not [n for n in os.listdir(folder) if n.startswith("spill-")]  # every query's spill folder is gone
 
@@ -129,7 +130,7 @@ def _console_children() -> list[int]:
                 command = cmdline.read()
         except (OSError, IndexError, ValueError):
             continue
-        if parent == os.getpid() and command.endswith(b"core/console.py\0"):
+        if parent == os.getpid() and command.endswith(b"core/console/child.py\0"):
             pids.append(int(entry))
     return pids
 

@@ -511,7 +511,7 @@ def test_the_pause_after_errors_doubles_up_to_five_minutes():
 def test_a_server_error_is_retried_after_a_growing_pause_not_taken_for_missing(
         db, ann, general, fake_openai, caplog, monkeypatch):
     caplog.set_level(logging.INFO, logger="core.embeddings")
-    monkeypatch.setattr(embeddings, "ERROR_PAUSE", 0.2)
+    monkeypatch.setattr(embeddings.worker, "ERROR_PAUSE", 0.2)
     fake_openai.embeddings_status = 500
     chat.send_message(db, general, ann, "We ship the new version on Friday")
     provider = embeddings.OpenAIProvider(fake_openai.client(max_retries=0))  # only the Embedder retries here

@@ -259,6 +259,56 @@ def test_error_event_mid_stream(fake):
     assert raised.value.body["message"] == "overloaded, sorry" and raised.value.body["type"] == "server_error"
 
 
+
+@pytest.mark.parametrize("after, text", [(0, ""), (3, "one two three ")])
+def test_stream_that_ends_cleanly_without_a_finish_reason(fake, after, text):
+    # [DONE] and a complete body, but no finish-reason chunk and no usage: iteration just stops
+    fake.push(Script(chunks=["one ", "two ", "three ", "four"], end_after=after))
+    chunks = list(_stream(fake.client(max_retries=0), stream_options={"include_usage": True}))
+    assert _text(chunks) == text
+    assert not any(c.choices and c.choices[0].finish_reason for c in chunks)
+    assert all(c.usage is None for c in chunks)
+    assert [p for _, p in fake.chunks_sent] == ["one ", "two ", "three "][:after]
+
+
+def test_a_scripted_refusal_names_its_code_and_param(fake):
+    fake.push(Script(status=400, error_message="'tool_choice' is not allowed here", error_code="bad_choice",
+                     error_param="tool_choice"))
+    with pytest.raises(openai.BadRequestError) as raised:
+        _stream(fake.client(max_retries=0))
+    error = raised.value
+    assert (error.message.endswith("'tool_choice' is not allowed here"), error.code, error.param) == (
+        True, "bad_choice", "tool_choice")
+    fake.push(Script(status=400))  # the usual body: the status's code, no param
+    with pytest.raises(openai.BadRequestError) as raised:
+        _stream(fake.client(max_retries=0))
+    assert (raised.value.code, raised.value.param) == (None, None)
+    assert "simulated HTTP 400" in raised.value.message
+
+
+def test_refusing_tools_names_the_tools_param_as_openai_does(fake):
+    fake.reject_tools = True
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
+    with pytest.raises(openai.BadRequestError) as raised:
+        _stream(fake.client(max_retries=0), tools=tools)
+    assert (raised.value.code, raised.value.param) == ("unsupported_parameter", "tools")
+    assert "'tools' is not supported" in raised.value.message
+
+
+def test_a_context_limit_refuses_requests_over_it_as_too_long(fake):
+    fake.context_limit = 8  # MSGS hold 8 words
+    assert _text(_stream(fake.client(max_retries=0))) == "Hello from the fake model."
+    longer = [*MSGS, {"role": "user", "content": "and one more"}]
+    with pytest.raises(openai.BadRequestError) as raised:
+        _stream(fake.client(max_retries=0), messages=longer)
+    error = raised.value
+    assert (error.code, error.param) == ("context_length_exceeded", "messages")
+    assert "maximum context length is 8 tokens" in error.message and "11 tokens" in error.message
+    assert fake.pending == 0 and len(fake.requests) == 2  # recorded, no script used
+    fake.reset()
+    assert fake.context_limit is None
+
+
 def test_non_stream_response(fake):
     fake.push(Script(text="Plain answer here"))
     resp = fake.client(max_retries=0).chat.completions.create(model="gpt-4o-mini", messages=MSGS)

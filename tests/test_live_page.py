@@ -18,6 +18,7 @@ from core.config import load_settings
 from core.feed import feed_of
 from core.recent import DIRECTORY
 from views import live
+from message_list import listed, texts
 
 ROOT = Path(__file__).resolve().parent.parent
 ISSUER = "http://127.0.0.1:9400"
@@ -36,21 +37,20 @@ def listeners(at) -> list[tuple[str, dict]]:
     return [(proto.id.split("-", 2)[2], json.loads(proto.bytes)) for proto in found]  # id: $$ID-<hash>-<key>
 
 
-def test_chat_page_mounts_one_listener_for_its_channel_and_the_directory(app_test, app_db):
+def test_chat_page_mounts_one_list_that_follows_its_channel_as_content_and_the_directory(app_test, app_db):
     ann = chat.create_user(app_db, "Ann")
     channel = chat.create_channel(app_db, "general", reply_policy="off")
     at = app_test(user_id=ann, channel_id=channel).run()
     feed = feed_of(app_db)
-    [(key, data)] = listeners(at)
-    assert key == f"live-{channel}"
-    assert data == {"path": f"/live?topics={DIRECTORY},{channel}",
-                    "shown": {str(DIRECTORY): feed.current(DIRECTORY), str(channel): feed.current(channel)}}
+    assert listeners(at) == []  # the message list holds the page's one socket
+    data = listed(at)
+    assert data["live"] == {"path": f"/live?topics={channel},{DIRECTORY}&content=1",
+                            "shown": {str(channel): feed.current(channel), str(DIRECTORY): feed.current(DIRECTORY)}}
 
     chat.send_message(app_db, channel, ann, "news")
     at.run()
-    [(_, data)] = listeners(at)
-    assert data["shown"][str(channel)] == feed.current(channel)  # the stamp of what the page now shows
-    assert any("news" in md.value for m in at.chat_message for md in m.markdown)
+    assert listed(at)["live"]["shown"][str(channel)] == feed.current(channel)  # the stamp of what the page now shows
+    assert texts(at) == ["news"]
 
 
 def test_other_pages_follow_the_directory_from_the_sidebar(app_test, app_db):
@@ -73,7 +73,7 @@ def test_push_can_be_turned_off(app_test, app_db, monkeypatch):
     ann = chat.create_user(app_db, "Ann")
     channel = chat.create_channel(app_db, "general", reply_policy="off")
     at = app_test(user_id=ann, channel_id=channel).run()
-    assert not at.exception and listeners(at) == []
+    assert not at.exception and listeners(at) == [] and listed(at)["live"] is None  # the list is fed by the fallback check
 
 
 def test_in_login_mode_the_listener_carries_a_ticket_the_route_admits(app_test, app_db):
@@ -84,8 +84,8 @@ def test_in_login_mode_the_listener_carries_a_ticket_the_route_admits(app_test, 
     at.session_state["channel_id"] = channel
     at.run()
     assert not at.exception
-    [(_, data)] = listeners(at)
-    assert data["path"] == f"/live?topics={DIRECTORY},{channel}"  # the ticket goes apart: the socket outlives it
+    data = listed(at)["live"]
+    assert data["path"] == f"/live?topics={channel},{DIRECTORY}&content=1"  # the ticket goes apart: the socket outlives it
     ticket = tickets.verify(AUTH["cookie_secret"], data["ticket"], [DIRECTORY, channel], time.time())
     assert ticket.subject == f"{ISSUER} ann-sub" and ticket.expires - time.time() > tickets.TICKET_SECONDS - 1
 
@@ -103,7 +103,7 @@ def test_open_mode_listeners_carry_no_ticket(app_test, app_db):
 
 
 def test_the_listener_knows_the_routes_close_codes():
-    script = (ROOT / "views" / "live.js").read_text()
+    script = (ROOT / "views" / "socket.js").read_text()
     assert f"const NOT_ADMITTED = {live.NOT_ADMITTED};" in script
     assert f"const TOO_MANY = {live.TOO_MANY};" in script
     assert "LISTENER_JS" not in (ROOT / "views" / "live.py").read_text()  # front-end code in its own file

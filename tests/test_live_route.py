@@ -94,6 +94,52 @@ def test_changes_of_other_channels_are_not_sent(client, app_db):
         assert json.loads(socket.receive_text()) == {str(mine): feed_of(app_db).current(mine)}
 
 
+def test_a_content_socket_gets_its_channels_messages_then_each_change_before_its_stamp(client, app_db):
+    ann = chat.create_user(app_db, "Ann")
+    channel, other = (chat.create_channel(app_db, name, reply_policy="off") for name in ("c", "other"))
+    chat.send_message(app_db, channel, ann, "before **the** socket")
+    feed = feed_of(app_db)
+    with client.websocket_connect(f"{url([channel, DIRECTORY])}&content=1") as socket:
+        first = json.loads(socket.receive_text())
+        assert first["channel"] == channel and [e["html"] for e in first["messages"]] == [
+            "<p>before <strong>the</strong> socket</p>"]  # rendered once on the server
+        assert json.loads(socket.receive_text()) == {str(channel): feed.current(channel),
+                                                     str(DIRECTORY): feed.current(DIRECTORY)}
+        chat.send_message(app_db, other, ann, "elsewhere")  # never reaches this socket, as text or stamp
+        sent = chat.send_message(app_db, channel, ann, "<img src=x onerror=alert(1)> hi")
+        pushed = json.loads(socket.receive_text())
+        [entry] = pushed["messages"]  # only what changed: not the message the socket already has
+        assert (entry["id"], entry["author"], entry["status"]) == (sent, "Ann", "complete")
+        assert entry["html"] == "<p>&lt;img src=x onerror=alert(1)&gt; hi</p>"
+        assert json.loads(socket.receive_text()) == {str(channel): feed.current(channel)}
+
+
+def test_a_streaming_reply_arrives_as_growing_versions_of_one_entry(client, app_db):
+    from core import replies
+
+    ann = chat.create_user(app_db, "Ann")
+    channel = chat.create_channel(app_db, "c", reply_policy="every")
+    with client.websocket_connect(f"{url([channel])}&content=1") as socket:
+        socket.receive_text()  # the stamps (the channel is empty: no content yet)
+        chat.send_message(app_db, channel, ann, "hi @ai")
+        job = replies.claim_next_job(app_db, owner="tester")
+        for text in ("Hel", "Hello", "Hello there"):
+            assert replies.stream_reply(app_db, job.reply_id, text, job.id)
+        seen: list[dict] = []
+        while not seen or seen[-1]["html"] != "<p>Hello there</p>":
+            frame = json.loads(socket.receive_text())
+            seen += [e for e in frame.get("messages", []) if e["ai"]]
+        shown = [e["html"] for e in seen]  # each frame carries the newest text (a frame may cover several writes)
+        assert shown[-1] == "<p>Hello there</p>" and set(shown) <= {"", "<p>Hel</p>", "<p>Hello</p>", "<p>Hello there</p>"}
+        versions = [e["version"] for e in seen]
+        assert versions == sorted(versions) and len({e["id"] for e in seen}) == 1
+        assert seen[-1]["asked_by"] == [ann]  # who may stop it (the list shows Stop to them, and admins)
+
+
+def test_content_needs_a_channel(client):
+    assert refused(client, f"{url([DIRECTORY])}&content=1").code == live.POLICY_VIOLATION
+
+
 def test_the_app_mounts_the_route(app_db):
     import app
 

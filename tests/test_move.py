@@ -94,3 +94,12 @@ def test_move_command_line_says_what_it_did(tmp_path, pg_server):
     again = subprocess.run([sys.executable, "-m", "core.move", source, target], cwd=ROOT, capture_output=True, text=True)
     assert again.returncode == 1
     assert again.stderr.startswith("Nothing was moved: ") and "not empty" in again.stderr
+
+
+def test_move_reads_a_file_whose_path_needs_quoting(tmp_path, pg_server):
+    folder = tmp_path / "it's a \"folder\" ü 🚀"  # ATTACH takes no parameter: the path is a quoted literal
+    folder.mkdir()
+    source = str(folder / "chat.duckdb")
+    before = seeded_file(source, 5)
+    moved = {m.table: m.rows for m in move(source, pg_server.create_database())}
+    assert {table: moved[table] for table in before} == {table: len(rows) for table, rows in before.items()}

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.browser
 
 FALLBACK = 60.0  # seconds: REFRESH_SECONDS, the slow poll push makes unnecessary (its maximum)
 INPUT = "[data-testid=stChatInput] textarea"
-MESSAGE = "[data-testid=stChatMessage]"
+MESSAGE = "article.chat-message:not(.echo)"  # a stored message in the list (views/messages.js), not a line still sending
 WORDS = "one two three four five six seven eight nine ten eleven twelve".split()
 
 
@@ -34,7 +34,8 @@ def _seed(path, **channels) -> dict[str, int]:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     folder = tmp_path_factory.mktemp("push")
-    channels = _seed(folder / "chat.duckdb", talk="off", ai="every", many="off", drafts="off")
+    channels = _seed(folder / "chat.duckdb", talk="off", ai="every", many="off", drafts="off", echo="off",
+                     stop="every")
     with FakeOpenAI(default=Script(text=" ".join(WORDS), chunk_delay=0.2)) as model, \
             streamlit_server(folder / "chat.duckdb", openai_base_url=model.base_url, refresh_seconds=FALLBACK,
                              log_dir=folder) as app, chromium() as browser:
@@ -90,6 +91,7 @@ def test_a_message_and_a_growing_reply_are_pushed_to_the_other_window(world, con
     _send(a, "hello from A")
     seen = _shows(b, "hello from A", timeout=10)
     assert seen - b.loaded_at < FALLBACK and seen - sent < 5  # pushed: the fallback cannot have fired yet
+    runs = b.evaluate("window.__channelChatListRuns")  # script runs that handed B's list data
 
     lengths = set()  # how much of the AI reply B showed, checked without touching B
     deadline = time.monotonic() + 20
@@ -102,6 +104,8 @@ def test_a_message_and_a_growing_reply_are_pushed_to_the_other_window(world, con
     assert len(lengths) >= 2, f"B saw the reply at lengths {sorted(lengths)}: it should grow as it streams"
     _shows(b, " ".join(WORDS), timeout=20)
     assert time.monotonic() - b.loaded_at < FALLBACK
+    assert b.evaluate("window.__channelChatListRuns") == runs  # the reply grew in B as content: no script ran for it
+    assert b.evaluate("window.__channelChatContent") >= 3
     assert _sockets(a) == _sockets(b) == 1, (_why(a), _why(b))  # one connection per page, kept across reruns
 
 
@@ -180,3 +184,65 @@ def test_beyond_the_socket_cap_a_page_backs_off_and_its_fallback_keeps_it_curren
         b.wait_for_timeout(5_000)
         assert _sockets(b) == 1, _why(b)  # no retry within seconds: the listener waits 30 s or more
         assert not b.evaluate("window.__channelChatPushes || 0")
+
+
+# Records, once per frame, when a line is first drawn as "sending" and when as stored (inside the list's shadow root).
+RECORD = """(text) => {
+  const seen = (window.__seen = { echo: null, stored: null, frames: 0 });
+  const roots = () => [...document.querySelectorAll("*")].filter((e) => e.shadowRoot).map((e) => e.shadowRoot);
+  const look = () => {
+    seen.frames++;
+    for (const root of roots()) {
+      for (const node of root.querySelectorAll("article.chat-message")) {
+        if (!node.textContent.includes(text)) continue;
+        const kind = node.classList.contains("echo") ? "echo" : "stored";
+        if (seen[kind] === null) seen[kind] = performance.now();
+      }
+    }
+    if (seen.stored === null) requestAnimationFrame(look);
+  };
+  requestAnimationFrame(look);
+}"""
+
+
+def test_the_senders_line_is_drawn_at_enter_and_confirmed_once_in_place(world, contexts):
+    url = f"{world['app'].url}/?channel={world['channels']['echo']}"
+    a = _open(contexts(), url)
+    a.evaluate(RECORD, "my own line")
+    _send(a, "my own line")
+    _shows(a, "my own line", timeout=10)
+    a.wait_for_function("window.__seen.stored !== null", timeout=10_000)
+    seen = a.evaluate("window.__seen")
+    assert seen["echo"] is not None and seen["echo"] < seen["stored"], seen  # drawn before the store came back
+    a.wait_for_timeout(500)
+    assert a.locator("article.chat-message", has_text="my own line").count() == 1  # confirmed in place: not doubled
+
+    _send(a, "first of two")
+    a.wait_for_timeout(150)
+    _send(a, "second of two")
+    _shows(a, "second of two", timeout=10)
+    a.wait_for_timeout(500)
+    texts = a.locator(MESSAGE).all_inner_texts()
+    assert [i for i, t in enumerate(texts) if "of two" in t] == [1, 2] and "first" in texts[1]  # both, in order
+    assert a.locator("article.echo").count() == 0
+
+
+def test_a_refused_line_is_kept_and_marked_with_why(world, contexts):
+    url = f"{world['app'].url}/?channel={world['channels']['echo']}"
+    a = _open(contexts(), url)
+    _send(a, "\u200b\u200b")  # the box takes it, the app refuses it
+    marked = a.locator("article.echo.refused")
+    marked.wait_for(timeout=15_000)
+    assert "Not sent." in marked.inner_text() and "no visible characters" in marked.inner_text()
+    assert a.input_value(INPUT) == "\u200b\u200b"  # back in the box: nothing lost
+
+
+def test_stop_and_retry_from_the_list(world, contexts):
+    url = f"{world['app'].url}/?channel={world['channels']['stop']}"
+    a = _open(contexts(), url)
+    _send(a, "say a long thing")
+    a.get_by_role("button", name="Stop").click(timeout=15_000)
+    a.locator(MESSAGE, has_text="Stopped.").wait_for(timeout=10_000)
+    a.get_by_role("button", name="Retry").click(timeout=10_000)
+    _shows(a, " ".join(WORDS), timeout=30)
+    assert a.locator(MESSAGE).count() == 2  # retried in place

@@ -168,7 +168,7 @@ def test_a_folder_made_read_only_refuses_writes_until_it_is_writable_again(disk,
 
 # a real server -----------------------------------------------------------------------------------------
 INPUT = "[data-testid=stChatInput] textarea"
-MESSAGE = "[data-testid=stChatMessage]"
+MESSAGE = "article.chat-message:not(.echo)"  # a stored message in the list (views/messages.js), not a line still sending
 NOT_SENT = "[data-testid=stAlert]:has-text('was not sent')"
 
 

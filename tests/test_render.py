@@ -1,33 +1,42 @@
-"""core/render.py: remote images become links, non-web links die, everything else is left as written.
+"""core/render.py: the HTML a reader's browser gets holds no script, no remote image, no non-web link.
 
-The rendered result is read back with markdown-it-py, a CommonMark parser like the micromark that
-Streamlit's browser code uses, told to keep every URL (its own link filter off), so each check sees the
-links and images a browser would get.
+Every check reads the renderer's real output with Python's HTML parser (the HTML tokenizer a browser
+also follows), so it sees the elements, attributes and URLs a browser would get, whatever Markdown
+was written to make them.
 """
 from __future__ import annotations
 
 import re
+from html.parser import HTMLParser
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from markdown_it import MarkdownIt
 
-from core.render import IMAGE_LABEL, message_markdown
+from core.render import ATTRIBUTES, IMAGE_ICON, TAGS, message_html
 
 ALLOWED = ("images.example.org",)
 SAFE_SCHEMES = {"http", "https", "mailto"}
 
 
-def _parser() -> MarkdownIt:
-    md = MarkdownIt("commonmark")
-    md.validateLink = lambda url: True  # see every URL, as Streamlit's renderer does (it only drops javascript:)
-    md.normalizeLink = lambda url: url
-    md.normalizeLinkText = lambda text: text
-    return md
+class Elements(HTMLParser):
+    """Every start tag of a fragment as (tag, attributes), and its text."""
 
+    def __init__(self, fragment: str) -> None:
+        super().__init__(convert_charrefs=True)
+        self.found: list[tuple[str, dict[str, str | None]]] = []
+        self.text: list[str] = []
+        self.feed(fragment)
+        self.close()
 
-MD = _parser()
+    def handle_starttag(self, tag, attrs):
+        self.found.append((tag, dict(attrs)))
+
+    def handle_startendtag(self, tag, attrs):
+        self.found.append((tag, dict(attrs)))
+
+    def handle_data(self, data):
+        self.text.append(data)
 
 
 def browser_scheme(url: str) -> str | None:
@@ -37,31 +46,28 @@ def browser_scheme(url: str) -> str | None:
     return match.group(1).lower() if match else None
 
 
-def rendered(text: str) -> tuple[list[str], list[str]]:
-    """(image sources, link targets) of ``text`` as a CommonMark renderer sees them."""
-    images, links = [], []
-    stack = list(reversed(MD.parse(text)))
-    while stack:
-        token = stack.pop()
-        if token.type == "image":
-            images.append(token.attrs["src"])
-        if token.type == "link_open":
-            links.append(token.attrs["href"])
-        stack.extend(reversed(token.children or ()))
-    return images, links
-
-
 def host(url: str) -> str | None:
-    match = re.match(r"https?://([^/?#:@]+)(?:[/?#:]|$)", url.strip())
+    match = re.match(r"https?://([^/?#:@\\]+)(?:[/?#:]|$)", url.strip())
     return match.group(1).lower() if match else None
 
 
+def elements(text: str, hosts=ALLOWED) -> list[tuple[str, dict]]:
+    return Elements(message_html(text, hosts)).found
+
+
 def assert_safe(text: str) -> None:
-    images, links = rendered(message_markdown(text, ALLOWED))
-    for src in images:
-        assert browser_scheme(src) in ("http", "https") and host(src) in ALLOWED, f"image {src!r} from {text!r}"
-    for href in links:
-        assert browser_scheme(href) in SAFE_SCHEMES | {None}, f"link {href!r} from {text!r}"
+    for tag, attrs in elements(text):
+        assert tag in TAGS, f"<{tag}> from {text!r}"
+        extra = set(attrs) - ATTRIBUTES.get(tag, set()) - ({"target", "rel"} if tag == "a" else set())
+        assert not extra, f"<{tag} {extra}> from {text!r}"
+        if tag == "img":
+            src = attrs.get("src") or ""
+            assert browser_scheme(src) in ("http", "https") and host(src) in ALLOWED, f"image {src!r} from {text!r}"
+        if tag == "a":
+            href = attrs.get("href") or ""
+            assert browser_scheme(href) in SAFE_SCHEMES | {None}, f"link {href!r} from {text!r}"
+            assert attrs.get("target") == "_blank" and "noopener" in (attrs.get("rel") or "")
+        assert not any(name.startswith("on") for name in attrs)
 
 
 @pytest.mark.parametrize(
@@ -117,49 +123,60 @@ def test_no_image_and_no_dead_scheme_survives(text):
     assert_safe(text)
 
 
+@pytest.mark.parametrize("text", ["<script>alert(1)</script>", "<img src=x onerror=alert(1)>", "<a href='javascript:x'>a</a>",
+                                  "<iframe src=https://tracker.example></iframe>", "<svg onload=alert(1)>",
+                                  "<style>body{display:none}</style>", "<!-- c --><b onclick=x>b</b>"])
+def test_raw_html_is_text(text):
+    out = message_html(text)
+    assert Elements(out).found == [("p", {})] and "".join(Elements(out).text) == text
+
+
 def test_remote_image_becomes_a_link_to_it():
-    out = message_markdown("look ![a cat](https://cats.example/cat.png) here")
-    assert out == f"look [{IMAGE_LABEL} a cat](https://cats.example/cat.png) here"
-    assert rendered(out) == ([], ["https://cats.example/cat.png"])
+    assert elements("look ![a cat](https://cats.example/cat.png) here") == [
+        ("p", {}), ("a", {"href": "https://cats.example/cat.png", "target": "_blank",
+                          "rel": "noopener noreferrer nofollow ugc"})]
+    assert f"{IMAGE_ICON} a cat" in message_html("![a cat](https://cats.example/cat.png)")
 
 
 def test_image_without_alt_text_is_still_a_visible_link():
-    images, links = rendered(message_markdown("![](https://cats.example/cat.png)"))
-    assert (images, links) == ([], ["https://cats.example/cat.png"])
-    assert IMAGE_LABEL in message_markdown("![](https://cats.example/cat.png)")
+    out = message_html("![](https://cats.example/cat.png)")
+    assert [tag for tag, _ in Elements(out).found] == ["p", "a"] and IMAGE_ICON in out
 
 
 def test_images_from_allowed_hosts_stay_images():
     text = "![chart](https://images.example.org/chart.png?w=1&h=2)"
-    assert message_markdown(text, ["Images.Example.org"]) == text
-    assert rendered(message_markdown(text, ALLOWED))[0] == ["https://images.example.org/chart.png?w=1&h=2"]
+    assert elements(text, ["Images.Example.org"])[1] == ("img", {"src": "https://images.example.org/chart.png?w=1&h=2",
+                                                                 "alt": "chart"})
     # ... but only over http(s), and only that exact host
-    for other in ("![c](ftp://images.example.org/c.png)", "![c](https://evil.images.example.org.evil.com/c.png)"):
-        assert rendered(message_markdown(other, ALLOWED))[0] == []
+    for other in ("![c](ftp://images.example.org/c.png)", "![c](https://evil.images.example.org.evil.com/c.png)",
+                  "![c](https://images.example.org@tracker.example/c.png)"):
+        assert "img" not in [tag for tag, _ in elements(other)]
 
 
-@pytest.mark.parametrize(
-    "text",
-    [
-        "plain words, **bold**, _it_, `code`, > quotes",
-        "[docs](https://docs.streamlit.io) and <https://example.com> and [mail](mailto:ann@example.com)",
-        "[relative](page/2) [anchor](#top) [ref][r]\n\n[r]: https://example.com/ref",
-        "a <b>tag</b> stays text; 3 < 4 > 2",
-    ],
-)
-def test_everything_else_is_left_exactly_as_written(text):
-    assert message_markdown(text) == text
+def test_markdown_renders_as_a_chat_reader_expects():
+    out = message_html("**bold** _it_ ~~gone~~ `code`\nnext line\n\n> quoted\n\n- a\n- b\n\n|x|y|\n|-|-:|\n|1|2|")
+    tags = [tag for tag, _ in Elements(out).found]
+    for tag in ("strong", "em", "s", "code", "br", "blockquote", "ul", "li", "table", "th", "td"):
+        assert tag in tags, tag
+    assert ("td", {"style": "text-align:right"}) in Elements(out).found
 
 
-def test_escaped_markup_reads_as_written():
-    assert MD.renderInline(message_markdown("<data:x>")) == "&lt;data:x&gt;"
-    assert MD.renderInline(message_markdown("\\![r]")) == "![r]"  # the author's backslash escapes the "!", as written
-    assert MD.renderInline(message_markdown("see ![r] now")) == "see ![r] now"
+def test_code_is_highlighted_by_class_names_and_unknown_languages_stay_plain():
+    out = message_html("```python\nprint('x')\n```")
+    assert '<span class="nb">print</span>' in out and 'class="language-python"' in out
+    plain = message_html("```nosuchlanguage\n<b>x</b>\n```")
+    assert "<span" not in plain and "&lt;b&gt;x&lt;/b&gt;" in plain
 
 
 def test_links_keep_working():
-    _, links = rendered(message_markdown("[a](https://a.example) <https://b.example> [c](mailto:c@example.com) [d](/d)"))
-    assert links == ["https://a.example", "https://b.example", "mailto:c@example.com", "/d"]
+    found = [a["href"] for tag, a in elements("[a](https://a.example) <https://b.example> [c](mailto:c@example.com) [d](/d)")
+             if tag == "a"]
+    assert found == ["https://a.example", "https://b.example", "mailto:c@example.com", "/d"]
+
+
+def test_text_reads_as_written():
+    for text in ("3 < 4 > 2 & done", "\\![r]", "see ![r] now", "a <b>tag</b> stays text", "<data:x>"):
+        assert "".join(Elements(message_html(text)).text).strip() == text.replace("\\!", "!")
 
 
 MARKDOWN_PIECES = [
@@ -169,18 +186,19 @@ MARKDOWN_PIECES = [
     "https://images.example.org/ok.png", "http://tracker.example/p.png", "images.example.org", "@",
     "\\![", "\\<", "\\\\", "\n> ", ">", "\n>> ", "ms-msdt:",
 ]
+RAW_HTML = ["<img src=x onerror=alert(1)>", "<script>", "</p>", "<a href=", "javascript:", "<svg/onload=x>", "&lt;", "&#0;",
+            "```", "```python\n", "~~", "|a|\n|-|\n", "<http://tracker.example/p.png>"]
 
 
 # How many examples each property tries comes from the Hypothesis profile (tests/conftest.py): "ci" is derandomized,
 # "fuzz" runs a long random search by hand (HYPOTHESIS_PROFILE=fuzz pytest tests/test_render.py).
 @settings(deadline=None)
-@given(st.lists(st.sampled_from(MARKDOWN_PIECES), max_size=24).map("".join))
-def test_any_mix_of_markdown_pieces_renders_no_remote_image_and_no_dead_link(text):
+@given(st.lists(st.sampled_from(MARKDOWN_PIECES + RAW_HTML), max_size=24).map("".join))
+def test_any_mix_of_markdown_pieces_renders_only_allowed_html(text):
     assert_safe(text)
 
 
 @settings(deadline=None)
 @given(st.text(max_size=200))
-def test_text_without_link_syntax_is_unchanged(text):
-    if not any(mark in text for mark in ("![", "](", "]:", "<")):
-        assert message_markdown(text) == text
+def test_any_text_renders_only_allowed_html(text):
+    assert_safe(text)

@@ -13,7 +13,7 @@ from core.store import connect
 
 pytestmark = pytest.mark.browser
 
-MESSAGE = "[data-testid=stChatMessage]"
+MESSAGE = "article.chat-message:not(.echo)"  # a stored message in the list (views/messages.js), not a line still sending
 INPUT = "[data-testid=stChatInput] textarea"
 REPLY = "One reply, written once, seen by both replicas."
 

@@ -7,14 +7,20 @@ from datetime import datetime, timedelta
 
 import duckdb
 import pandas as pd
+import psycopg
 import pyarrow.parquet as pq
 import pytest
+from psycopg import sql as pg_sql
 from clock import Clock
 
 from core import chat, replies, usage
 from core import tables as t
 from core.errors import NotFound, ValidationError
 from core.store import connect
+from core.store.quoting import identifier, literal
+from core.tables import access
+from core.tables.browser import _order, _where
+from core.tables.catalog import table_names
 
 START = datetime(2024, 3, 1, 9, 0)
 APP_TABLES = {"ai_jobs", "ai_usage", "channels", "embedding_jobs", "identities", "message_vectors", "messages", "migrations",
@@ -53,9 +59,9 @@ def sdb(tmp_path, clock):
 def snapshot(db) -> dict:
     """Row count and content hash of every table, sequence positions and settings: what a write would change."""
     state = {}
-    for name in t._table_names(db):
+    for name in table_names(db):
         state[name] = db.one(
-            f"SELECT count(*), md5(coalesce(string_agg(x::VARCHAR, '|' ORDER BY x::VARCHAR), '')) FROM {t.quote(name)} x"
+            f"SELECT count(*), md5(coalesce(string_agg(x::VARCHAR, '|' ORDER BY x::VARCHAR), '')) FROM {identifier(name)} x"
         )
     state["sequences"] = db.rows("SELECT sequence_name, last_value FROM duckdb_sequences() ORDER BY 1")
     state["settings"] = db.rows("SELECT name, value FROM duckdb_settings() ORDER BY 1")
@@ -157,9 +163,9 @@ def test_narrowing_the_bare_table_first_gives_the_same_rows_as_the_joined_view(s
     for filters in (t.Filters(), t.Filters(channel_id=sdb.ids["general"]), t.Filters(author_id=t.AI_AUTHOR)):
         for sort in (t.Sort("id"), t.Sort("created_at", descending=False), t.Sort("status")):
             fast, total = t.browse(sdb, "messages", filters, sort, page=1, page_size=25)
-            where = t._where(t.browse_columns(sdb, "messages"), filters)
+            where = _where(t.browse_columns(sdb, "messages"), filters)
             joined = sdb.rows(
-                f"SELECT id FROM ({t.message_view()}) s{where[0]} ORDER BY {t._order(t.browse_columns(sdb, 'messages'), sort)}",
+                f"SELECT id FROM ({t.message_view()}) s{where[0]} ORDER BY {_order(t.browse_columns(sdb, 'messages'), sort)}",
                 where[1],
             )
             assert ids(fast) == [row[0] for row in joined] and total == len(joined)
@@ -256,6 +262,58 @@ def test_password_gate():
     assert t.password_ok("", None) and t.password_ok("anything", "")
     assert t.password_ok("s3cret", "s3cret")
     assert not t.password_ok("s3cre", "s3cret") and not t.password_ok("", "s3cret") and not t.password_ok(None, "s3cret")
+
+
+def test_who_may_use_the_console_exports_and_private_tables(sdb):
+    # Login mode has roles: an admin (ADMIN_EMAILS) only, and the password unlocks nothing there.
+    assert access.admin_unlocked(login=True, admin=True, admin_password="s3cret")
+    assert not access.admin_unlocked(login=True, admin=False, admin_password="s3cret", given="s3cret")
+    assert not access.admin_unlocked(login=True, admin=False, admin_password=None)
+    # Open mode has none: open to all without ADMIN_PASSWORD, else to whoever gives it.
+    assert access.admin_unlocked(login=False, admin=False, admin_password=None)
+    assert access.admin_unlocked(login=False, admin=False, admin_password="s3cret", given="s3cret")
+    assert not access.admin_unlocked(login=False, admin=False, admin_password="s3cret", given="s3cre")
+    assert not access.admin_unlocked(login=False, admin=False, admin_password="s3cret")
+    assert access.asks_password(False, "s3cret") and not access.asks_password(True, "s3cret")
+    assert not access.asks_password(False, None)
+    assert access.offers_console(False, False) and access.offers_console(True, True) and not access.offers_console(True, False)
+    assert "identities" in access.PRIVATE_TABLES
+    assert {info.name for info in access.visible_tables(sdb, False)} == APP_TABLES - access.PRIVATE_TABLES
+    assert {info.name for info in access.visible_tables(sdb, True)} == APP_TABLES
+    assert access.may_see("messages", False) and not access.may_see("identities", False) and access.may_see("identities", True)
+
+
+# quoting ---------------------------------------------------------------------
+ODD_NAMES = ['say "hi"', "it's", " two  words ", "zoë 🚀", 'x"; DROP TABLE users; --', "a.b", "back\\slash", "''"]
+
+
+@pytest.mark.parametrize("text", ODD_NAMES)
+def test_quoted_names_and_texts_read_back_as_themselves(text):
+    con = duckdb.connect()
+    try:
+        result = con.execute(f"SELECT {literal(text)} AS {identifier(text)}")
+        assert result.description[0][0] == text and result.fetchone() == (text,)
+    finally:
+        con.close()
+    with pytest.raises(ValueError, match="NUL"):
+        identifier(text + "\x00")
+
+
+def test_odd_table_and_column_names_round_trip_through_the_browser(db, backend):
+    table, column = 'we"ird tablé 🚀', "it's a \"note\""
+    if backend == "postgres":  # made by the driver's own quoting, read back through DuckDB's attachment
+        with psycopg.connect(db.path, autocommit=True) as conn:
+            conn.execute(pg_sql.SQL("CREATE TABLE {} (id integer, {} text)").format(
+                pg_sql.Identifier(table), pg_sql.Identifier(column)))
+            conn.execute(pg_sql.SQL("INSERT INTO {} VALUES (1, 'a'), (2, 'B')").format(pg_sql.Identifier(table)))
+    else:
+        db.write(lambda tx: tx.execute(f"CREATE TABLE {identifier(table)} (id INTEGER, {identifier(column)} VARCHAR)"))
+        db.write(lambda tx: tx.execute(f"INSERT INTO {identifier(table)} VALUES (1, 'a'), (2, 'B')"))
+    assert dict(t.list_tables(db))[table] == 2
+    assert [c.name for c in t.table_columns(db, table)] == ["id", column]
+    frame, total = t.browse(db, table, t.Filters(text="b"), t.Sort(column, descending=False))
+    assert total == 1 and frame[column].tolist() == ["B"]
+    assert pd.read_csv(io.BytesIO(t.export_csv(db, table)))[column].tolist() == ["B", "a"]  # newest id first
 
 
 # SQL console -----------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 from fake_openai import Script
+from message_list import act, entries, listed, text_of
 
 from core import chat
 from test_app import CHANNELS, _click, _seed, _until
@@ -38,13 +39,13 @@ def test_chat_shows_the_step_while_it_runs_and_the_call_in_context_used(app_test
     at.secrets["OPENAI_BASE_URL"] = fake_openai.base_url
     at.run()
     at.chat_input[0].set_value("@ai anything on the <b>deploy</b>?").run()
-    line = ":material/search: Searching all channels for \\'\\<b\\>deploy\\</b\\>\\'…"
-    at = _until(at, lambda at: len(at.chat_message) == 2 and any(c.value.startswith(line) for c in at.chat_message[1].caption))
-    at = _until(at, lambda at: at.chat_message[1].markdown and at.chat_message[1].markdown[0].value == "Nothing about that yet.")
-    context = at.chat_message[1].expander[0]
-    assert context.label == "Context used"
-    assert context.caption[0].value.startswith(line)  # drawn inert: the query's HTML is text
-    texts = [t.value for t in context.text]
-    assert texts[0] == 'search_messages({"query": "<b>deploy</b>"})'
-    assert texts[1].startswith("Found 1 message") and "anything on the <b>deploy</b>?" in texts[1]
+    label = "Searching all channels for '<b>deploy</b>'…"  # the list sets step lines as text: the query's HTML is inert
+    at = _until(at, lambda at: len(entries(at)) == 2 and any(step["label"] == label for step in entries(at)[1]["steps"]))
+    at = _until(at, lambda at: entries(at)[1]["status"] == "complete")
+    reply = entries(at)[1]
+    assert text_of(reply["html"]) == "Nothing about that yet." and reply["has_context"]
+    at = act(at, "context", reply["id"])  # "Context used", opened: each step with what it returned
+    [step] = listed(at)["contexts"][str(reply["id"])]["steps"]
+    assert step["label"] == label and (step["tool"], step["arguments"]) == ("search_messages", '{"query": "<b>deploy</b>"}')
+    assert step["output"].startswith("Found 1 message") and "anything on the <b>deploy</b>?" in step["output"]
     assert not at.exception

@@ -17,9 +17,8 @@ REFRESH = 0.5  # seconds between the chat page's checks for news
 WORDS = "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november oscar papa".split()
 REPLY = "Hello Ann and Bob! " + " ".join(WORDS) + "."
 ARTIFACTS = ROOT / "artifacts"
-# A message's own text: its Markdown, not the caption (name · time), an error box, a button or the expander.
-BODY = ("[data-testid=stChatMessageContent] > [data-testid=stVerticalBlock] > [data-testid=stElementContainer]"
-        " > [data-testid=stMarkdown] [data-testid=stMarkdownContainer]")
+# A message's own text: its rendered Markdown, not the name and time, an error box, a button or "Context used".
+BODY = ".text"
 
 
 @pytest.fixture(scope="module")

@@ -3,13 +3,15 @@ import streamlit as st
 
 from core import chat
 from core.errors import ChatError
-from views.common import escape_markdown, get_db, get_settings, is_admin, show_error
+from views.common import current_user, escape_markdown, get_db, get_settings, is_admin, show_error
 
 POLICY_LABELS = {"every": "Every message (as the original)", "mention": "Only when someone writes @ai", "off": "Never"}
 
 db = get_db()
-# Anyone may create a channel; in login mode only admins choose or change when the AI answers and its persona.
+# Anyone may create a channel; in login mode only admins choose or change when the AI answers and its persona
+# (core.chat.update_channel checks it too: the page only hides what it would refuse).
 may_set_ai = not get_settings().login or is_admin()
+me = current_user(db)
 st.title("Channels")
 st.subheader("New channel")
 
@@ -48,7 +50,7 @@ elif channels := chat.list_channels(db):
         if st.form_submit_button("Save"):
             try:
                 chat.update_channel(db, channel.id, reply_policy=policy, persona=persona, model=model or None,
-                                    look_back=look_back)
+                                    look_back=look_back, by=me.id if me else None, admin=may_set_ai)
             except ChatError as error:
                 show_error(error)
             else:

@@ -1,20 +1,21 @@
-"""Chat: the channel's recent messages, live, and a box to write in."""
+"""Chat: the channel's message list (views/messages.py), live, and a box to write in."""
 import time
 
 import streamlit as st
 
-from core import chat, render, replies, tools
+from core import chat, replies
 from core.errors import ChatError
-from views import live
+from views import live, messages
 from views.common import (current_channel, current_user, escape_markdown, get_db, get_settings, guarded, is_admin,
-                          local_time, session_scratch, show_error)
+                          session_scratch, show_error)
 from views.search import search_panel
 
 PAGE = chat.RECENT_LIMIT  # messages per "load older" step, as many as the original lists
-TYPING = "▌"  # drawn after a reply that is still being written
 SENT = "chat_sent_by_callback"  # this run's message was stored by the chat box's callback
 NOT_SENT = "chat_not_sent"  # why the last message could not be stored, until it is drawn
 SENDING = "chat_sending"  # this session's lock around a send, and its last stored (channel, user, text, time)
+REFUSED = "chat_refused"  # the last refused lines, for the message list to mark the line it drew as sent
+REFUSALS_KEPT = 5
 REPEAT_SECONDS = 1.0  # the same text again this soon is one submit the browser sent twice, not a second message
 
 db, settings = get_db(), get_settings()
@@ -57,6 +58,9 @@ def store(channel_id: int, user_id: int, prompt: str) -> bool:
             chat.send_message(get_db(), channel_id, user_id, prompt, limits=get_settings().limits)
         except ChatError as error:
             st.session_state[NOT_SENT] = f"Your message was not sent. {error}"
+            # The list marks the line it drew at Enter with why (the last few refusals, for it to match).
+            st.session_state[REFUSED] = [*st.session_state.get(REFUSED, [])[-REFUSALS_KEPT + 1:],
+                                         {"text": prompt, "reason": str(error), "at": time.time()}]
             return False
         sending["last"] = (channel_id, user_id, prompt, time.monotonic())  # no stop point since the write
         return True
@@ -82,109 +86,38 @@ if notice := st.session_state.get(NOT_SENT):
     del st.session_state[NOT_SENT]  # after drawing: a run stopped mid-way shows it on the next one
 
 
-def stop(message_id: int) -> None:
-    """Stop button callback: errors become a message, not a traceback."""
+def act(kind: str, message_id: int | None) -> None:
+    """The list's callback for a person's act; core decides who may, and a refusal becomes the list's notice."""
     try:
-        replies.stop_reply(db, message_id, user.id, admin=acts_for_all)
+        if kind == "stop" and message_id is not None:
+            replies.stop_reply(db, message_id, user.id if user else None, admin=acts_for_all)
+        elif kind == "retry" and message_id is not None:
+            replies.retry_reply(db, message_id, user.id if user else None, admin=acts_for_all, limits=settings.limits)
+        elif kind == "older":
+            st.session_state["pages"] = st.session_state.get("pages", 1) + 1
+        elif kind == "context" and message_id is not None:
+            messages.open_context(db, message_id)
     except ChatError as error:
         st.session_state["chat_error"] = str(error)
-
-
-def retry(message_id: int) -> None:
-    """Retry button callback: a new ask, charged to whoever presses it and held to their limits."""
-    try:
-        replies.retry_reply(db, message_id, user.id, admin=acts_for_all, limits=settings.limits)
-    except ChatError as error:
-        st.session_state["chat_error"] = str(error)
-
-
-def may_act(message: chat.Message) -> bool:
-    """Whether this person may stop or retry the reply (asked for it, or acts for all)."""
-    return user is not None and (acts_for_all or user.id in replies.asked_by(db, message.id))
-
-
-def context_used(message: chat.Message) -> list[dict] | None:
-    """What was sent to the model for a finished reply, read once per session and kept."""
-    seen = st.session_state.setdefault("contexts", {})
-    key = (message.id, message.updated_at)
-    if key not in seen:
-        seen[key] = chat.reply_context(db, message.id)
-    return seen[key]
-
-
-STEP_ICONS = {"tool": ":material/search:", "retrieval": ":material/history:", "budget": ":material/content_cut:",
-              "fallback": ":material/info:"}
-
-
-def step_line(step: dict) -> str:
-    """One step of a reply as a line of inert text: what the AI did and how it went."""
-    line = escape_markdown(str(step.get("label", "")))
-    if step.get("state") == "error":
-        line += f" — {escape_markdown(str(step.get('error', '')))}"
-    elif step.get("summary"):
-        line += f" {escape_markdown(str(step['summary']))}"
-    return f"{STEP_ICONS.get(step.get('kind'), ':material/info:')} {line}"
-
-
-def draw_context(message: chat.Message, context: list[dict] | None) -> None:
-    """"Context used": each step with what it returned (tool calls, older messages, cuts), then the request."""
-    with st.expander("Context used"):
-        for step in tools.steps_of(message):
-            st.caption(step_line(step))
-            if step.get("kind") == "tool":
-                st.text(f"{step.get('tool')}({step.get('arguments', '')})")
-            if step.get("output"):
-                st.text(step["output"])
-        if context:
-            st.json(context, expanded=False)
-
-
-def draw(message: chat.Message) -> None:
-    name = "AI" if message.is_ai else message.author_name or "Unknown user"
-    # A person's own name gives each speaker an avatar with their initial; the AI gets the preset look.
-    with st.chat_message("assistant" if message.is_ai else name, avatar=":material/smart_toy:" if message.is_ai else None):
-        st.caption(f"**{escape_markdown(name)}** · {local_time(message.created_at)}")
-        if message.is_ai and message.status in replies.OPEN:  # every window sees what the AI is doing
-            for step in tools.steps_of(message):
-                st.caption(step_line(step))
-        if message.status == "pending":
-            st.caption("typing …")
-        elif message.content:
-            st.markdown(render.message_markdown(message.content, settings.image_hosts)
-                        + (f" {TYPING}" if message.status == "streaming" else ""))
-        if message.status == "error":
-            st.error(message.error or "The reply failed.", icon=":material/error:")
-        if message.stopped:
-            st.caption("Stopped.")
-        if message.is_ai and message.status in replies.OPEN and may_act(message):
-            st.button("Stop", key=f"stop_{message.id}", on_click=stop, args=(message.id,))
-        if message.is_ai and (message.status == "error" or message.stopped) and may_act(message):
-            st.button("Retry", key=f"retry_{message.id}", on_click=retry, args=(message.id,))
-        if message.is_ai and message.status not in replies.OPEN:
-            context = context_used(message)
-            if context or message.steps:
-                draw_context(message, context)
 
 
 @st.fragment(run_every=settings.refresh_seconds)
 @guarded
 def live_messages(channel_id: int) -> None:
-    """Re-reads the channel only when its version changed; a pushed change reruns it at once."""
+    """The list, fed by pushes; this re-reads the channel only when its version changed (the fallback check,
+    a person's act, or a push when the list has no socket of its own)."""
     state = st.session_state
     shown = (channel_id, chat.channel_version(db, channel_id), state.get("pages", 1))
-    live.follow(db, settings, channel_id, shown[1])
+    live.follow_directory_changes(db)
     if state.get("shown") != shown:
         state["messages"] = chat.list_messages(db, channel_id, limit=PAGE * shown[2])
         state["shown"] = shown
-    messages = state["messages"]
-    if len(messages) == PAGE * shown[2]:
-        st.button("Load older", key="older", on_click=state.update, kwargs={"pages": shown[2] + 1})
-    if not messages:
-        st.caption("No messages yet. Say hello!")
-    for message in reversed(messages):
-        draw(message)
-    if error := state.pop("chat_error", None):
-        st.error(error)
+    listed = state["messages"]
+    viewer = {"id": user.id if user else None, "name": user.name if user else None, "all": acts_for_all}
+    messages.message_list(db, channel_id=channel_id, messages=listed, more=len(listed) == PAGE * shown[2],
+                          image_hosts=settings.image_hosts, viewer=viewer,
+                          live=live.subscription(db, settings, channel_id, shown[1], content=True),
+                          refused=state.get(REFUSED, []), error=state.pop("chat_error", None), act=act)
 
 
 if st.session_state.get("pages_channel") != channel.id:  # a new channel starts at the newest page

@@ -30,11 +30,11 @@ import streamlit as st
 from starlette.concurrency import run_in_threadpool
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from core import chat, tickets
+from core import chat, listing, tickets
 from core.config import Settings
 from core.errors import ChatError
 from core.feed import feed_of
-from core.recent import DIRECTORY
+from core.recent import CACHE_DEPTH, DIRECTORY
 from core.store import Database
 from views.common import get_settings, open_db, signed_in  # the pages' own settings, database and login
 
@@ -52,10 +52,11 @@ TOO_MANY = 4429  # beyond LIVE_SOCKETS_PER_CLIENT or LIVE_SOCKETS_TOTAL: the lis
 CLIENT_FRAMES = 8  # frames a client may send in all: the listener sends none, so one that sends more is not ours
 CLIENT_FRAME_SIZE = 1024  # characters (or bytes) in one of them
 CLOSE_REASON_CHARS = 120  # a close frame's reason must fit in 123 bytes (our reasons are ASCII)
-FRONT_END = Path(__file__).parent  # views/live.js and views/input_guard.js
+FRONT_END = Path(__file__).parent  # views/socket.js, live.js, messages.js and input_guard.js
 
 
-_listener = st.components.v2.component("channel_chat.live", js=(FRONT_END / "live.js").read_text())
+SOCKET_JS = (FRONT_END / "socket.js").read_text()  # the shared connection, put in front of each element's own code
+_listener = st.components.v2.component("channel_chat.live", js=SOCKET_JS + (FRONT_END / "live.js").read_text())
 
 # Streamlit's chat input with submit_mode="disable" re-enables when it sees a whole-page run finish after
 # the submit. When that finish and a fragment run's (the fallback poll, a push) reach a busy browser
@@ -74,14 +75,14 @@ def _ignore() -> None:
     """A trigger needs a callback to be registered; the rerun it causes is all the page needs."""
 
 
-def listen(key: str, shown: dict[int, str], ticket: str | None = None) -> None:
+def listen(key: str, shown: dict[str, str], ticket: str | None = None) -> None:
     """Mount the page's listener: rerun the calling fragment when a topic's stamp differs from ``shown``.
 
     ``ticket`` (login mode) goes apart from the path: the listener keeps its socket while the page hands it
     newer tickets, and shows the newest when it connects again.
     """
-    topics = ",".join(str(topic) for topic in shown)
-    data: dict = {"path": f"{LIVE_PATH}?topics={topics}", "shown": {str(t): v for t, v in shown.items()}}
+    topics = ",".join(shown)
+    data: dict = {"path": f"{LIVE_PATH}?topics={topics}", "shown": shown}
     if ticket is not None:
         data["ticket"] = ticket
     # Sent as bytes: a dict is first checked for data frames, which imports pandas (1.2 s on a fresh server).
@@ -91,23 +92,40 @@ def listen(key: str, shown: dict[int, str], ticket: str | None = None) -> None:
 def follow(db: Database, settings: Settings, channel_id: int | None = None, version: int = 0) -> None:
     """Inside a fragment: push-rerun it when the channel moves past ``version``; redraw the whole page
     (the sidebar's lists) when users or channels changed since the sidebar was drawn."""
-    drawn = st.session_state.get("directory_shown", 0)
-    if drawn != chat.directory_version(db):
+    follow_directory_changes(db)
+    live = subscription(db, settings, channel_id, version)
+    if live is not None:
+        listen(f"live-{channel_id or 'directory'}", live["shown"], live.get("ticket"))
+
+
+def follow_directory_changes(db: Database) -> None:
+    """Redraw the whole page when users or channels changed since the sidebar was drawn."""
+    if st.session_state.get("directory_shown", 0) != chat.directory_version(db):
         st.rerun()
+
+
+def subscription(db: Database, settings: Settings, channel_id: int | None, version: int = 0,
+                 content: bool = False) -> dict | None:
+    """What a page's socket follows: {"path", "shown" (topic -> stamp drawn), "ticket" in login mode}; None
+    without push, or in login mode with nobody signed in (the fallback check serves). ``content``: the
+    channel's changed messages come as content (the message list), not only as stamps."""
     if not settings.live_push:
-        return
+        return None
     feed = feed_of(db)
-    shown = {DIRECTORY: feed.stamp(drawn)}
+    shown = {DIRECTORY: feed.stamp(st.session_state.get("directory_shown", 0))}
     if channel_id is not None:
-        shown[channel_id] = feed.stamp(version)
-    ticket = None
+        # With content the channel goes first: the route sends the first topic's messages.
+        shown = {channel_id: feed.stamp(version), **shown} if content else {**shown, channel_id: feed.stamp(version)}
+    topics = ",".join(str(topic) for topic in shown)
+    live: dict = {"path": f"{LIVE_PATH}?topics={topics}" + ("&content=1" if content and channel_id else ""),
+                  "shown": {str(t): v for t, v in shown.items()}}
     if settings.login:
         identity = signed_in()
         if identity is None or not settings.live_secret:
-            return  # nobody to sign for: the fallback check serves
-        ticket = tickets.sign(settings.live_secret, f"{identity.issuer} {identity.subject}", shown,
-                              tickets.expiry(time.time()))
-    listen(f"live-{channel_id or 'directory'}", shown, ticket)
+            return None
+        live["ticket"] = tickets.sign(settings.live_secret, f"{identity.issuer} {identity.subject}", shown,
+                                      tickets.expiry(time.time()))
+    return live
 
 
 def follow_directory(db: Database, settings: Settings) -> None:
@@ -136,7 +154,8 @@ class LiveRoute:
     async def serve(self, websocket: WebSocket) -> None:
         """The endpoint (a method: Starlette treats any other callable object as a whole ASGI app)."""
         topics = _topics(websocket.query_params.get("topics"))
-        if topics is None or not same_origin(websocket):
+        content = websocket.query_params.get("content") == "1"
+        if topics is None or not same_origin(websocket) or (content and topics[0] == DIRECTORY):
             await websocket.close(code=POLICY_VIOLATION)  # before the handshake: a browser sees only a refusal
             return
         try:
@@ -162,12 +181,14 @@ class LiveRoute:
             await _refuse(websocket, TOO_MANY, "too many live connections; the page checks by itself meanwhile")
             return
         try:
-            await self._follow(websocket, topics, expires)
+            await self._follow(websocket, topics, expires, topics[0] if content else None, settings.image_hosts)
         finally:
             self._give_back(client)
 
-    async def _follow(self, websocket: WebSocket, topics: list[int], expires: int | None) -> None:
-        """Open the database, accept, and send stamps until the browser leaves, oversteps, or its ticket ends."""
+    async def _follow(self, websocket: WebSocket, topics: list[int], expires: int | None, channel: int | None,
+                      image_hosts: frozenset[str]) -> None:
+        """Open the database, accept, and send stamps until the browser leaves, oversteps, or its ticket ends;
+        with a ``channel``, each change of its messages goes first, as content (core/listing.py's entries)."""
         try:
             db = await run_in_threadpool(self._database)  # opening and migrating the file must not block the loop
         except ChatError as error:
@@ -181,7 +202,16 @@ class LiveRoute:
         subscription = feed.subscribe(topics, wake=lambda: loop.call_soon_threadsafe(ready.set))
         reading = asyncio.ensure_future(_read_bounded(websocket, ready))
         closing: tuple[int, str] | None = None
+        sent = listing.Sent()
+
+        async def send_content() -> None:
+            frame = await run_in_threadpool(_content, db, channel, sent, image_hosts)
+            if frame is not None:
+                await websocket.send_text(frame)
+
         try:
+            if channel is not None:
+                await send_content()
             await websocket.send_text(json.dumps({str(t): feed.current(t) for t in topics}))
             while not reading.done():
                 if expires is not None:  # login mode: the ticket admits until then, and a new one is needed after
@@ -197,6 +227,8 @@ class LiveRoute:
                     await ready.wait()
                 ready.clear()
                 changes = subscription.take()
+                if channel is not None and any(change.topic in (None, channel) for change in changes):
+                    await send_content()
                 if any(change.topic is None for change in changes):  # fell behind, or anything may have changed
                     stamps = {str(t): feed.current(t) for t in topics}
                 else:
@@ -231,6 +263,17 @@ class LiveRoute:
 
 
 live_route = LiveRoute().serve  # what app.py mounts at LIVE_PATH
+
+
+def _content(db: Database, channel: int, sent: listing.Sent, image_hosts: frozenset[str]) -> str | None:
+    """A frame with the channel's messages that changed since this socket last sent them, or None (nothing new,
+    or the channel cannot be read just now: the stamps that follow make the page read it itself)."""
+    try:
+        entries = sent.changes(db, chat.list_messages(db, channel, limit=CACHE_DEPTH), image_hosts)
+    except ChatError as error:
+        log.warning("live route: channel %s: %s", channel, error)
+        return None
+    return json.dumps({"channel": channel, "messages": entries}) if entries else None
 
 
 def same_origin(websocket: WebSocket) -> bool:

@@ -7,6 +7,7 @@ from streamlit_autorefresh import st_autorefresh
 from core import chat, embeddings, limits, tables
 from core.console import SNAPSHOT_MAX_AGE
 from core.errors import ChatError
+from core.tables import access
 from views.common import get_db, get_settings, is_admin, show_error
 
 LIVE_SECONDS = (2, 5, 10, 30)  # refresh choices: a rerun over a million messages takes well under a second
@@ -16,20 +17,19 @@ db, settings = get_db(), get_settings()
 st.title("Tables")
 
 
-def admin_unlocked() -> bool:
-    """Login mode: the console and exports are for admins (ADMIN_EMAILS). Open mode: ADMIN_PASSWORD when set."""
-    if settings.login:
-        if is_admin():
-            return True
+def ask_access() -> bool:
+    """Ask core whether the console, exports and private tables are open to this visitor (core.tables.access)."""
+    given = None
+    if access.asks_password(settings.login, settings.admin_password):
+        given = st.text_input("Admin password", type="password", key="tables_admin_password",
+                              help="Needed for the SQL console and exports (ADMIN_PASSWORD).")
+    unlocked = access.admin_unlocked(login=settings.login, admin=is_admin(), admin_password=settings.admin_password,
+                                     given=given)
+    if settings.login and not unlocked:
         st.caption(":material/lock: The SQL console, exports and the identities table are for admins (ADMIN_EMAILS).")
-        return False
-    if not settings.admin_password:
+    elif not settings.login and not settings.admin_password:
         st.caption(":material/lock_open: No ADMIN_PASSWORD is set: the SQL console and exports are open to anyone who can open this page.")
-        return True
-    given = st.text_input("Admin password", type="password", key="tables_admin_password",
-                          help="Needed for the SQL console and exports (ADMIN_PASSWORD).")
-    unlocked = tables.password_ok(given, settings.admin_password)
-    if given and not unlocked:
+    elif given and not unlocked:
         st.error("Wrong admin password.")
     return unlocked
 
@@ -76,8 +76,8 @@ def filter_widgets(table: str) -> tables.Filters:
     return tables.Filters(channel_id=channel_id, author_id=author_id, status=status, since=since, text=contains or None)
 
 
-def browse() -> None:
-    counts = {name: rows for name, rows in tables.list_tables(db) if unlocked or name not in tables.PRIVATE_TABLES}
+def browse(unlocked: bool) -> None:
+    counts = {info.name: info.rows for info in access.visible_tables(db, unlocked)}
     names = list(counts)
     if st.session_state.get("tables_table") not in names:
         st.session_state.pop("tables_table", None)
@@ -102,10 +102,10 @@ def browse() -> None:
     st.dataframe(frame, hide_index=True, column_config=column_config(columns))
     first = (page - 1) * page_size
     st.caption(f"Rows {min(first + 1, total):,}–{first + len(frame):,} of {total:,} · page {page:,} of {pages:,} · times in UTC")
-    export(table, filters, sort, total)
+    export(table, filters, sort, total, unlocked)
 
 
-def export(table: str, filters: tables.Filters, sort: tables.Sort, total: int) -> None:
+def export(table: str, filters: tables.Filters, sort: tables.Sort, total: int, unlocked: bool) -> None:
     if not unlocked:
         st.caption("🔒 Exports need the admin password.")
         return
@@ -160,7 +160,7 @@ def overview() -> None:
     st.dataframe([info._asdict() for info in tables.list_tables(db)], hide_index=True)
 
 
-def console() -> None:
+def console(unlocked: bool) -> None:
     if not unlocked:
         st.info("🔒 Enter the admin password above to use the SQL console.")
         return
@@ -192,12 +192,12 @@ if live.toggle("Live", key="tables_live", help="Rerun the whole page every few s
     seconds = every.selectbox("Every", LIVE_SECONDS, index=1, format_func=lambda s: f"every {s} s",
                               label_visibility="collapsed", key="tables_live_seconds")
     st_autorefresh(interval=seconds * 1000, key="tables_refresh")
-unlocked = admin_unlocked()
-views = VIEWS if unlocked or not settings.login else VIEWS[:2]  # in login mode the console is not even offered
+unlocked = ask_access()
+views = VIEWS if access.offers_console(settings.login, unlocked) else VIEWS[:2]  # login mode: only to admins
 if st.session_state.get("tables_view") not in views:
     st.session_state["tables_view"] = views[0]
 view = st.radio("View", views, horizontal=True, label_visibility="collapsed", key="tables_view")
 try:
-    {"Browse": browse, "Overview": overview, "SQL console": console}[view]()
+    {"Browse": partial(browse, unlocked), "Overview": overview, "SQL console": partial(console, unlocked)}[view]()
 except ChatError as error:
     show_error(error)

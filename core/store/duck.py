@@ -1,4 +1,8 @@
-"""The DuckDB backend: opening a file (its log replay, damage and lock checks), one-transaction writes, and DuckDB's error texts in plain words."""
+"""The DuckDB backend: opening a file (its log replay, damage and lock checks), one-transaction writes, and DuckDB's error texts in plain words.
+
+Over 300 lines on purpose: a backend is one room (as Django keeps each database backend together),
+and its opening, writes and error texts share one file handle, one write lock and one set of words.
+"""
 from __future__ import annotations
 
 import logging
@@ -11,10 +15,11 @@ from typing import Any, Callable, Iterator, Sequence
 
 import duckdb
 
-from core.console import duckdb_source
+from core.console.snapshot import duckdb_source
 from core.errors import ChatError, DatabaseDamaged, DatabaseLocked, StorageError
 from core.store.base import RETRY_PAUSE, WRITE_ATTEMPTS, Database, Dialect, Migrator, T, Transaction, utcnow
 from core.store.migrations import migrate
+from core.store.quoting import literal
 
 log = logging.getLogger(__name__)
 DUCKDB_CONFIG = {"enable_external_access": False}
@@ -370,7 +375,7 @@ def _replay_log(path: str) -> None:
     """
     scratch = duckdb.connect(":memory:")
     try:
-        scratch.execute(f"ATTACH {_quoted(path)} AS recovering")
+        scratch.execute(f"ATTACH {literal(path)} AS recovering")
         scratch.execute("CHECKPOINT recovering")
         scratch.execute("DETACH recovering")
     except duckdb.Error as error:
@@ -383,11 +388,6 @@ def _replay_log(path: str) -> None:
     finally:
         scratch.close()
     log.warning("replayed %s.wal into %s", path, path)
-
-
-def _quoted(text: str) -> str:
-    """A SQL string literal (ATTACH takes no bound parameter)."""
-    return "'" + text.replace("'", "''") + "'"
 
 
 def _short(error: BaseException) -> str:

@@ -7,6 +7,7 @@ delivers to the other processes at commit (only for committed transactions, in c
 listening connection per process turns those into cache invalidations and job wake-ups; when it
 loses its connection it assumes it missed events, drops every cached channel and reconnects.
 The Tables page reads through DuckDB with this database attached read-only (``analytics``).
+Over 300 lines on purpose: everything that differs on Postgres stands in this one place (a backend is one room).
 """
 from __future__ import annotations
 
@@ -26,12 +27,14 @@ from typing import Any, Callable, Iterator, Sequence
 import duckdb
 import psycopg
 from psycopg import errors as pg_errors
+from psycopg import sql as pg_sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from core.errors import ChatError, DatabaseUnavailable, StorageError
 from core.store.base import RETRY_PAUSE, WRITE_ATTEMPTS, Database, Dialect, Migrator, T, Transaction, utcnow
 from core.store.migrations import migrate
+from core.store.quoting import identifier, literal
 
 log = logging.getLogger(__name__)
 NOTIFY_CHANNEL = "channel_chat"  # the LISTEN/NOTIFY channel every process of the app shares
@@ -43,6 +46,7 @@ LISTEN_POLL_S = 1.0  # the listener wakes this often to notice close()
 RECONNECT_PAUSES = (0.2, 0.5, 1.0, 2.0, 5.0)  # the listener's back-off after losing its connection
 MIGRATION_LOCK = 0x63686174  # pg_advisory_lock key ("chat"): replicas starting at once migrate one by one
 ATTACHED = "pg"  # the name the Postgres database has inside DuckDB (the Tables page's current database)
+USE_ATTACHED = f"USE {identifier(ATTACHED)}.public"  # DuckDB: the attached database's tables are the current ones
 READ_ONLY_OPTIONS = "-c default_transaction_read_only=on"  # the Tables page's connection cannot write
 # Storage faults of the server (SQLSTATE 53100, 58030, 25006): a write failed, the connection is fine.
 STORAGE_FAULTS = (pg_errors.DiskFull, pg_errors.IoError, pg_errors.ReadOnlySqlTransaction)
@@ -218,7 +222,7 @@ class PostgresDatabase(Database):
             connection = self._analytics
         cur = connection.cursor()
         try:
-            cur.execute(f"USE {ATTACHED}.public")  # a cursor is a new DuckDB connection: it does not inherit USE
+            cur.execute(USE_ATTACHED)  # a cursor is a new DuckDB connection: it does not inherit USE
             yield cur
         except duckdb.IOException as error:
             if "postgres" in str(error).lower() or "connection" in str(error).lower():
@@ -231,11 +235,13 @@ class PostgresDatabase(Database):
     def console_source(self) -> Iterator[tuple[dict[str, Any], datetime]]:
         # The child attaches the database itself, read-only, live; Postgres stops the query at the cap too.
         # The password travels apart from the DSN: DuckDB shows an attached database's DSN in duckdb_databases().
+        # The server options are the app's own (the child hands them to libpq with its statement timeout).
         parts = conninfo_to_dict(self.path)
         password = parts.pop("password", None)
-        yield {"postgres": make_conninfo(**parts, connect_timeout=CONNECT_TIMEOUT_S), "password": password,
-               "options": READ_ONLY_OPTIONS, "extension_directory": extension_directory(),
-               "schema": f"{ATTACHED}.public"}, self.clock()
+        parts.pop("options", None)
+        dsn = make_conninfo(**parts, connect_timeout=CONNECT_TIMEOUT_S)
+        yield {"attach": attach_statement(dsn), "use": USE_ATTACHED, "password": password,
+               "options": READ_ONLY_OPTIONS, "extension_directory": extension_directory()}, self.clock()
 
     # writes --------------------------------------------------------------
     def write(self, work: Callable[[Transaction], T]) -> T:
@@ -275,7 +281,7 @@ class PostgresDatabase(Database):
         while not self._closed:
             try:
                 with psycopg.connect(self.path, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S) as conn:
-                    conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                    conn.execute(pg_sql.SQL("LISTEN {}").format(pg_sql.Identifier(NOTIFY_CHANNEL)))
                     if failures:  # events may have been missed while disconnected
                         self.recent.invalidate_all()
                         self.signal_jobs()
@@ -357,6 +363,11 @@ def extension_directory() -> str:
     return root
 
 
+def attach_statement(dsn: str) -> str:
+    """DuckDB's statement that attaches the Postgres database at ``dsn`` read-only as ATTACHED (ATTACH takes no parameter)."""
+    return f"ATTACH {literal(dsn)} AS {identifier(ATTACHED)} (TYPE postgres, READ_ONLY)"
+
+
 def attach_read_only(url: str) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB with the Postgres database attached read-only as its current database."""
     connection = duckdb.connect(
@@ -369,8 +380,7 @@ def attach_read_only(url: str) -> duckdb.DuckDBPyConnection:
     try:
         connection.execute("LOAD postgres_scanner")
         dsn = make_conninfo(url, options=READ_ONLY_OPTIONS, connect_timeout=CONNECT_TIMEOUT_S)
-        literal = "'" + dsn.replace("'", "''") + "'"  # ATTACH takes no parameters: a quoted literal
-        connection.execute(f"ATTACH {literal} AS {ATTACHED} (TYPE postgres, READ_ONLY)")
+        connection.execute(attach_statement(dsn))
         # Loaded and attached: from here on the console cannot reach files or other servers.
         connection.execute("SET enable_external_access = false")
     except duckdb.Error as error:
