@@ -22,7 +22,6 @@ pytestmark = pytest.mark.browser
 
 AXE = (Path(axe_playwright_python.__file__).parent / "axe.min.js").read_text()
 SERIOUS = ("serious", "critical")
-LIST_HOST = "[data-testid=stBidiComponent]"  # where Streamlit mounts a Components v2 element
 
 
 def _seed(path, **channels) -> dict[str, int]:
@@ -40,7 +39,6 @@ def _axe(page) -> list[dict]:
     """Serious and critical axe-core violations in the message list (its shadow root included)."""
     page.evaluate(AXE)
     result = page.evaluate("""async () => {
-        const hosts = [...document.querySelectorAll('[data-testid=stBidiComponent]')];
         const r = await axe.run(document, {resultTypes: ['violations']});
         return r.violations.map(v => ({id: v.id, impact: v.impact, help: v.help,
                                        targets: v.nodes.map(n => JSON.stringify(n.target))}));
@@ -54,8 +52,8 @@ def test_the_list_is_readable_and_accessible_in_both_themes(tmp_path, theme):
     ids = _seed(tmp_path / "chat.duckdb", look="every")
     with FakeOpenAI(default=Script(text="An answer with **bold** and `code`.")) as model, \
             streamlit_server(tmp_path / "chat.duckdb", openai_base_url=model.base_url, refresh_seconds=60,
-                             log_dir=tmp_path, extra_args=[f"--theme.base={theme}"]) as app, chromium() as browser:
-        page = browser.new_page(viewport=VIEWPORT)
+                             log_dir=tmp_path) as app, chromium() as browser:
+        page = browser.new_page(viewport=VIEWPORT, color_scheme=theme)  # the reader's system setting
         page.goto(f"{app.url}/?channel={ids['look']}", wait_until="commit")
         page.wait_for_selector(INPUT, timeout=30_000)
         wait_page(page, lambda p: p.locator(MESSAGE).count() == 8, timeout=30, what="four messages and their replies")
@@ -66,8 +64,9 @@ def test_the_list_is_readable_and_accessible_in_both_themes(tmp_path, theme):
         assert not violations, violations
         page.keyboard.press("Tab")  # the controls are reachable by keyboard (summary, buttons)
         assert page.locator("details.context summary").count() == 4
+        page.screenshot(path=str(tmp_path / f"list-{theme}.png"))
         colors = page.evaluate("""() => {
-            const host = document.querySelector('[data-testid=stBidiComponent]');
+            const host = [...document.querySelectorAll('*')].find((e) => e.shadowRoot?.querySelector('.chat-message'));
             const text = host.shadowRoot.querySelector('.chat-message .text');
             return [getComputedStyle(text).color, getComputedStyle(document.body).backgroundColor];
         }""")
