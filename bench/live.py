@@ -67,11 +67,14 @@ INPUT = "[data-testid=stChatInput] textarea"
 OBSERVER = """
 (() => {
   const seen = {}, stored = {}; window.__seen = seen; window.__stored = stored;
+  const MESSAGE = "article.chat-message, [data-testid=stChatMessage]";  // not the chat box's own copy of its text
   const STORED = "article.chat-message:not(.echo), [data-testid=stChatMessage]";
+  const inside = (element, selector) => element && (element.closest(selector) || element.querySelector(selector));
   const scan = (node) => {
     const text = node.textContent || ""; const re = /(tok|ai)-\\d+/g; let m;
     const element = node.nodeType === 1 ? node : node.parentElement;
-    const kept = element && (element.matches(STORED) || element.closest(STORED) || element.querySelector(STORED));
+    if (!inside(element, MESSAGE)) return;
+    const kept = inside(element, STORED);
     while ((m = re.exec(text))) {
       const at = performance.timeOrigin + performance.now();
       if (!(m[0] in seen)) seen[m[0]] = at;
