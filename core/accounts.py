@@ -17,6 +17,8 @@ from typing import Any, Mapping
 
 from core import chat
 from core.errors import ChatError, NotFound, ValidationError
+from core.limits import Limits, check_rename
+from core.names import AI_NAME, skeleton
 from core.store import Database, Transaction
 
 FALLBACK_NAME = "user"  # for a token that carries no usable name or e-mail
@@ -106,9 +108,12 @@ def _bind(db: Database, tx: Transaction, identity: Identity) -> int:
         tx.execute("UPDATE identities SET email = ? WHERE issuer = ? AND subject = ?",
                    [identity.email, identity.issuer, identity.subject])
         return int(bound[0])
+    # A name that looks like another person's (or the AI's) is passed over, as a taken one is.
+    taken = {skeleton(row[0]) for row in tx.rows("SELECT name FROM users")} | {skeleton(AI_NAME)}
     for name in _candidates(identity):
         key = chat.name_key(name)
-        if tx.one("SELECT 1 FROM users WHERE name_key = ?", [key]) is None:
+        if key != chat.name_key(AI_NAME) and skeleton(name) not in taken and tx.one(
+                "SELECT 1 FROM users WHERE name_key = ?", [key]) is None:
             break
     else:
         raise ValidationError("Could not find a free name for your account; ask an admin.")
@@ -120,18 +125,31 @@ def _bind(db: Database, tx: Transaction, identity: Identity) -> int:
     return int(user_id)
 
 
-def rename_user(db: Database, user_id: Any, name: Any) -> chat.User:
-    """Change a user's display name (same rules as a new name); their messages show the new name everywhere."""
+def rename_user(db: Database, user_id: Any, name: Any, limits: Limits | None = None) -> chat.User:
+    """Change a user's display name (same rules as a new name); their messages show the new name everywhere.
+
+    With ``limits``, a rename over the person's RENAMES_PER_HOUR raises RateLimited. The same name again
+    changes nothing and is not counted.
+    """
     user_id = chat.check_id(user_id, "User")
     name = chat.clean_name(name, "Name")
     key = chat.name_key(name)
 
     def work(tx: Transaction) -> list[int]:
-        if tx.one("SELECT 1 FROM users WHERE id = ?", [user_id]) is None:
+        row = tx.one("SELECT name FROM users WHERE id = ?", [user_id])
+        if row is None:
             raise NotFound(f"User {user_id} not found.")
+        if row[0] == name:
+            return []
+        now = db.clock()
+        if limits is not None:
+            check_rename(db, tx, limits, user_id, now)
         taken = tx.one("SELECT id FROM users WHERE name_key = ?", [key])
         if taken is not None and taken[0] != user_id:
             raise ValidationError(f"A user named {name!r} already exists (names ignore case).")
+        others = [other for (other,) in tx.rows("SELECT name FROM users WHERE id <> ?", [user_id])]
+        chat.check_distinct(name, others, "User", person=True)
+        tx.execute("INSERT INTO renames (user_id, old_name, created_at) VALUES (?, ?, ?)", [user_id, row[0], now])
         tx.execute("UPDATE users SET name = ?, name_key = ? WHERE id = ?", [name, key, user_id])
         channels = [row[0] for row in tx.rows("SELECT DISTINCT channel_id FROM messages WHERE author_id = ?", [user_id])]
         for channel_id in channels:  # cached messages carry the author's name: every replica re-reads them

@@ -14,6 +14,9 @@ DEFAULT_DB = "data/chat.duckdb"
 DEFAULT_MODEL = "gpt-4o"  # the original's model
 DEFAULT_MESSAGES_PER_MINUTE = 12  # a fast typist's pace in a busy chat; a script posting in a loop is stopped
 DEFAULT_AI_REPLIES_PER_HOUR = 60  # one a minute per person, all hour: lively, yet a bounded bill
+DEFAULT_RENAMES_PER_HOUR = 10  # fixing a typo takes one or two; each rename reruns every page showing the person
+DEFAULT_CHANNELS_PER_HOUR = 10  # a team setting up its rooms; each channel is a line in everyone's sidebar
+DEFAULT_SEARCHES_PER_MINUTE = 30  # one every 2 s, all minute; each may send its query to the embeddings API
 DEFAULT_AI_TOKENS_PER_DAY = 500_000  # for the whole app: about $1.25-5 a day of gpt-4o (input-heavy to output-heavy)
 AUTH_KEYS = ("redirect_uri", "cookie_secret")  # what Streamlit's [auth] needs besides a provider
 PROVIDER_KEYS = ("client_id", "client_secret", "server_metadata_url")
@@ -42,6 +45,9 @@ class Settings:
     messages_per_minute: int = DEFAULT_MESSAGES_PER_MINUTE
     ai_replies_per_hour: int = DEFAULT_AI_REPLIES_PER_HOUR
     ai_tokens_per_day: int = DEFAULT_AI_TOKENS_PER_DAY
+    renames_per_hour: int = DEFAULT_RENAMES_PER_HOUR
+    channels_per_hour: int = DEFAULT_CHANNELS_PER_HOUR
+    searches_per_minute: int = DEFAULT_SEARCHES_PER_MINUTE
     console_seconds: float = 5.0  # a console query's time cap, its process's start-up included
     console_memory_mb: int = 256  # what a console query may use on top of its process's ~90 MB
     image_hosts: frozenset[str] = frozenset()  # hosts whose images messages may show; others are shown as links
@@ -59,7 +65,9 @@ class Settings:
 
     @property
     def limits(self) -> Limits:
-        return Limits(self.messages_per_minute, self.ai_replies_per_hour, self.ai_tokens_per_day)
+        return Limits(self.messages_per_minute, self.ai_replies_per_hour, self.ai_tokens_per_day,
+                      renames_per_hour=self.renames_per_hour, channels_per_hour=self.channels_per_hour,
+                      searches_per_minute=self.searches_per_minute)
 
 
 def _text(raw: Any) -> str | None:
@@ -175,6 +183,12 @@ def load_settings(overrides: Mapping[str, Any] | None = None) -> Settings:
                                     int, 0, 100_000),
         ai_tokens_per_day=_number("AI_TOKENS_PER_DAY", get("AI_TOKENS_PER_DAY") or DEFAULT_AI_TOKENS_PER_DAY,
                                   int, 0, 10**12),
+        renames_per_hour=_number("RENAMES_PER_HOUR", get("RENAMES_PER_HOUR") or DEFAULT_RENAMES_PER_HOUR,
+                                 int, 0, 10_000),
+        channels_per_hour=_number("CHANNELS_PER_HOUR", get("CHANNELS_PER_HOUR") or DEFAULT_CHANNELS_PER_HOUR,
+                                  int, 0, 10_000),
+        searches_per_minute=_number("SEARCHES_PER_MINUTE", get("SEARCHES_PER_MINUTE") or DEFAULT_SEARCHES_PER_MINUTE,
+                                    int, 0, 10_000),
         embedding_model=get("EMBEDDING_MODEL") or DEFAULT_EMBEDDING_MODEL,
         live_sockets_per_client=_number("LIVE_SOCKETS_PER_CLIENT", get("LIVE_SOCKETS_PER_CLIENT") or 40,
                                         int, 1, 1_000_000),

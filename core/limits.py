@@ -6,6 +6,12 @@
   counted message (or reply) is a full window old.
   An AI reply counts against whoever asked for it: the sender, or the person who pressed Retry
   (``check_retry``); a reply a crash made run again is not a new ask.
+* renames per person per hour and channels a person creates per hour: ``check_rename`` and ``check_new_channel``
+  run inside the rename's or creation's transaction, counted from ``renames`` and ``channels.created_by``.
+  Each rename reruns every open page that shows the person's messages; each channel is a line in everyone's list.
+* searches per person per minute: a search leaves no row, so ``check_search`` counts them in this process's
+  memory (per database, per person): each replica counts its own, and a restart forgets. Repeating a search
+  already counted in the window (the page reruns it on every interaction while the box holds it) is free.
 * AI tokens per day, for the whole app: ``budget_spent`` is asked before each reply goes to the model and
   before a Retry is queued; a reply past the budget ends at once with that reason. Tokens come from the
   usage ledger (``core.usage``), by the time of each request: the day is the UTC day.
@@ -14,9 +20,12 @@ A limit of 0 is off. Nothing here knows who a person is: ``author_id`` is whoeve
 """
 from __future__ import annotations
 
+import threading
+import weakref
+from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Hashable
 
 from core import usage
 from core.errors import ChatError
@@ -34,6 +43,9 @@ class Limits:
     messages_per_minute: int = 0
     ai_replies_per_hour: int = 0
     ai_tokens_per_day: int = 0
+    renames_per_hour: int = 0
+    channels_per_hour: int = 0
+    searches_per_minute: int = 0
 
 
 class RateLimited(ChatError):
@@ -111,6 +123,70 @@ def check_retry(db: Database, tx: Transaction, limits: Limits, user_id: int, now
             f"You can retry in {wait_words((retry_at - now).total_seconds())}.",
             retry_at,
         )
+
+
+def _window_full(tx: Transaction, sql: str, params: list[Any], limit: int, window: timedelta, now: datetime
+                 ) -> datetime | None:
+    """When the next one may go, if ``limit`` rows of ``sql`` (created_at column, newer than the window) exist."""
+    times = _newest_times(tx, sql, [*params, now - window], limit)
+    return times[-1] + window if len(times) >= limit else None
+
+
+def check_rename(db: Database, tx: Transaction, limits: Limits, user_id: int, now: datetime) -> None:
+    """Raise RateLimited when ``user_id`` may not rename themself now (inside the rename's transaction)."""
+    if not limits.renames_per_hour:
+        return
+    tx.one(f"SELECT id FROM users WHERE id = ?{db.dialect.for_update}", [user_id])
+    retry_at = _window_full(tx, "SELECT created_at FROM renames WHERE user_id = ? AND created_at > ?", [user_id],
+                            limits.renames_per_hour, HOUR, now)
+    if retry_at is not None:
+        raise RateLimited(
+            f"You have changed your name {limits.renames_per_hour} times in the last hour, the limit. "
+            f"You can change it again in {wait_words((retry_at - now).total_seconds())}.",
+            retry_at,
+        )
+
+
+def check_new_channel(db: Database, tx: Transaction, limits: Limits, user_id: int, now: datetime) -> None:
+    """Raise RateLimited when ``user_id`` may not create a channel now (inside the creation's transaction)."""
+    if not limits.channels_per_hour:
+        return
+    tx.one(f"SELECT id FROM users WHERE id = ?{db.dialect.for_update}", [user_id])
+    retry_at = _window_full(tx, "SELECT created_at FROM channels WHERE created_by = ? AND created_at > ?", [user_id],
+                            limits.channels_per_hour, HOUR, now)
+    if retry_at is not None:
+        raise RateLimited(
+            f"You have created {limits.channels_per_hour} channels in the last hour, the limit. "
+            f"You can create another in {wait_words((retry_at - now).total_seconds())}.",
+            retry_at,
+        )
+
+
+# Searches of each person in the last minute, per database, in this process: (time, what was searched).
+_searches: "weakref.WeakKeyDictionary[Database, dict[int, deque[tuple[datetime, Hashable]]]]" = (
+    weakref.WeakKeyDictionary())
+_searches_lock = threading.Lock()
+
+
+def check_search(db: Database, limits: Limits, user_id: int, what: Hashable, now: datetime) -> None:
+    """Count a search by ``user_id`` (``what``: the query and page), or raise RateLimited when over the limit."""
+    if not limits.searches_per_minute:
+        return
+    with _searches_lock:
+        people = _searches.setdefault(db, {})
+        recent = people.setdefault(user_id, deque())
+        while recent and recent[0][0] <= now - MINUTE:
+            recent.popleft()
+        if any(seen == what for _, seen in recent):
+            return  # the same search again (a rerun of the page, or the same page turned back to)
+        if len(recent) >= limits.searches_per_minute:
+            retry_at = recent[0][0] + MINUTE
+            raise RateLimited(
+                f"You have searched {limits.searches_per_minute} times in the last minute, the limit. "
+                f"You can search again in {wait_words((retry_at - now).total_seconds())}.",
+                retry_at,
+            )
+        recent.append((now, what))
 
 
 def day_start(moment: datetime) -> datetime:

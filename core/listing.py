@@ -5,27 +5,32 @@ it as markup except ``html``, which core/render.py made and sanitized. Each entr
 ``version`` (the last write's time in microseconds): a list keeps, per message id, the entry with the
 highest version, so a page's own read and a pushed change can arrive in any order.
 
-``Sent`` is one window's memory of what it was given: ``changes`` hands out only the entries whose
-message changed since, so a push carries the few messages a commit touched, not the whole page.
+A ``Snapshot`` is a channel's newest entries at one version, serialized once and shared by every socket
+of the channel; ``Sent`` is one window's memory of what it was given, so a push carries only the few
+messages a commit touched, not the whole page.
 """
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import threading
+import time
 import weakref
 from collections import OrderedDict
+from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Collection, Iterable
+from typing import Any, Collection
 
-from core import replies, tools
+from core import chat, replies, tools
 from core.errors import ChatError
-from core.recent import Message
+from core.recent import CACHE_DEPTH, Message
 from core.render import message_html
 from core.store import Database
 
 log = logging.getLogger(__name__)
 
+ASKERS_SECONDS = 2.0  # how stale "who asked" may be when a Retry's pending version was not seen (a replica)
 ENTRY_CACHE = 2048  # entries kept (a streaming reply makes a new one per write; every window shares it)
 STEP_FIELDS = ("kind", "label", "state", "summary", "error")  # what a list shows of a step; tool output is on demand
 
@@ -70,41 +75,82 @@ def _drawn(message: Message, image_hosts: frozenset[str]) -> dict[str, Any]:
     return item
 
 
-_askers: "weakref.WeakKeyDictionary[Database, OrderedDict[Message, list[int]]]" = weakref.WeakKeyDictionary()
+_askers: "weakref.WeakKeyDictionary[Database, OrderedDict[int, tuple[float, list[int]]]]" = weakref.WeakKeyDictionary()
 _askers_lock = threading.Lock()
 
 
 def _asked_by(db: Database, message: Message) -> list[int]:
-    """Who may stop or retry a reply besides admins (core decides again when a button is pressed), read
-    once per reply version per database: a write reaches every window, and they share this read."""
+    """Who may stop or retry a reply besides admins (core decides again when a button is pressed).
+
+    It changes only when an attempt starts (a Retry or a requeue sets the reply back to pending): a pending
+    version is read afresh, and any other is answered from a read at most ASKERS_SECONDS old, so a streaming
+    reply costs a read every few seconds, not one per write: {reply id: (read at, who)}.
+    """
+    now = time.monotonic()
     with _askers_lock:
         known = _askers.setdefault(db, OrderedDict())
-        if message in known:
-            return known[message]
+        cached = known.get(message.id)
+        if cached is not None and message.status != "pending" and now - cached[0] < ASKERS_SECONDS:
+            return cached[1]
     try:
         who = sorted(replies.asked_by(db, message.id))
     except ChatError as error:  # a database hiccup must not cost the whole list: the buttons wait for the next version
         log.warning("who asked for reply %s is unknown for now: %s", message.id, error)
         return []
     with _askers_lock:
-        known[message] = who
+        known[message.id] = (now, who)
+        known.move_to_end(message.id)
         while len(known) > ENTRY_CACHE:
             known.popitem(last=False)
     return who
 
 
+@dataclass(frozen=True)
+class Snapshot:
+    """A channel's newest entries at one version, each serialized once: every socket of the channel shares it."""
+
+    channel_id: int
+    version: int
+    entries: tuple[tuple[int, str], ...]  # (message id, entry as JSON), oldest first
+
+
+_snapshots: "weakref.WeakKeyDictionary[Database, dict[int, Snapshot]]" = weakref.WeakKeyDictionary()
+_snapshots_lock = threading.Lock()
+
+
+def cached_snapshot(db: Database, channel_id: int, version: int) -> Snapshot | None:
+    """The channel's snapshot at ``version`` if one was made (no database read: safe on an event loop)."""
+    found = _snapshots.get(db, {}).get(channel_id)
+    return found if found is not None and found.version == version else None
+
+
+def snapshot(db: Database, channel_id: int, image_hosts: Collection[str] = ()) -> Snapshot:
+    """Read the channel's newest CACHE_DEPTH messages (through the cache) as entries, and keep them for the
+    other sockets. The version is read first: a change that lands during the read makes a newer one."""
+    version = db.recent.version(channel_id)
+    messages = chat.list_messages(db, channel_id, limit=CACHE_DEPTH)
+    made = Snapshot(channel_id, version, tuple(
+        (message.id, json.dumps(entry(db, message, image_hosts), ensure_ascii=False))
+        for message in sorted(messages, key=lambda m: m.id)))
+    with _snapshots_lock:
+        kept = _snapshots.setdefault(db, {})
+        if channel_id not in kept or kept[channel_id].version <= version:
+            kept[channel_id] = made
+    return made
+
+
 class Sent:
-    """What one window has been given, by message id: the next ``changes`` are only what is new to it."""
+    """What one window has been given, by message id: the next frame carries only what is new to it."""
 
     def __init__(self) -> None:
-        self._given: dict[int, Message] = {}
+        self._given: dict[int, str] = {}
 
-    def changes(self, db: Database, messages: Iterable[Message], image_hosts: Collection[str] = ()) -> list[dict]:
-        """Entries of ``messages`` this window has not seen in this version, oldest first."""
+    def changed(self, snap: Snapshot) -> list[str]:
+        """The entries (as JSON) of ``snap`` this window has not been given in this version, oldest first."""
         fresh = []
-        for message in messages:
-            if self._given.get(message.id) != message:
-                self._given[message.id] = message
-                fresh.append(entry(db, message, image_hosts))
-        fresh.sort(key=lambda item: item["id"])
+        for message_id, text in snap.entries:
+            given = self._given.get(message_id)
+            if given is not text and given != text:
+                self._given[message_id] = text
+                fresh.append(text)
         return fresh

@@ -22,6 +22,9 @@ MAX_ATTEMPTS = 3  # a reply interrupted by restarts this often is closed as an e
 LEASE_SECONDS = 30.0  # a running job whose lease is not renewed this long is orphaned (its process died or hung)
 OPEN = ("pending", "streaming")
 INTERRUPTED = "Interrupted by a restart of the app. Press Retry to try again."
+PICKING_UP = "The AI was interrupted; picking up again…"
+# The step every window shows on a requeued reply, kept with the text it had until the new attempt's first write.
+PICKING_UP_STEPS = json.dumps([{"kind": "fallback", "label": PICKING_UP, "state": "running"}], ensure_ascii=False)
 STOPPED_EMPTY = "Stopped before the AI wrote anything."
 NOT_YOURS = "Only {name}, who asked for this reply, or an admin can {verb} it."
 AI_OFF = "The AI does not answer in this channel now, so this reply cannot be retried."
@@ -118,10 +121,11 @@ def stream_reply(db: Database, reply_id: int, content: str, job_id: int | None =
     def work(tx: Transaction) -> bool:
         if job_id is not None and not _holds(db, tx, job_id):
             return False
-        row = tx.one(
-            "UPDATE messages SET content = ?, status = 'streaming', updated_at = ? "
+        row = tx.one(  # the first write of a picked-up reply replaces the old text and its "picking up" step
+            "UPDATE messages SET content = ?, status = 'streaming', updated_at = ?, "
+            "steps = CASE WHEN steps = ? THEN NULL ELSE steps END "
             "WHERE id = ? AND status IN ('pending', 'streaming') RETURNING id",
-            [content, db.clock(), reply_id],
+            [content, db.clock(), PICKING_UP_STEPS, reply_id],
         )
         if row is None:
             return False
@@ -368,10 +372,10 @@ def recover_interrupted(db: Database, everything: bool | None = None) -> dict[st
                     "created_at) VALUES (?, ?, ?, 'pending', ?, ?, 'requeue', ?)",
                     [channel_id, trigger_id, reply_id, attempts, requested_by, queued_at],
                 )
-                tx.execute(
-                    "UPDATE messages SET status = 'pending', content = '', steps = NULL, updated_at = ? "
+                tx.execute(  # the text written so far stays in view, marked, until the new attempt writes
+                    "UPDATE messages SET status = 'pending', steps = ?, updated_at = ? "
                     "WHERE id = ? AND status IN ('pending', 'streaming')",
-                    [now, reply_id],
+                    [PICKING_UP_STEPS, now, reply_id],
                 )
                 requeued += 1
             else:

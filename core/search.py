@@ -20,6 +20,7 @@ from typing import Any, Iterable, Sequence
 from core import embeddings
 from core.chat import MESSAGE_COLUMNS, MESSAGE_FROM, Message, check_id
 from core.errors import NotFound, ValidationError
+from core.limits import Limits, check_search
 from core.store import Database
 
 MIN_QUERY_CHARS = 2  # one letter matches nearly every message: too vague to rank
@@ -269,11 +270,22 @@ def _semantic_ids(
 
 
 # the verbs -------------------------------------------------------------------
-def search_messages(db: Database, query: Any, channel_id: Any = None, limit: int = 20, offset: int = 0) -> list[Hit]:
-    """Finished messages matching ``query`` (in one channel, or all), best first, ``limit`` from ``offset``."""
+def search_messages(
+    db: Database, query: Any, channel_id: Any = None, limit: int = 20, offset: int = 0, *, by: Any = None,
+    limits: Limits | None = None,
+) -> list[Hit]:
+    """Finished messages matching ``query`` (in one channel, or all), best first, ``limit`` from ``offset``.
+
+    ``by`` is the person who searches; with ``limits`` too, a search over their SEARCHES_PER_MINUTE raises
+    RateLimited. Searches are counted in memory (core.limits.check_search), not in the usage ledger: the
+    query's embedding is asked for inside core.embeddings, which does not record it there yet.
+    """
     parsed = parse_query(query)
     limit, offset = _check_page(limit, offset)
     channel = _channel(db, channel_id)
+    if by is not None and limits is not None:
+        person = check_id(by, "User")
+        check_search(db, limits, person, (parsed.phrase.casefold(), channel, limit, offset), db.clock())
     depth = offset + limit
     keyword = _keyword_ids(db, parsed.terms, parsed.phrase, channel, depth)
     semantic = _semantic_ids(db, parsed.phrase, channel, depth)

@@ -100,6 +100,9 @@ def streamlit_server(
         # per-client cap (tested in tests/test_live_route.py). extra_env may set them again.
         MESSAGES_PER_MINUTE="0",
         AI_REPLIES_PER_HOUR="0",
+        RENAMES_PER_HOUR="0",
+        CHANNELS_PER_HOUR="0",
+        SEARCHES_PER_MINUTE="0",
         LIVE_SOCKETS_PER_CLIENT="1000",
         CHAT_DB=str(db_path),
         OPENAI_API_KEY="test-key",

@@ -105,3 +105,20 @@ def test_admins_are_verified_emails_in_the_list():
     assert not is_admin(Identity(ISS, "b", "ann@example.com", True, None), admins)
     assert not is_admin(Identity(ISS, "b", None, True, None), admins)
     assert not is_admin(None, admins)
+
+
+def test_a_rename_to_a_look_alike_or_the_ai_is_refused(db):
+    ann = user_for(db, Identity(ISS, "ann", None, None, "Ann"))
+    chat.create_user(db, "Bob")
+    for name, like in (("B0b", "Bob"), ("Вob", "Bob"), ("AI", "AI"), ("Al", "AI"), ("ai", "AI")):
+        with pytest.raises(ValidationError, match=f"looks like {like!r}|{like!r} already exists, and"):
+            rename_user(db, ann.id, name)
+    assert chat.get_user(db, ann.id).name == "Ann"
+    assert rename_user(db, ann.id, "АNN").name == "АNN"  # a look-alike of one's own name is still one's own
+    assert db.rows("SELECT old_name FROM renames WHERE user_id = ?", [ann.id]) == [("Ann",)]
+
+
+def test_a_first_login_named_like_someone_else_gets_a_number(db):
+    chat.create_user(db, "Bob")
+    assert user_for(db, Identity(ISS, "imposter", None, None, "Воb")).name == "Воb 2"  # Cyrillic В and о
+    assert user_for(db, Identity(ISS, "robot", None, None, "AI")).name == "AI 2"

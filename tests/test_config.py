@@ -198,3 +198,13 @@ def test_live_route_caps_and_secret(monkeypatch):
     assert settings.live_secret == "live-secret-never-shown"  # login mode: the live route's tickets are signed with it
     assert "live-secret-never-shown" not in repr(settings)
     assert load_settings({"cookie_secret": "top-level, not [auth]"}).live_secret is None
+
+
+def test_rename_channel_and_search_limits_default_on_and_zero_turns_them_off():
+    settings = load_settings()
+    assert (settings.renames_per_hour, settings.channels_per_hour, settings.searches_per_minute) == (10, 10, 30)
+    off = load_settings({"RENAMES_PER_HOUR": "0", "CHANNELS_PER_HOUR": "0", "SEARCHES_PER_MINUTE": "0"})
+    assert (off.limits.renames_per_hour, off.limits.channels_per_hour, off.limits.searches_per_minute) == (0, 0, 0)
+    assert load_settings({"SEARCHES_PER_MINUTE": "5"}).limits.searches_per_minute == 5
+    with pytest.raises(ValidationError, match="CHANNELS_PER_HOUR must be a whole number between 0 and 10000"):
+        load_settings({"CHANNELS_PER_HOUR": "lots"})

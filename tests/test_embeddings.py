@@ -11,6 +11,7 @@ import pytest
 
 from core import chat, embeddings, replies, search
 from core.embeddings import Embedder, local_provider
+from core.embeddings.providers import ERROR_MAX
 
 WAIT = 20.0  # seconds a test waits for the background worker before it fails
 
@@ -528,3 +529,22 @@ def test_a_server_error_is_retried_after_a_growing_pause_not_taken_for_missing(
     assert db.rows("SELECT provider FROM message_vectors") == [(provider.name,)]
     failed = _warnings(caplog)
     assert len(failed) == 2 and all(not r.exc_info and "500" in r.getMessage() for r in failed)  # a line each
+
+
+def test_a_providers_error_is_stored_redacted_and_capped(db, ann, general):
+    """What a provider says can carry a proxy's user:password@, a key or a token: embedding_jobs.error keeps none."""
+
+    class Leaky(Counting):
+        def embed(self, texts):
+            raise ConnectionError(
+                "cannot reach https://proxyuser:hunter2@proxy.example/v1/embeddings with api_key=sk-live-123456 "
+                "(Authorization: Bearer tok.en-789) " + "x" * 1000 + "\nsecond line")
+
+    chat.send_message(db, general, ann, "hello there")
+    with pytest.raises(ConnectionError):
+        Embedder(db, Leaky("leaky/256")).run_once()
+    (error,) = db.one("SELECT error FROM embedding_jobs")
+    assert error.startswith("cannot reach https://proxy.example/v1/embeddings with api_key=*** "
+                            "(Authorization: Bearer ***) xxx")
+    assert not any(secret in error for secret in ("hunter2", "proxyuser", "sk-live", "tok.en", "second line"))
+    assert len(error) == ERROR_MAX and error.endswith("…")

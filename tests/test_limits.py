@@ -11,11 +11,11 @@ import pytest
 from clock import Clock
 from fake_openai import Script
 
-from core import chat, limits, replies, usage
+from core import accounts, chat, limits, replies, search, usage
 from core import tables as t
 from core.ai import Responder
 from core.config import Settings
-from core.errors import ValidationError
+from core.errors import NotFound, ValidationError
 from core.limits import Limits, RateLimited
 from core.store import connect
 
@@ -282,3 +282,61 @@ def test_the_chat_page_says_why_and_when_and_stores_nothing_also_after_a_restart
     from views.common import _database
 
     assert [m.content for m in chat.list_messages(_database(os.environ["CHAT_DB"]), quiet)] == ["two", "one"]
+
+
+# renames, channels and searches ----------------------------------------------------------------------
+def test_renames_per_hour_count_from_the_database_and_say_when(cdb, clock):
+    ann = chat.create_user(cdb, "Ann")
+    rules = Limits(renames_per_hour=2)
+    for i, name in enumerate(("Ann B", "Ann C")):
+        clock.now = START + timedelta(minutes=10 * i)
+        accounts.rename_user(cdb, ann, name, limits=rules)
+    accounts.rename_user(cdb, ann, "Ann C", limits=rules)  # the same name again changes nothing: not counted
+    clock.now = START + timedelta(minutes=30)
+    with pytest.raises(RateLimited) as refused:
+        accounts.rename_user(cdb, ann, "Ann D", limits=rules)
+    assert str(refused.value) == ("You have changed your name 2 times in the last hour, the limit. "
+                                  "You can change it again in 30 min.")
+    assert chat.get_user(cdb, ann).name == "Ann C"
+    assert cdb.rows("SELECT user_id, old_name FROM renames ORDER BY id") == [(ann, "Ann"), (ann, "Ann B")]
+    accounts.rename_user(cdb, ann, "Ann D", limits=Limits())  # 0 is off
+    clock.now = START + timedelta(hours=1, minutes=11)  # the first two left the window; one (Ann D's) is in it
+    accounts.rename_user(cdb, ann, "Ann E", limits=rules)
+
+
+def test_channels_per_hour_count_who_created_them_and_the_app_is_not_counted(cdb, clock):
+    ann, bob = chat.create_user(cdb, "Ann"), chat.create_user(cdb, "Bob")
+    rules = Limits(channels_per_hour=2)
+    first = chat.create_channel(cdb, "one", by=ann, limits=rules)
+    clock.now = START + timedelta(minutes=20)
+    chat.create_channel(cdb, "two", by=ann, limits=rules)
+    chat.create_channel(cdb, "made by the app")  # no one asked: nothing counted, created_by NULL
+    with pytest.raises(RateLimited) as refused:
+        chat.create_channel(cdb, "three", by=ann, limits=rules)
+    assert str(refused.value) == ("You have created 2 channels in the last hour, the limit. "
+                                  "You can create another in 40 min.")
+    assert [c.name for c in chat.list_channels(cdb)] == ["made by the app", "one", "two"]
+    chat.create_channel(cdb, "Bob's", by=bob, limits=rules)  # per person
+    assert cdb.one("SELECT created_by FROM channels WHERE id = ?", [first]) == (ann,)
+    clock.now = START + timedelta(hours=1, seconds=1)
+    chat.create_channel(cdb, "three", by=ann, limits=rules)
+    with pytest.raises(NotFound):
+        chat.create_channel(cdb, "nobody's", by=999, limits=rules)
+
+
+def test_searches_per_minute_are_counted_in_memory_and_a_repeat_is_free(cdb, clock):
+    ann, bob = chat.create_user(cdb, "Ann"), chat.create_user(cdb, "Bob")
+    general = chat.create_channel(cdb, "general", reply_policy="off")
+    chat.send_message(cdb, general, ann, "hello world")
+    rules = Limits(searches_per_minute=2)
+    assert len(search.search_messages(cdb, "hello", by=ann, limits=rules)) == 1
+    clock.now = START + timedelta(seconds=15)
+    search.search_messages(cdb, "world", by=ann, limits=rules)
+    search.search_messages(cdb, "HELLO", by=ann, limits=rules)  # the page reruns a search it showed: not counted
+    with pytest.raises(RateLimited) as refused:
+        search.search_messages(cdb, "hello", channel_id=general, by=ann, limits=rules)
+    assert str(refused.value) == "You have searched 2 times in the last minute, the limit. You can search again in 45 s."
+    search.search_messages(cdb, "other", by=bob, limits=rules)  # per person
+    search.search_messages(cdb, "other", limits=rules)  # the AI's tool searches name nobody
+    clock.now = START + timedelta(minutes=1)
+    search.search_messages(cdb, "hello", channel_id=general, by=ann, limits=rules)

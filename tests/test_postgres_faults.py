@@ -9,7 +9,7 @@ import psycopg
 import pytest
 
 from core import chat
-from core.errors import StorageError
+from core.errors import StorageError, ValidationError
 from core.store import connect
 
 
@@ -78,3 +78,43 @@ def test_a_full_disk_on_the_postgres_server_is_a_sentence(tmp_path, monkeypatch)
             server.cleanup()
             shutil.rmtree(server.root, ignore_errors=True)
     folder.rmdir()
+
+
+PASSWORD = "se cret 'pw"  # a space and a quote: a connection string that carried it would show it in pieces
+
+
+def _with_password(url: str, password: str = PASSWORD) -> str:
+    from urllib.parse import quote
+
+    return url.replace("postgresql://postgres@", f"postgresql://postgres:{quote(password, safe='')}@", 1)
+
+
+def _pieces(text: str) -> list[str]:
+    return [piece for piece in ("se cret", "cret", "'pw", "se%20") if piece in text]
+
+
+def test_the_database_password_travels_apart_and_no_error_text_holds_it(pg_server, pg_url):
+    from pgserver import free_port
+
+    from core.errors import DatabaseUnavailable
+    from core.store.pg import split_password
+
+    dsn, password = split_password(_with_password(pg_url))
+    assert password == PASSWORD and not _pieces(dsn)
+    db = connect(_with_password(pg_url))  # the test server trusts local logins: the password is sent, not checked
+    try:
+        chat.create_user(db, "Ann")
+        with db.analytics() as con:  # the Tables page's DuckDB attachment: its DSN is readable, the password is not
+            assert con.execute("SELECT count(*) FROM users").fetchone() == (1,)
+            shown = " ".join(str(row) for row in con.execute("SELECT * FROM duckdb_databases()").fetchall())
+            assert "127.0.0.1" in shown and not _pieces(shown)
+        assert not _pieces(db.describe())
+    finally:
+        db.close()
+    nowhere = _with_password(f"postgresql://postgres@127.0.0.1:{free_port()}/chat")
+    with pytest.raises(DatabaseUnavailable) as caught:
+        connect(nowhere)
+    assert "unreachable" in str(caught.value) and not _pieces(str(caught.value))
+    with pytest.raises(ValidationError) as unreadable:  # not percent-encoded: the text it could not read is not shown
+        connect("host=127.0.0.1 password='se cret")
+    assert "percent-encoded" in str(unreadable.value) and not _pieces(str(unreadable.value))

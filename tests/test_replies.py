@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from core import chat, replies
+from core import chat, replies, tools
 from core.errors import NotFound, ValidationError
 from core.replies import INTERRUPTED, MAX_ATTEMPTS, STOPPED_EMPTY
 
@@ -239,10 +239,13 @@ def test_recover_requeues_running_jobs_then_gives_up(db, ann, general):
         replies.stream_reply(db, reply_id, "partial before the crash")
         assert replies.recover_interrupted(db, everything=True) == {"requeued": 1, "closed": 0}
         message = chat.get_message(db, reply_id)
-        assert (message.status, message.content) == ("pending", "")
+        # The text stays in view while it waits, marked for every window, until the new attempt writes.
+        assert (message.status, message.content) == ("pending", "partial before the crash")
+        assert [step["label"] for step in tools.steps_of(message)] == [replies.PICKING_UP]
         assert job_row(db, reply_id)[:3] == ("pending", attempt, False)
         assert db.one("SELECT state FROM ai_jobs WHERE id = ?", [job.id]) == ("done",)  # the dead run's row is retired
         assert replies.stream_reply(db, reply_id, "a late write of the dead run", job_id=job.id) is False
+        assert chat.get_message(db, reply_id).content == "partial before the crash"
         assert coherent(db, general)
     job = replies.claim_next_job(db)
     assert job.attempts == MAX_ATTEMPTS
@@ -392,3 +395,17 @@ def test_retry_in_a_channel_whose_ai_is_off_is_refused(db, ann, general):
     with pytest.raises(ValidationError, match=r"^The AI does not answer in this channel now"):
         replies.retry_reply(db, reply_id, ann)
     assert chat.get_message(db, reply_id).status == "error" and replies.pending_jobs(db) == 0
+
+
+def test_a_picked_up_reply_is_rewritten_from_the_new_attempts_first_write(db, ann, general):
+    _, reply_id = ask(db, general, ann)
+    replies.claim_next_job(db)
+    replies.stream_reply(db, reply_id, "the old attempt's text")
+    replies.recover_interrupted(db, everything=True)
+    job = replies.claim_next_job(db)
+    assert replies.stream_reply(db, reply_id, "New", job_id=job.id)
+    message = chat.get_message(db, reply_id)
+    assert (message.status, message.content, message.steps) == ("streaming", "New", None)  # replaced at once
+    replies.record_steps(db, job, [{"kind": "tool", "label": "Searching"}])
+    assert replies.stream_reply(db, reply_id, "New text", job_id=job.id)
+    assert [s["label"] for s in tools.steps_of(chat.get_message(db, reply_id))] == ["Searching"]  # its own steps stay

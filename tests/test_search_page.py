@@ -1,7 +1,7 @@
 """The chat page's search panel under AppTest: ranked, highlighted, inert results; scope; paging; open in channel."""
 from __future__ import annotations
 
-from core import chat
+from core import chat, render
 
 
 def seed(db):
@@ -76,7 +76,7 @@ def test_open_a_result_in_its_channel_with_its_neighbours(app_test, app_db):
     at = search(at, "friday from dev", scope="All channels")
     at = at.button(key="search_open_0").click().run()
     assert at.session_state["channel_id"] == dev and at.header[0].value == "# dev"
-    assert [md.value for md in at.expander[0].markdown] == ["deploy on friday from dev"]
+    assert [h.value for h in at.expander[0].html] == ["<p>deploy on friday from dev</p>"]  # as the list draws it
 
     at = at.button(key="search_back").click().run()
     at = search(at, "friday", scope="This channel")  # now #dev
@@ -86,6 +86,8 @@ def test_open_a_result_in_its_channel_with_its_neighbours(app_test, app_db):
         next(v for v in results(at) if v.startswith("\\<b\\>")))
     at = at.button(key=f"search_open_{index}").click().run()
     assert at.session_state["channel_id"] == general
-    context = [md.value for md in at.expander[0].markdown]
-    assert context[:3] == ["filler 0", "filler 1", "filler 2"] and context[4:] == [f"after {i}" for i in range(5)]
+    context = [h.value for h in at.expander[0].html]
+    assert context[:3] == ["<p>filler 0</p>", "<p>filler 1</p>", "<p>filler 2</p>"]
+    assert context[3] == render.message_html(chat.get_message(app_db, ids[3]).content)  # HTML inert, links checked
+    assert context[4:] == [f"<p>after {i}</p>" for i in range(5)]
     assert not at.exception

@@ -24,7 +24,7 @@ from core.tables.catalog import table_names
 
 START = datetime(2024, 3, 1, 9, 0)
 APP_TABLES = {"ai_jobs", "ai_usage", "channels", "embedding_jobs", "identities", "message_vectors", "messages", "migrations",
-              "search_state", "users"}
+              "renames", "search_state", "users"}
 
 
 @pytest.fixture
@@ -281,6 +281,61 @@ def test_who_may_use_the_console_exports_and_private_tables(sdb):
     assert {info.name for info in access.visible_tables(sdb, False)} == APP_TABLES - access.PRIVATE_TABLES
     assert {info.name for info in access.visible_tables(sdb, True)} == APP_TABLES
     assert access.may_see("messages", False) and not access.may_see("identities", False) and access.may_see("identities", True)
+    # embedding_jobs.error holds what the embeddings provider answered: admins only.
+    assert not access.may_see("embedding_jobs", False) and access.may_see("embedding_jobs", True)
+
+
+class Seconds:
+    """A monotonic clock the test moves by hand (what access.PasswordTries reads)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _try(tries, given, session="tab-1", client="10.0.0.1"):
+    return access.admin_unlocked(login=False, admin=False, admin_password="s3cret", given=given, session=session,
+                                 client=client, tries=tries)
+
+
+def test_wrong_admin_passwords_back_off_per_session_and_say_when():
+    clock = Seconds()
+    tries = access.PasswordTries(clock)
+    for guess in ("a", "b", "c", "d"):
+        assert not _try(tries, guess)
+    assert not _try(tries, "d")  # the page re-checks the same text on every rerun: not another try
+    assert not _try(tries, "e")  # the fifth wrong one: now a wait of 2 s
+    with pytest.raises(access.TooManyTries) as refused:
+        _try(tries, "s3cret")  # during the wait even the right one is refused: guessing gains nothing
+    assert str(refused.value) == "Too many wrong admin passwords. Try again in 2 s."
+    clock.now += 2
+    assert not _try(tries, "f")  # the sixth: 4 s
+    clock.now += 3
+    with pytest.raises(access.TooManyTries, match="Try again in 1 s"):
+        _try(tries, "g")
+    clock.now += 1
+    assert _try(tries, "s3cret")  # right, after the wait: and the count starts again
+    assert not _try(tries, "h") and _try(tries, "s3cret")  # one wrong again: far from a wait
+
+
+def test_the_back_off_holds_per_client_across_new_sessions_and_caps_at_an_hour():
+    clock = Seconds()
+    tries = access.PasswordTries(clock)
+    for n in range(access.FREE_TRIES):
+        assert not _try(tries, f"guess {n}", session=f"tab-{n}")  # a new browser session for every guess
+    with pytest.raises(access.TooManyTries):
+        _try(tries, "next", session="tab-new")
+    assert _try(tries, "s3cret", session="tab-new", client="10.0.0.2")  # another client is not held back
+    for n in range(40):
+        clock.now += access.MAX_WAIT
+        _try(tries, f"more {n}", session="tab-x")
+    with pytest.raises(access.TooManyTries) as refused:
+        _try(tries, "s3cret", session="tab-y")
+    assert refused.value.wait == access.MAX_WAIT  # never longer than an hour
+    # Without a session or client (scripts, the old page call) nothing is counted.
+    assert access.admin_unlocked(login=False, admin=False, admin_password="s3cret", given="s3cret", tries=tries)
 
 
 # quoting ---------------------------------------------------------------------

@@ -22,7 +22,8 @@ with st.form("create_channel", clear_on_submit=True):
         policy = st.radio("AI replies to", list(POLICY_LABELS), format_func=POLICY_LABELS.get, horizontal=True)
     if st.form_submit_button("Create channel"):
         try:
-            channel_id = chat.create_channel(db, name, reply_policy=policy)
+            channel_id = chat.create_channel(db, name, reply_policy=policy, by=me.id if me else None,
+                                            limits=get_settings().limits)
         except ChatError as error:
             show_error(error)
         else:

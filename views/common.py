@@ -216,9 +216,13 @@ def current_channel(db: Database) -> chat.Channel | None:
 
 def _create(kind: str) -> None:
     """Form callback: create a user or channel from the sidebar and select it."""
-    name = st.session_state.get(f"new_{kind}_name", "")
+    name, db = st.session_state.get(f"new_{kind}_name", ""), get_db()
     try:
-        new_id = chat.create_user(get_db(), name) if kind == "user" else chat.create_channel(get_db(), name)
+        if kind == "user":
+            new_id = chat.create_user(db, name)
+        else:
+            me = current_user(db)
+            new_id = chat.create_channel(db, name, by=me.id if me else None, limits=get_settings().limits)
     except ChatError as error:
         st.session_state[f"new_{kind}_error"] = str(error)
         return
@@ -265,7 +269,8 @@ def _rename() -> None:
         return
     db = get_db()
     try:
-        accounts.rename_user(db, accounts.user_for(db, identity).id, st.session_state.get("rename_name", ""))
+        accounts.rename_user(db, accounts.user_for(db, identity).id, st.session_state.get("rename_name", ""),
+                             limits=get_settings().limits)
     except ChatError as error:
         st.session_state["rename_error"] = str(error)
         return

@@ -34,7 +34,7 @@ from core import chat, listing, tickets
 from core.config import Settings
 from core.errors import ChatError
 from core.feed import feed_of
-from core.recent import CACHE_DEPTH, DIRECTORY
+from core.recent import DIRECTORY
 from core.store import Database
 from views.common import get_settings, open_db, signed_in  # the pages' own settings, database and login
 
@@ -204,15 +204,20 @@ class LiveRoute:
         closing: tuple[int, str] | None = None
         sent = listing.Sent()
 
-        async def send_content() -> None:
-            frame = await run_in_threadpool(_content, db, channel, sent, image_hosts)
-            if frame is not None:
-                await websocket.send_text(frame)
+        async def send(stamps: dict[str, str]) -> None:
+            """One frame: the channel's changed messages (content sockets), then the stamps they bring."""
+            entries: list[str] = []
+            if channel is not None and str(channel) in stamps:
+                snap = await _shared_snapshot(db, feed.recent.version(channel), channel, image_hosts)
+                entries = sent.changed(snap) if snap is not None else []
+            if entries:
+                await websocket.send_text(f'{{"channel":{channel},"messages":[{",".join(entries)}],'
+                                          f'"stamps":{json.dumps(stamps)}}}')
+            elif stamps:
+                await websocket.send_text(json.dumps(stamps))
 
         try:
-            if channel is not None:
-                await send_content()
-            await websocket.send_text(json.dumps({str(t): feed.current(t) for t in topics}))
+            await send({str(t): feed.current(t) for t in topics})
             while not reading.done():
                 if expires is not None:  # login mode: the ticket admits until then, and a new one is needed after
                     left = expires - self._clock()
@@ -227,14 +232,11 @@ class LiveRoute:
                     await ready.wait()
                 ready.clear()
                 changes = subscription.take()
-                if channel is not None and any(change.topic in (None, channel) for change in changes):
-                    await send_content()
                 if any(change.topic is None for change in changes):  # fell behind, or anything may have changed
                     stamps = {str(t): feed.current(t) for t in topics}
                 else:
                     stamps = {str(change.topic): feed.stamp(change.version) for change in changes}
-                if stamps:
-                    await websocket.send_text(json.dumps(stamps))
+                await send(stamps)
             if closing is None and reading.done():
                 closing = reading.result()  # the client sent too much (None: it left)
             if closing is not None:
@@ -265,15 +267,30 @@ class LiveRoute:
 live_route = LiveRoute().serve  # what app.py mounts at LIVE_PATH
 
 
-def _content(db: Database, channel: int, sent: listing.Sent, image_hosts: frozenset[str]) -> str | None:
-    """A frame with the channel's messages that changed since this socket last sent them, or None (nothing new,
-    or the channel cannot be read just now: the stamps that follow make the page read it itself)."""
+_making: dict[tuple[int, int, int], asyncio.Future] = {}  # snapshots being read, so that sockets wait for one read
+
+
+async def _shared_snapshot(db: Database, version: int, channel: int, image_hosts: frozenset[str]) -> listing.Snapshot | None:
+    """The channel's snapshot at ``version``: from the cache, or read once off the event loop while every other
+    socket of the channel waits for that read (a commit wakes them all at once)."""
+    snap = listing.cached_snapshot(db, channel, version)
+    if snap is not None:
+        return snap
+    key = (id(db), channel, version)
+    making = _making.get(key)
+    if making is None:
+        making = _making[key] = asyncio.ensure_future(run_in_threadpool(_snapshot, db, channel, image_hosts))
+        making.add_done_callback(lambda _: _making.pop(key, None))
+    return await asyncio.shield(making)
+
+
+def _snapshot(db: Database, channel: int, image_hosts: frozenset[str]) -> listing.Snapshot | None:
+    """The channel's entries now, or None when it cannot be read just now (the stamps make the page read it)."""
     try:
-        entries = sent.changes(db, chat.list_messages(db, channel, limit=CACHE_DEPTH), image_hosts)
+        return listing.snapshot(db, channel, image_hosts)
     except ChatError as error:
         log.warning("live route: channel %s: %s", channel, error)
         return None
-    return json.dumps({"channel": channel, "messages": entries}) if entries else None
 
 
 def same_origin(websocket: WebSocket) -> bool:

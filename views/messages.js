@@ -104,8 +104,8 @@ function messageNode(list, entry) {
   main.append(head);
   const open = entry.status === "pending" || entry.status === "streaming";
   if (entry.ai && open) for (const step of entry.steps || []) main.append(stepLine(step));
-  if (entry.status === "pending") main.append(element("div", "typing", "typing …"));
-  else if (entry.html) {
+  if (entry.status === "pending" && !entry.html) main.append(element("div", "typing", "typing …"));
+  else if (entry.html) {  // a reply picked up after a crash keeps its text, marked by its step, until rewritten
     const text = element("div", "text");
     text.innerHTML = entry.html;  // rendered and sanitized on the server (core/render.py)
     if (entry.status === "streaming") text.append(element("span", "cursor", "▌"));

@@ -5,11 +5,11 @@ import re
 
 import streamlit as st
 
-from core import embeddings, search
+from core import embeddings, render, search
 from core.chat import Channel
 from core.errors import ChatError
 from core.store import Database
-from views.common import escape_markdown, local_time
+from views.common import current_user, escape_markdown, get_settings, local_time
 
 PAGE = 10  # results per page
 SCOPES = ("This channel", "All channels")
@@ -71,7 +71,10 @@ def _draw_context(db: Database, message_id: int) -> None:
         with st.container(border=message.id == message_id):
             st.caption(f"**{inert(name)}** · {local_time(message.created_at)}"
                        + (" · :orange-background[result]" if message.id == message_id else ""))
-            st.markdown(inert(message.content) if message.content else "_…_")
+            if message.content:  # drawn as the message list draws it: rendered once on the server, sanitized
+                st.html(render.message_html(message.content, get_settings().image_hosts))
+            else:
+                st.caption("…")
     st.button("Back to results", key="search_back", on_click=st.session_state.pop, args=("search_opened", None))
 
 
@@ -96,8 +99,10 @@ def search_panel(db: Database, channel: Channel) -> None:
             return
         page = state.get("search_page", 0)
         try:
+            me = current_user(db)
             hits = search.search_messages(db, query, channel_id=channel.id if scope == SCOPES[0] else None,
-                                          limit=PAGE + 1, offset=page * PAGE)
+                                          limit=PAGE + 1, offset=page * PAGE, by=me.id if me else None,
+                                          limits=get_settings().limits)
         except ChatError as error:
             st.warning(str(error), icon=":material/info:")
             return

@@ -46,11 +46,11 @@ function follow(path, ticket) {
     socket.onmessage = (event) => {
       count("__channelChatPushes");
       live.failures = 0; live.busy = 0;
-      const frame = JSON.parse(event.data);
-      if (frame.messages) {  // content: the changed messages of the channel, before the stamps that follow them
+      let frame = JSON.parse(event.data);
+      if (frame.messages) {  // content: the channel's changed messages, with the stamps they bring
         count("__channelChatContent");
         if (live.onContent) live.onContent(frame);
-        return;
+        frame = frame.stamps || {};
       }
       Object.assign(live.latest, frame);
       live.check();

@@ -12,6 +12,7 @@ import logging
 from datetime import timedelta
 from typing import Any, Sequence
 
+from core.embeddings.providers import redacted
 from core.store import Database, Transaction
 
 log = logging.getLogger(__package__)  # one logger for the package: the name operators and tests filter on
@@ -153,7 +154,10 @@ def requeue_changed(db: Database, provider: str) -> int:
 
 
 def release(db: Database, provider: str, token: str, ids: Sequence[int], error: str, counted: bool = True) -> None:
-    """Give claimed jobs back after a provider error; after MAX_ATTEMPTS counted ones a job is marked failed."""
+    """Give claimed jobs back after a provider error; after MAX_ATTEMPTS counted ones a job is marked failed.
+
+    ``error`` is kept redacted and capped (``providers.redacted``): admins read it on the Tables page.
+    """
     if not ids:
         return
     undo = 0 if counted else 1  # an uncounted error takes back the attempt its claim added
@@ -163,7 +167,7 @@ def release(db: Database, provider: str, token: str, ids: Sequence[int], error: 
             "UPDATE embedding_jobs SET attempts = attempts - ?, "
             "state = CASE WHEN attempts - ? >= ? THEN 'failed' ELSE 'pending' END, claimed_by = NULL, error = ? "
             f"WHERE provider = ? AND claimed_by = ? AND state = 'running' AND message_id IN ({_marks(ids)})",
-            [undo, undo, MAX_ATTEMPTS, error[:500], provider, token, *ids],
+            [undo, undo, MAX_ATTEMPTS, redacted(error), provider, token, *ids],
         )
 
     db.write(work)

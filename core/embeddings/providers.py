@@ -8,6 +8,7 @@ fails for a while (``endpoint_missing``).
 from __future__ import annotations
 
 import os
+import re
 import threading
 from typing import Any, Protocol, Sequence
 
@@ -21,6 +22,11 @@ LOCAL_MODEL = "wordllama"  # EMBEDDING_MODEL=wordllama keeps embeddings local ev
 EMBED_CHARS = 8000  # characters of a message that are embedded (~2k tokens, inside every model's input limit)
 MISSING = (404, 405)  # no such endpoint (or model), method not allowed: asking again will not make embeddings
 EMBED_TIMEOUT = 10.0  # seconds an embeddings request may take: a search embeds its query while a person waits
+ERROR_MAX = 300  # characters of a provider's error kept (embedding_jobs.error, logs): core.ai.reasons.DETAIL_MAX
+# What an error's text may carry that is nobody's to read: a URL's user:password@ (as core.ai.redact strips it;
+# not imported from there, as core.ai reaches this package through core.search), a bearer token, an API key.
+USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@]*@")
+TOKENS = re.compile(r"(?i)\b(bearer\s+|(?:api[_-]?key|token|password|secret)\s*[=:]\s*['\"]?|sk-)[^\s'\",;&]+")
 
 
 class Provider(Protocol):
@@ -118,7 +124,13 @@ def from_the_server(error: BaseException) -> bool:
     return type(error).__module__.partition(".")[0] == "openai"
 
 
+def redacted(text: str) -> str:
+    """A provider's error text as it may be stored and shown: one line, no credentials, at most ERROR_MAX characters."""
+    line = " ".join(TOKENS.sub(r"\1***", USERINFO.sub(r"\1", str(text))).split())
+    return line if len(line) <= ERROR_MAX else line[: ERROR_MAX - 1] + "…"
+
+
 def first_line(error: BaseException) -> str:
-    """An error's first line, for a one-line log entry."""
+    """An error's first line, credentials removed and capped (``redacted``), for a log entry or a job's error."""
     text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
+    return redacted(text.splitlines()[0]) if text else type(error).__name__

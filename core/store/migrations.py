@@ -236,6 +236,20 @@ def m010_usage_ledger(m: Migrator) -> None:
     m.create_index("ai_jobs_queue", "ai_jobs", "state, created_at, id")  # the claim: longest waiting first
 
 
+def m011_throttles(m: Migrator) -> None:
+    """What the rename and channel-creation limits count: a row per rename, and who created each channel."""
+    m.execute(
+        f"""CREATE TABLE renames (
+            {m.id_column("renames")},
+            user_id BIGINT NOT NULL,
+            old_name VARCHAR NOT NULL,    -- who the person was called before: a look-alike trail for admins
+            created_at TIMESTAMP NOT NULL)"""
+    )
+    m.create_index("renames_user", "renames", "user_id, created_at")  # a person's renames in the last hour
+    # NULL for channels made before, or by the app itself (scripts, tests). Channels are few: no index.
+    m.execute("ALTER TABLE channels ADD COLUMN created_by BIGINT")
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("001_initial", m001_initial),
     ("002_ai_replies", m002_ai_replies),
@@ -246,6 +260,7 @@ MIGRATIONS: list[tuple[str, Migration]] = [
     ("007_name_keys", m007_name_keys),
     ("009_ai_tools", m009_ai_tools),
     ("010_usage_ledger", m010_usage_ledger),
+    ("011_throttles", m011_throttles),
 ]
 
 

@@ -31,7 +31,7 @@ from psycopg import sql as pg_sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from core.errors import ChatError, DatabaseUnavailable, StorageError
+from core.errors import ChatError, DatabaseUnavailable, StorageError, ValidationError
 from core.store.base import RETRY_PAUSE, WRITE_ATTEMPTS, Database, Dialect, Migrator, T, Transaction, utcnow
 from core.store.migrations import migrate
 from core.store.quoting import identifier, literal
@@ -104,10 +104,36 @@ def describe_url(url: str) -> str:
     return f"{user}{host}:{port}/{parts.get('dbname') or parts.get('user') or 'postgres'}"
 
 
-def _reason(error: BaseException) -> str:
-    """The first line of a driver error, with anything that looks like a password removed."""
+def split_password(url: str) -> tuple[str, str | None]:
+    """The connection string without its password, and the password: libpq gets it as a keyword, apart.
+
+    So no connection string the app hands on (to the pool, DuckDB's ATTACH, an error text) carries it.
+    """
+    try:
+        parts = conninfo_to_dict(url)
+    except psycopg.ProgrammingError:  # its text quotes the string it could not read: never shown
+        raise ValidationError(
+            "The Postgres URL (CHAT_DB or [connections.chat] url) could not be read. Characters such as a space, "
+            "@, : or / in its password must be percent-encoded (a space as %20)."
+        ) from None
+    password = parts.pop("password", None)
+    return make_conninfo(**parts), password
+
+
+def _reason(error: BaseException, password: str | None = None) -> str:
+    """The first line of a driver error, with the password (and anything that looks like one) removed."""
     text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    return re.sub(r"(password\s*=\s*)\S+", r"\1***", re.sub(r"://[^@/\s]*@", "://***@", text))
+    if password:  # as typed, and as a SQL literal quotes it (DuckDB's errors may echo the statement)
+        text = text.replace(password, "***").replace(password.replace("'", "''"), "***")
+    text = re.sub(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", r"\1***", text)
+    return re.sub(r"://[^@/\s]*@", "://***@", text)
+
+
+def _password_of(url: str) -> str | None:
+    try:
+        return conninfo_to_dict(url).get("password")
+    except psycopg.ProgrammingError:
+        return None
 
 
 def _lost_connection(error: psycopg.OperationalError) -> bool:
@@ -130,7 +156,7 @@ def storage_error(url: str, error: BaseException) -> StorageError:
 
 def unreachable(url: str, error: BaseException) -> DatabaseUnavailable:
     return DatabaseUnavailable(
-        f"The database {describe_url(url)} is unreachable right now ({_reason(error)}). "
+        f"The database {describe_url(url)} is unreachable right now ({_reason(error, _password_of(url))}). "
         "The app keeps trying; reload in a moment."
     )
 
@@ -168,12 +194,14 @@ class PostgresDatabase(Database):
     def __init__(self, url: str, clock: Callable[[], datetime] = utcnow) -> None:
         super().__init__(url, clock)
         self.origin = uuid.uuid4().hex[:12]  # this process's mark on its NOTIFYs: its own need no invalidation
+        self._dsn, password = split_password(url)
+        self._login = {"password": password} if password is not None else {}
         self._pool = ConnectionPool(
-            url,
+            self._dsn,
             min_size=POOL_MIN,
             max_size=POOL_MAX,
             timeout=POOL_WAIT_S,
-            kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT_S},
+            kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT_S, **self._login},
             check=ConnectionPool.check_connection,  # a connection a Postgres restart broke is replaced, not used
             name="channel-chat",
             open=False,
@@ -280,7 +308,8 @@ class PostgresDatabase(Database):
         failures = 0
         while not self._closed:
             try:
-                with psycopg.connect(self.path, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S) as conn:
+                with psycopg.connect(self._dsn, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S,
+                                     **self._login) as conn:
                     conn.execute(pg_sql.SQL("LISTEN {}").format(pg_sql.Identifier(NOTIFY_CHANNEL)))
                     if failures:  # events may have been missed while disconnected
                         self.recent.invalidate_all()
@@ -296,7 +325,8 @@ class PostgresDatabase(Database):
                 self.listener_connected.clear()
                 if self._closed:
                     return
-                log.warning("lost the Postgres listener (%s); reconnecting", _reason(error))
+                log.warning("lost the Postgres listener (%s); reconnecting",
+                            _reason(error, self._login.get("password")))
                 self.recent.invalidate_all()
                 self.signal_jobs()
                 time.sleep(RECONNECT_PAUSES[min(failures, len(RECONNECT_PAUSES) - 1)])
@@ -363,9 +393,13 @@ def extension_directory() -> str:
     return root
 
 
-def attach_statement(dsn: str) -> str:
-    """DuckDB's statement that attaches the Postgres database at ``dsn`` read-only as ATTACHED (ATTACH takes no parameter)."""
-    return f"ATTACH {literal(dsn)} AS {identifier(ATTACHED)} (TYPE postgres, READ_ONLY)"
+def attach_statement(dsn: str, secret: str | None = None) -> str:
+    """DuckDB's statement that attaches the Postgres database at ``dsn`` read-only as ATTACHED (ATTACH takes no parameter).
+
+    ``secret``: a DuckDB secret of TYPE postgres that holds the password.
+    """
+    using = f", SECRET {identifier(secret)}" if secret else ""
+    return f"ATTACH {literal(dsn)} AS {identifier(ATTACHED)} (TYPE postgres, READ_ONLY{using})"
 
 
 def attach_read_only(url: str) -> duckdb.DuckDBPyConnection:
@@ -379,8 +413,13 @@ def attach_read_only(url: str) -> duckdb.DuckDBPyConnection:
     )
     try:
         connection.execute("LOAD postgres_scanner")
-        dsn = make_conninfo(url, options=READ_ONLY_OPTIONS, connect_timeout=CONNECT_TIMEOUT_S)
-        connection.execute(attach_statement(dsn))
+        dsn, password = split_password(url)
+        dsn = make_conninfo(dsn, options=READ_ONLY_OPTIONS, connect_timeout=CONNECT_TIMEOUT_S)
+        secret = None
+        if password is not None:  # a DuckDB secret carries it: duckdb_databases() shows the DSN, not secrets
+            secret = "pg_login"
+            connection.execute(f"CREATE TEMPORARY SECRET {secret} (TYPE postgres, PASSWORD {literal(password)})")
+        connection.execute(attach_statement(dsn, secret))
         # Loaded and attached: from here on the console cannot reach files or other servers.
         connection.execute("SET enable_external_access = false")
     except duckdb.Error as error:
@@ -392,8 +431,10 @@ def attach_read_only(url: str) -> duckdb.DuckDBPyConnection:
 # opening ----------------------------------------------------------------------
 def open_postgres(url: str, clock: Callable[[], datetime] = utcnow) -> PostgresDatabase:
     """Migrate the Postgres database at ``url`` (replicas starting at once migrate once) and open a pool on it."""
+    dsn, password = split_password(url)
     try:
-        with psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S) as conn:
+        with psycopg.connect(dsn, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S,
+                             **({"password": password} if password is not None else {})) as conn:
             migrate(PgMigrator(conn))
     except psycopg.OperationalError as error:
         raise unreachable(url, error) from None
