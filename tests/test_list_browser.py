@@ -56,7 +56,8 @@ def test_the_list_is_readable_and_accessible_in_both_themes(tmp_path, theme):
         page = browser.new_page(viewport=VIEWPORT, color_scheme=theme)  # the reader's system setting
         page.goto(f"{app.url}/?channel={ids['look']}", wait_until="commit")
         page.wait_for_selector(INPUT, timeout=30_000)
-        wait_page(page, lambda p: p.locator(MESSAGE).count() == 8, timeout=30, what="four messages and their replies")
+        wait_page(page, lambda p: p.locator(MESSAGE).count() == 8 and p.locator("details.context").count() == 4,
+                  timeout=30, what="four messages and their finished replies")  # a settled page: no cursor blinking
         log = page.locator(".log")
         assert log.get_attribute("role") == "log" and log.get_attribute("aria-live") == "polite"
         assert page.locator(".text .nb", has_text="print").count() == 1  # highlighted on the server

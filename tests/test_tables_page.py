@@ -12,6 +12,8 @@ import streamlit as st
 import streamlit.testing.v1.app_test as app_test
 from streamlit.testing.v1 import AppTest
 
+from core.tables import access
+
 from core import chat, replies
 from core import tables as t
 from core.store import connect
@@ -173,6 +175,20 @@ def test_admin_password_gates_console_and_exports(seeded, monkeypatch):
     assert shown(at)["answer"].iloc[0] == 42
     at.radio(key="tables_view").set_value("Browse").run()
     assert len(at.download_button) == 2
+
+
+def test_wrong_admin_passwords_make_the_page_wait(seeded, monkeypatch):
+    monkeypatch.setenv("ADMIN_PASSWORD", "s3cret")
+    at = page()
+    for i in range(access.FREE_TRIES):
+        at.text_input(key="tables_admin_password").input(f"guess {i}").run()
+        assert at.error[0].value == "Wrong admin password."
+    at.text_input(key="tables_admin_password").input("one more guess").run()
+    assert at.error[0].value.startswith("Too many wrong admin passwords. Try again in")
+    at.text_input(key="tables_admin_password").input("s3cret").run()  # even the right one waits
+    assert at.error[0].value.startswith("Too many wrong admin passwords") and not at.download_button
+    assert not at.exception
+    assert page().text_input(key="tables_admin_password")  # another browser session is not held back
 
 
 def test_admin_password_from_secrets(seeded):

@@ -108,7 +108,11 @@ function messageNode(list, entry) {
   else if (entry.html) {  // a reply picked up after a crash keeps its text, marked by its step, until rewritten
     const text = element("div", "text");
     text.innerHTML = entry.html;  // rendered and sanitized on the server (core/render.py)
-    if (entry.status === "streaming") text.append(element("span", "cursor", "▌"));
+    if (entry.status === "streaming") {
+      const cursor = element("span", "cursor", "▌");
+      cursor.setAttribute("aria-hidden", "true");  // decoration: the reply is aria-busy while it streams
+      text.append(cursor);
+    }
     main.append(text);
   }
   if (entry.status === "error") main.append(element("div", "error", entry.error));

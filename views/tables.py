@@ -1,4 +1,5 @@
 """Tables: browse, chart and export the app's tables, with a read-only SQL console."""
+import secrets
 from functools import partial
 
 import streamlit as st
@@ -23,8 +24,13 @@ def ask_access() -> bool:
     if access.asks_password(settings.login, settings.admin_password):
         given = st.text_input("Admin password", type="password", key="tables_admin_password",
                               help="Needed for the SQL console and exports (ADMIN_PASSWORD).")
-    unlocked = access.admin_unlocked(login=settings.login, admin=is_admin(), admin_password=settings.admin_password,
-                                     given=given)
+    session = st.session_state.setdefault("tables_session", secrets.token_hex(8))  # this browser tab, for the back-off
+    try:
+        unlocked = access.admin_unlocked(login=settings.login, admin=is_admin(), admin_password=settings.admin_password,
+                                         given=given, session=session, client=st.context.ip_address)
+    except access.TooManyTries as error:
+        st.error(str(error))
+        return False
     if settings.login and not unlocked:
         st.caption(":material/lock: The SQL console, exports and the identities table are for admins (ADMIN_EMAILS).")
     elif not settings.login and not settings.admin_password:

@@ -26,7 +26,7 @@ ERROR_MAX = 300  # characters of a provider's error kept (embedding_jobs.error, 
 # What an error's text may carry that is nobody's to read: a URL's user:password@ (as core.ai.redact strips it;
 # not imported from there, as core.ai reaches this package through core.search), a bearer token, an API key.
 USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@]*@")
-TOKENS = re.compile(r"(?i)\b(bearer\s+|(?:api[_-]?key|token|password|secret)\s*[=:]\s*['\"]?|sk-)[^\s'\",;&]+")
+TOKENS = re.compile(r"(?i)\b(bearer\s+|(?:api[_-]?key|token|password|secret)\s*[=:]\s*['\"]?|sk-)[^\s'\",;&)\]}>]+")
 
 
 class Provider(Protocol):
