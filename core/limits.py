@@ -132,34 +132,31 @@ def _window_full(tx: Transaction, sql: str, params: list[Any], limit: int, windo
     return times[-1] + window if len(times) >= limit else None
 
 
-def check_rename(db: Database, tx: Transaction, limits: Limits, user_id: int, now: datetime) -> None:
-    """Raise RateLimited when ``user_id`` may not rename themself now (inside the rename's transaction)."""
-    if not limits.renames_per_hour:
+def _check_hourly(db: Database, tx: Transaction, user_id: int, limit: int, sql: str, now: datetime,
+                  done: str, again: str) -> None:
+    """Raise RateLimited when ``user_id`` has ``limit`` rows of ``sql`` in the last hour (inside the act's transaction;
+    the user's row is locked, so two acts at once cannot both pass)."""
+    if not limit:
         return
     tx.one(f"SELECT id FROM users WHERE id = ?{db.dialect.for_update}", [user_id])
-    retry_at = _window_full(tx, "SELECT created_at FROM renames WHERE user_id = ? AND created_at > ?", [user_id],
-                            limits.renames_per_hour, HOUR, now)
+    retry_at = _window_full(tx, sql, [user_id], limit, HOUR, now)
     if retry_at is not None:
-        raise RateLimited(
-            f"You have changed your name {limits.renames_per_hour} times in the last hour, the limit. "
-            f"You can change it again in {wait_words((retry_at - now).total_seconds())}.",
-            retry_at,
-        )
+        raise RateLimited(f"You have {done.format(limit=limit)} in the last hour, the limit. "
+                          f"You can {again} in {wait_words((retry_at - now).total_seconds())}.", retry_at)
+
+
+def check_rename(db: Database, tx: Transaction, limits: Limits, user_id: int, now: datetime) -> None:
+    """Raise RateLimited when ``user_id`` may not rename themself now (inside the rename's transaction)."""
+    _check_hourly(db, tx, user_id, limits.renames_per_hour,
+                  "SELECT created_at FROM renames WHERE user_id = ? AND created_at > ?", now,
+                  "changed your name {limit} times", "change it again")
 
 
 def check_new_channel(db: Database, tx: Transaction, limits: Limits, user_id: int, now: datetime) -> None:
     """Raise RateLimited when ``user_id`` may not create a channel now (inside the creation's transaction)."""
-    if not limits.channels_per_hour:
-        return
-    tx.one(f"SELECT id FROM users WHERE id = ?{db.dialect.for_update}", [user_id])
-    retry_at = _window_full(tx, "SELECT created_at FROM channels WHERE created_by = ? AND created_at > ?", [user_id],
-                            limits.channels_per_hour, HOUR, now)
-    if retry_at is not None:
-        raise RateLimited(
-            f"You have created {limits.channels_per_hour} channels in the last hour, the limit. "
-            f"You can create another in {wait_words((retry_at - now).total_seconds())}.",
-            retry_at,
-        )
+    _check_hourly(db, tx, user_id, limits.channels_per_hour,
+                  "SELECT created_at FROM channels WHERE created_by = ? AND created_at > ?", now,
+                  "created {limit} channels", "create another")
 
 
 # Searches of each person in the last minute, per database, in this process: (time, what was searched).
