@@ -30,7 +30,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
-from core import chat, replies  # noqa: E402
+from core import chat, jobs, replies  # noqa: E402
 from core.store import connect  # noqa: E402
 
 CHANNELS = 100  # the bulk load's channels
@@ -141,7 +141,7 @@ def run_backend(name: str, target: str, messages: int, sends: int, calls: int) -
             result["rows"][f"send_message, policy '{policy}', {threads} thread(s)"] = percentiles(
                 time_sends(db, channel_id, users, threads, sends)
             )
-    job = replies.claim_next_job(db)
+    job = jobs.claim_next_job(db)
     texts = [("word " * n).strip() for n in range(1, sends + 1)]
     result["rows"]["stream_reply (one write of a growing reply)"] = percentiles(
         time_calls(lambda text: replies.stream_reply(db, job.reply_id, text, job_id=job.id), texts)

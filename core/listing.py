@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Collection
 
-from core import chat, replies, tools
+from core import chat, jobs, replies, tools
 from core.errors import ChatError
 from core.recent import CACHE_DEPTH, Message
 from core.render import message_html
@@ -69,7 +69,7 @@ def _drawn(message: Message, image_hosts: frozenset[str]) -> dict[str, Any]:
         "stopped": message.stopped,
     }
     if message.is_ai:
-        item["has_context"] = message.status not in replies.OPEN and bool(message.steps or message.prompt_tokens)
+        item["has_context"] = message.status not in jobs.OPEN and bool(message.steps or message.prompt_tokens)
         if message.prompt_tokens is not None:
             item["tokens"] = [message.prompt_tokens, message.completion_tokens]
     return item

@@ -18,9 +18,10 @@ from datetime import datetime
 from typing import Any, Iterable, Sequence
 
 from core import embeddings
-from core.chat import MESSAGE_COLUMNS, MESSAGE_FROM, Message, check_id
 from core.errors import NotFound, ValidationError
+from core.ids import check_id
 from core.limits import Limits, check_search
+from core.messages import MESSAGE_COLUMNS, MESSAGE_FROM, Message
 from core.store import Database
 
 MIN_QUERY_CHARS = 2  # one letter matches nearly every message: too vague to rank

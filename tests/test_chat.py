@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core import accounts, chat, replies, search
+from core import accounts, chat, jobs, replies, search
 from core.chat import CONTENT_MAX_BYTES, NAME_MAX, RECENT_LIMIT
 from core.errors import ChatError, NotFound, ValidationError
 from core.recent import CACHE_DEPTH
@@ -482,7 +482,7 @@ def test_send_in_an_every_channel_schedules_a_reply(db, ann):
     assert db.rows("SELECT channel_id, trigger_id, reply_id, state, attempts, claimed_at FROM ai_jobs") == [
         (channel_id, message_id, message_id + 1, "pending", 0, None)
     ]
-    assert replies.pending_jobs(db) == 1
+    assert jobs.pending_jobs(db) == 1
 
 
 def test_send_in_an_off_channel_schedules_nothing(db, ann, quiet):
@@ -668,11 +668,11 @@ def test_load_context_is_the_ten_newest_finished_messages_oldest_first(db, ann):
 def test_load_context_leaves_out_unfinished_and_failed_replies(db, ann):
     channel_id = chat.create_channel(db, "general")
     first = chat.send_message(db, channel_id, ann, "first")
-    failed = replies.claim_next_job(db)
+    failed = jobs.claim_next_job(db)
     replies.stream_reply(db, failed.reply_id, "half an ans")
     replies.fail_reply(db, failed, "The AI service failed.", content="half an ans")
     second = chat.send_message(db, channel_id, ann, "second")
-    streaming = replies.claim_next_job(db)
+    streaming = jobs.claim_next_job(db)
     replies.stream_reply(db, streaming.reply_id, "partial")
     third = chat.send_message(db, channel_id, ann, "third")  # its reply stays pending
     assert chat.load_context(db, channel_id) == [
@@ -681,7 +681,7 @@ def test_load_context_leaves_out_unfinished_and_failed_replies(db, ann):
         {"role": "user", "content": "Ann: third"},
     ]
     replies.finish_reply(db, streaming, "the answer")
-    stopped = replies.claim_next_job(db)
+    stopped = jobs.claim_next_job(db)
     replies.stream_reply(db, stopped.reply_id, "kept so far")
     replies.stop_reply(db, stopped.reply_id, ann)
     assert chat.load_context(db, channel_id, upto=second) == [
@@ -710,7 +710,7 @@ def test_load_context_of_an_unknown_channel(db):
 def test_reply_context_records_what_was_sent(db, ann):
     channel_id = chat.create_channel(db, "general")
     chat.send_message(db, channel_id, ann, "hello")
-    job = replies.claim_next_job(db)
+    job = jobs.claim_next_job(db)
     assert chat.reply_context(db, job.reply_id) is None
     sent = [{"role": "system", "content": "be nice"}, {"role": "user", "content": "Ann: hello 😀"}]
     replies.record_request(db, job.reply_id, sent, "gpt-4o-mini")

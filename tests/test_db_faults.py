@@ -261,7 +261,7 @@ def test_replies_open_while_the_disk_was_full_end_within_a_sweep_once_space_retu
 CRASH = """
 import os, sys
 sys.path.insert(0, {root!r})
-from core import chat, replies
+from core import chat, jobs, replies
 from core.errors import StorageError
 from core.store import connect, duck
 from faultfs import fill
@@ -270,7 +270,7 @@ duck.DISK_RESERVE = int(sys.argv[2])
 db = connect(sys.argv[1])
 ann, busy = chat.create_user(db, "Ann"), chat.create_channel(db, "busy")
 chat.send_message(db, busy, ann, "hello")
-job = replies.claim_next_job(db)
+job = jobs.claim_next_job(db)
 replies.stream_reply(db, job.reply_id, "word ", job_id=job.id)
 fill(Path(sys.argv[1]).parent)
 for i in range(20):  # small writes: the first ones may still fit in the log's last page

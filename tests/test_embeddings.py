@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from core import chat, embeddings, replies, search
+from core import chat, embeddings, jobs, replies, search
 from core.embeddings import Embedder, local_provider
 from core.embeddings.providers import ERROR_MAX
 
@@ -155,7 +155,7 @@ def test_open_ai_replies_are_embedded_once_finished(db, ann):
     drain(embedder)
     assert set(vectors_per_message(db)) == {asked}  # the pending reply waits
     assert embeddings.active_provider(db) == provider.name  # an open reply does not hold search back
-    job = replies.claim_next_job(db)
+    job = jobs.claim_next_job(db)
     replies.finish_reply(db, job, "The plan is to ship on Friday.")
     drain(embedder)
     assert set(vectors_per_message(db)) == {asked, job.reply_id}
@@ -382,11 +382,11 @@ def test_vector_index_tops_up_replaces_and_filters(db, ann, general):
 def test_a_retried_reply_is_embedded_again_with_its_new_text(db, ann):
     channel = chat.create_channel(db, "asks")
     chat.send_message(db, channel, ann, "tell me about the plan")
-    job = replies.claim_next_job(db)
+    job = jobs.claim_next_job(db)
     replies.stream_reply(db, job.reply_id, "The plan is", job_id=job.id)
     replies.stop_reply(db, job.reply_id, ann)  # stopped: complete with its text so far, and embedded
     chat.send_message(db, channel, ann, "and the budget?")
-    failed = replies.claim_next_job(db)
+    failed = jobs.claim_next_job(db)
     replies.fail_reply(db, failed, "The AI service had an error (HTTP 500). Try again.")
     provider = Counting()
     embedder = Embedder(db, provider)
@@ -395,7 +395,7 @@ def test_a_retried_reply_is_embedded_again_with_its_new_text(db, ann):
 
     for reply_id, text in ((job.reply_id, "The plan is to ship on Friday."), (failed.reply_id, "The budget is fine.")):
         replies.retry_reply(db, reply_id, ann)
-        replies.finish_reply(db, replies.claim_next_job(db), text)
+        replies.finish_reply(db, jobs.claim_next_job(db), text)
     assert embeddings.requeue_changed(db, provider.name) == 2
     assert embeddings.requeue_changed(db, provider.name) == 0  # already queued
     drain(embedder)

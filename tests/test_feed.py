@@ -7,7 +7,7 @@ from collections import defaultdict
 
 import pytest
 
-from core import chat, replies
+from core import chat, jobs, replies
 from core.errors import ValidationError
 from core.feed import REREAD, Change, ChangeFeed, feed_of
 from core.recent import DIRECTORY
@@ -163,7 +163,7 @@ def test_a_streaming_reply_is_delivered_write_by_write(db):
     feed = feed_of(db)
     subscription = feed.subscribe([channel])
     chat.send_message(db, channel, ann, "hello @ai")
-    job = replies.claim_next_job(db)
+    job = jobs.claim_next_job(db)
     assert feed.settle() and len(subscription.take()) >= 1  # the message and its pending reply
     for text in ("Hel", "Hello", "Hello there"):
         assert replies.stream_reply(db, job.reply_id, text, job.id)

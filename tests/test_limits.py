@@ -11,7 +11,7 @@ import pytest
 from clock import Clock
 from fake_openai import Script
 
-from core import accounts, chat, limits, replies, search, usage
+from core import accounts, chat, jobs, limits, replies, search, usage
 from core import tables as t
 from core.ai import Responder
 from core.config import Settings
@@ -167,7 +167,7 @@ def test_tokens_of_requests_without_usage_are_estimated(cdb, clock):
 
 def _attempt(db, reply_id, tokens, fail=True):
     """What the worker does for one attempt: claim it, charge its request to the ledger, end it."""
-    job = replies.claim_next_job(db)
+    job = jobs.claim_next_job(db)
     assert job.reply_id == reply_id
     usage.record(db, usage.Use(tokens, 0, False), user_id=job.requested_by, reply_id=reply_id, job_id=job.id)
     if fail:
@@ -233,9 +233,9 @@ def test_a_crash_requeue_is_not_a_new_ask(cdb, clock):
     ann, general = chat.create_user(cdb, "Ann"), chat.create_channel(cdb, "general")
     rules = Limits(ai_replies_per_hour=1)
     chat.send_message(cdb, general, ann, "one", limits=rules)
-    job = replies.claim_next_job(cdb)
-    assert replies.recover_interrupted(cdb, everything=True)["requeued"] == 1
-    again = replies.claim_next_job(cdb)
+    job = jobs.claim_next_job(cdb)
+    assert jobs.recover_interrupted(cdb, everything=True)["requeued"] == 1
+    again = jobs.claim_next_job(cdb)
     assert (again.reply_id, again.requested_by) == (job.reply_id, ann)
     assert cdb.one("SELECT cause FROM ai_jobs WHERE id = ?", [again.id]) == ("requeue",)
     clock.now = START + timedelta(hours=1, seconds=1)
@@ -248,7 +248,7 @@ def test_usage_per_person(cdb, clock):
     general, quiet = chat.create_channel(cdb, "general"), chat.create_channel(cdb, "quiet", reply_policy="off")
     for text, spent in (("hello", (30, 5)), ("again", (40, 7))):
         chat.send_message(cdb, general, ann, text)
-        job = replies.claim_next_job(cdb)
+        job = jobs.claim_next_job(cdb)
         usage.record(cdb, usage.Use(*spent, False), user_id=job.requested_by, reply_id=job.reply_id, job_id=job.id)
         replies.finish_reply(cdb, job, "hi", prompt_tokens=spent[0], completion_tokens=spent[1])
     chat.send_message(cdb, quiet, bob, "just a note")

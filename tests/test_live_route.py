@@ -11,7 +11,7 @@ from starlette.routing import WebSocketRoute
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
-from core import chat, tickets
+from core import chat, jobs, tickets
 from core.config import load_settings
 from core.feed import feed_of
 from core.recent import DIRECTORY
@@ -121,7 +121,7 @@ def test_a_streaming_reply_arrives_as_growing_versions_of_one_entry(client, app_
     with client.websocket_connect(f"{url([channel])}&content=1") as socket:
         socket.receive_text()  # the stamps (the channel is empty: no content yet)
         chat.send_message(app_db, channel, ann, "hi @ai")
-        job = replies.claim_next_job(app_db, owner="tester")
+        job = jobs.claim_next_job(app_db, owner="tester")
         for text in ("Hel", "Hello", "Hello there"):
             assert replies.stream_reply(app_db, job.reply_id, text, job.id)
         seen: list[dict] = []

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core import accounts, chat, replies
+from core import accounts, chat, jobs, replies
 from core.embeddings import Embedder, local_provider
 from core.errors import ValidationError
 from core.move import move
@@ -24,7 +24,7 @@ def seeded_file(path: str, messages: int) -> dict:
         channels = [chat.create_channel(db, "general"), chat.create_channel(db, "quiet", reply_policy="off")]
         for i in range(messages):
             chat.send_message(db, channels[i % 7 == 0], users[i % 3], f"message {i} 'quoted' %s ? \\n {'é' * (i % 5)}")
-        job = replies.claim_next_job(db)
+        job = jobs.claim_next_job(db)
         replies.stream_reply(db, job.reply_id, "half an answer", job_id=job.id)
         replies.fail_reply(db, job, "The AI service had an error (HTTP 500). Try again.", "half an answer")
         accounts.user_for(db, accounts.Identity("https://issuer.example", "dee", "dee@example.com", True, "Dee"))

@@ -53,7 +53,7 @@ def _contents(db, channel_id) -> list[str]:
 CHILD = """
 import sys
 sys.path.insert(0, {root!r})
-from core import chat, replies
+from core import chat, jobs, replies
 from core.errors import StorageError
 from core.store import connect, duck
 if sys.argv[2] == "unchecked":
@@ -61,7 +61,7 @@ if sys.argv[2] == "unchecked":
 db = connect(sys.argv[1])
 ann, busy = chat.create_user(db, "Ann"), chat.create_channel(db, "busy")
 chat.send_message(db, busy, ann, "hello")
-job = replies.claim_next_job(db)
+job = jobs.claim_next_job(db)
 replies.stream_reply(db, job.reply_id, "word ", job_id=job.id)
 print("ready", flush=True)
 sys.stdin.readline()  # the disk fails meanwhile

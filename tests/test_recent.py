@@ -6,7 +6,7 @@ from datetime import datetime
 
 import pytest
 
-from core import chat, replies
+from core import chat, jobs, replies
 from core.errors import ValidationError
 from core.recent import CACHE_DEPTH, Message, RecentMessages
 from core.store import connect
@@ -133,13 +133,13 @@ class Sequence:
             chat.write_agent_response(db, channel_id, self.text())
             return {channel_id}
         if kind == "claim":
-            job = replies.claim_next_job(db)
+            job = jobs.claim_next_job(db)
             if job is not None:
                 self.running.append(job)
             return set()  # a job row only: no message changes
         if kind == "recover":
             self.running.clear()  # the pretend worker died
-            replies.recover_interrupted(db, everything=True)
+            jobs.recover_interrupted(db, everything=True)
             return None
         if kind == "page":
             channel_id = rng.choice(self.channels[:3])

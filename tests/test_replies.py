@@ -7,9 +7,10 @@ import time
 
 import pytest
 
-from core import chat, replies, tools
+from core import chat, jobs, replies, tools
 from core.errors import NotFound, ValidationError
-from core.replies import INTERRUPTED, MAX_ATTEMPTS, STOPPED_EMPTY
+from core.jobs import INTERRUPTED, MAX_ATTEMPTS
+from core.replies import STOPPED_EMPTY
 
 
 @pytest.fixture
@@ -39,16 +40,16 @@ def coherent(db, channel_id):
 
 # claiming --------------------------------------------------------------------
 def test_claim_takes_the_oldest_pending_job_once(db, ann, general):
-    assert replies.claim_next_job(db) is None
+    assert jobs.claim_next_job(db) is None
     first, first_reply = ask(db, general, ann, "one")
     second, second_reply = ask(db, general, ann, "two")
-    assert replies.pending_jobs(db) == 2
-    job = replies.claim_next_job(db)
+    assert jobs.pending_jobs(db) == 2
+    job = jobs.claim_next_job(db)
     assert (job.channel_id, job.trigger_id, job.reply_id, job.attempts) == (general, first, first_reply, 1)
     assert job_row(db, first_reply) == ("running", 1, True, False)
-    assert replies.claim_next_job(db).reply_id == second_reply
-    assert replies.claim_next_job(db) is None
-    assert replies.pending_jobs(db) == 0
+    assert jobs.claim_next_job(db).reply_id == second_reply
+    assert jobs.claim_next_job(db) is None
+    assert jobs.pending_jobs(db) == 0
 
 
 def test_eight_threads_claim_each_job_exactly_once(db, ann, general):
@@ -60,7 +61,7 @@ def test_eight_threads_claim_each_job_exactly_once(db, ann, general):
     def worker():
         try:
             start.wait()
-            while (job := replies.claim_next_job(db)) is not None:
+            while (job := jobs.claim_next_job(db)) is not None:
                 claimed.append(job.reply_id)
         except BaseException as error:  # noqa: BLE001 - collected and asserted below
             errors.append(error)
@@ -78,7 +79,7 @@ def test_eight_threads_claim_each_job_exactly_once(db, ann, general):
 # streaming and finishing -----------------------------------------------------
 def test_stream_then_finish(db, ann, general):
     _, reply_id = ask(db, general, ann)
-    job = replies.claim_next_job(db)
+    job = jobs.claim_next_job(db)
     version = chat.channel_version(db, general)
     assert replies.stream_reply(db, reply_id, "Hel") is True
     message = chat.get_message(db, reply_id)
@@ -98,7 +99,7 @@ def test_stream_then_finish(db, ann, general):
 
 def test_fail_keeps_partial_text_and_a_readable_reason(db, ann, general):
     _, reply_id = ask(db, general, ann)
-    job = replies.claim_next_job(db)
+    job = jobs.claim_next_job(db)
     replies.stream_reply(db, reply_id, "The answer is")
     replies.fail_reply(db, job, "The AI service closed the stream.", content="The answer is", total_ms=99.0)
     message = chat.get_message(db, reply_id)
@@ -110,7 +111,7 @@ def test_fail_keeps_partial_text_and_a_readable_reason(db, ann, general):
 
 def test_fail_without_content_keeps_what_was_streamed(db, ann, general):
     _, reply_id = ask(db, general, ann)
-    job = replies.claim_next_job(db)
+    job = jobs.claim_next_job(db)
     replies.stream_reply(db, reply_id, "partial")
     replies.fail_reply(db, job, "Timed out.")
     assert (chat.get_message(db, reply_id).status, chat.get_message(db, reply_id).content) == ("error", "partial")
@@ -118,7 +119,7 @@ def test_fail_without_content_keeps_what_was_streamed(db, ann, general):
 
 def test_record_request_keeps_the_context_and_model(db, ann, general):
     _, reply_id = ask(db, general, ann)
-    replies.claim_next_job(db)
+    jobs.claim_next_job(db)
     chat.list_messages(db, general)
     version = chat.channel_version(db, general)
     sent = [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "Ann: hello @ai"}]
@@ -133,7 +134,7 @@ def test_record_request_keeps_the_context_and_model(db, ann, general):
 # stopping --------------------------------------------------------------------
 def test_stop_keeps_the_partial_text(db, ann, general):
     _, reply_id = ask(db, general, ann)
-    job = replies.claim_next_job(db)
+    job = jobs.claim_next_job(db)
     replies.stream_reply(db, reply_id, "Half a thou")
     assert replies.stop_reply(db, reply_id, ann) is True
     message = chat.get_message(db, reply_id)
@@ -153,7 +154,7 @@ def test_stop_of_an_empty_pending_reply_is_an_error_with_a_reason(db, ann, gener
     assert (message.status, message.error, message.content, message.stopped) == ("error", STOPPED_EMPTY, "", True)
     assert "Stopped" in message.error
     assert job_row(db, reply_id)[0] == "done"  # an unclaimed job never runs
-    assert replies.claim_next_job(db) is None
+    assert jobs.claim_next_job(db) is None
     assert coherent(db, general)
 
 
@@ -170,7 +171,7 @@ def test_stop_of_a_user_message_is_refused(db, ann, general):
 # retrying --------------------------------------------------------------------
 def test_retry_of_a_failed_reply_runs_it_again_in_place(db, ann, general):
     message_id, reply_id = ask(db, general, ann)
-    job = replies.claim_next_job(db)
+    job = jobs.claim_next_job(db)
     replies.stream_reply(db, reply_id, "oops")
     replies.fail_reply(db, job, "Server error.", content="oops", total_ms=10.0)
     assert replies.retry_reply(db, reply_id, ann) is True
@@ -182,7 +183,7 @@ def test_retry_of_a_failed_reply_runs_it_again_in_place(db, ann, general):
     assert db.rows("SELECT state, requested_by, cause FROM ai_jobs ORDER BY id") == [
         ("done", ann, "send"), ("pending", ann, "retry")]
     assert replies.retry_reply(db, reply_id, ann) is False  # a double click does nothing more
-    again = replies.claim_next_job(db)
+    again = jobs.claim_next_job(db)
     assert (again.trigger_id, again.reply_id, again.attempts, again.requested_by) == (message_id, reply_id, 1, ann)
     assert again.id != job.id
     replies.finish_reply(db, again, "Fixed.")
@@ -192,7 +193,7 @@ def test_retry_of_a_failed_reply_runs_it_again_in_place(db, ann, general):
 
 def test_retry_of_a_stopped_reply(db, ann, general):
     _, reply_id = ask(db, general, ann)
-    job = replies.claim_next_job(db)
+    job = jobs.claim_next_job(db)
     replies.stream_reply(db, reply_id, "some")
     replies.stop_reply(db, reply_id, ann)
     assert replies.stream_reply(db, reply_id, "some more") is False  # the worker sees the stop and lets go
@@ -200,12 +201,12 @@ def test_retry_of_a_stopped_reply(db, ann, general):
     assert replies.retry_reply(db, reply_id, ann) is True
     message = chat.get_message(db, reply_id)
     assert (message.status, message.content, message.stopped) == ("pending", "", False)
-    assert replies.claim_next_job(db).reply_id == reply_id
+    assert jobs.claim_next_job(db).reply_id == reply_id
 
 
 def test_retry_of_a_complete_reply_is_refused(db, ann, general):
     _, reply_id = ask(db, general, ann)
-    replies.finish_reply(db, replies.claim_next_job(db), "Done.")
+    replies.finish_reply(db, jobs.claim_next_job(db), "Done.")
     with pytest.raises(ValidationError, match="only failed or stopped replies can be retried"):
         replies.retry_reply(db, reply_id, ann)
     agent = chat.write_agent_response(db, general, "From the agent")
@@ -223,10 +224,10 @@ def test_retry_of_a_reply_without_a_job_answers_the_last_user_message(db, ann, g
             "VALUES (?, NULL, '', 'streaming', ?) RETURNING id", [quiet, db.clock()]
         )[0]
     )
-    assert replies.recover_interrupted(db, everything=True) == {"requeued": 0, "closed": 1}  # an orphan, closed
+    assert jobs.recover_interrupted(db, everything=True) == {"requeued": 0, "closed": 1}  # an orphan, closed
     assert chat.get_message(db, reply_id).error == INTERRUPTED
     assert replies.retry_reply(db, reply_id, ann) is True
-    job = replies.claim_next_job(db)
+    job = jobs.claim_next_job(db)
     assert (job.channel_id, job.trigger_id, job.reply_id) == (quiet, question, reply_id)
 
 
@@ -234,36 +235,36 @@ def test_retry_of_a_reply_without_a_job_answers_the_last_user_message(db, ann, g
 def test_recover_requeues_running_jobs_then_gives_up(db, ann, general):
     _, reply_id = ask(db, general, ann)
     for attempt in range(1, MAX_ATTEMPTS):
-        job = replies.claim_next_job(db)
+        job = jobs.claim_next_job(db)
         assert job.attempts == attempt
         replies.stream_reply(db, reply_id, "partial before the crash")
-        assert replies.recover_interrupted(db, everything=True) == {"requeued": 1, "closed": 0}
+        assert jobs.recover_interrupted(db, everything=True) == {"requeued": 1, "closed": 0}
         message = chat.get_message(db, reply_id)
         # The text stays in view while it waits, marked for every window, until the new attempt writes.
         assert (message.status, message.content) == ("pending", "partial before the crash")
-        assert [step["label"] for step in tools.steps_of(message)] == [replies.PICKING_UP]
+        assert [step["label"] for step in tools.steps_of(message)] == [jobs.PICKING_UP]
         assert job_row(db, reply_id)[:3] == ("pending", attempt, False)
         assert db.one("SELECT state FROM ai_jobs WHERE id = ?", [job.id]) == ("done",)  # the dead run's row is retired
         assert replies.stream_reply(db, reply_id, "a late write of the dead run", job_id=job.id) is False
         assert chat.get_message(db, reply_id).content == "partial before the crash"
         assert coherent(db, general)
-    job = replies.claim_next_job(db)
+    job = jobs.claim_next_job(db)
     assert job.attempts == MAX_ATTEMPTS
-    assert replies.recover_interrupted(db, everything=True) == {"requeued": 0, "closed": 1}
+    assert jobs.recover_interrupted(db, everything=True) == {"requeued": 0, "closed": 1}
     message = chat.get_message(db, reply_id)
     assert (message.status, message.error) == ("error", INTERRUPTED)
     assert "Retry" in message.error
     assert job_row(db, reply_id)[0] == "done"
-    assert replies.claim_next_job(db) is None
-    assert replies.recover_interrupted(db, everything=True) == {"requeued": 0, "closed": 0}
+    assert jobs.claim_next_job(db) is None
+    assert jobs.recover_interrupted(db, everything=True) == {"requeued": 0, "closed": 0}
     assert coherent(db, general)
     assert replies.retry_reply(db, reply_id, ann) is True  # a person can still ask again
-    assert replies.claim_next_job(db).attempts == 1
+    assert jobs.claim_next_job(db).attempts == 1
 
 
 def test_recover_leaves_pending_jobs_alone(db, ann, general):
     _, reply_id = ask(db, general, ann)
-    assert replies.recover_interrupted(db, everything=True) == {"requeued": 0, "closed": 0}
+    assert jobs.recover_interrupted(db, everything=True) == {"requeued": 0, "closed": 0}
     assert chat.get_message(db, reply_id).status == "pending"
     assert job_row(db, reply_id)[:2] == ("pending", 0)
 
@@ -271,7 +272,7 @@ def test_recover_leaves_pending_jobs_alone(db, ann, general):
 def test_recover_closes_orphan_open_replies(db, ann, general):
     _, reply_id = ask(db, general, ann)
     db.write(lambda tx: tx.execute("UPDATE ai_jobs SET state = 'done' WHERE reply_id = ?", [reply_id]))
-    assert replies.recover_interrupted(db, everything=True) == {"requeued": 0, "closed": 1}
+    assert jobs.recover_interrupted(db, everything=True) == {"requeued": 0, "closed": 1}
     assert (chat.get_message(db, reply_id).status, chat.get_message(db, reply_id).error) == ("error", INTERRUPTED)
     assert coherent(db, general)
 
@@ -279,12 +280,12 @@ def test_recover_closes_orphan_open_replies(db, ann, general):
 def test_recover_does_not_rerun_a_reply_stopped_while_running(db, ann, general):
     """The worker died after the person pressed Stop: the kept text must not be run (and billed) again."""
     _, reply_id = ask(db, general, ann)
-    replies.claim_next_job(db)
+    jobs.claim_next_job(db)
     replies.stream_reply(db, reply_id, "kept")
     replies.stop_reply(db, reply_id, ann)
-    assert replies.recover_interrupted(db, everything=True) == {"requeued": 0, "closed": 0}
+    assert jobs.recover_interrupted(db, everything=True) == {"requeued": 0, "closed": 0}
     assert job_row(db, reply_id)[0] == "done"
-    assert replies.claim_next_job(db) is None
+    assert jobs.claim_next_job(db) is None
     message = chat.get_message(db, reply_id)
     assert (message.status, message.content, message.stopped) == ("complete", "kept", True)
 
@@ -292,7 +293,7 @@ def test_recover_does_not_rerun_a_reply_stopped_while_running(db, ann, general):
 def test_retry_right_after_stop_does_not_let_the_old_run_write(db, ann, general):
     """Stop, then Retry before the worker's next write: the stopped run must not become the retried reply."""
     _, reply_id = ask(db, general, ann)
-    old = replies.claim_next_job(db)
+    old = jobs.claim_next_job(db)
     replies.stream_reply(db, reply_id, "old run: Once upon")
     replies.stop_reply(db, reply_id, ann)
     retried = replies.retry_reply(db, reply_id, ann)
@@ -301,10 +302,10 @@ def test_retry_right_after_stop_does_not_let_the_old_run_write(db, ann, general)
     replies.finish_reply(db, old, "old run: Once upon a time, the end")
     if retried:
         assert not old_write, "the stopped run wrote into the retried reply"
-    new = replies.claim_next_job(db) if retried else None
+    new = jobs.claim_next_job(db) if retried else None
     if new is None:  # retry was refused while the old run held the job: it works once that run ended
         assert replies.retry_reply(db, reply_id, ann) is True
-        new = replies.claim_next_job(db)
+        new = jobs.claim_next_job(db)
     assert new is not None and new.reply_id == reply_id
     assert replies.stream_reply(db, reply_id, "new run: Hello") is True
     replies.finish_reply(db, new, "new run: Hello Ann")
@@ -315,16 +316,16 @@ def test_retry_right_after_stop_does_not_let_the_old_run_write(db, ann, general)
 def test_a_sweep_takes_only_jobs_whose_lease_expired(db, ann, general):
     _, live_reply = ask(db, general, ann)
     _, dead_reply = ask(db, general, ann, "second @ai")
-    live = replies.claim_next_job(db, lease=60, owner="replica-a:1")
-    dead = replies.claim_next_job(db, lease=0.05, owner="replica-b:2")
+    live = jobs.claim_next_job(db, lease=60, owner="replica-a:1")
+    dead = jobs.claim_next_job(db, lease=0.05, owner="replica-b:2")
     replies.stream_reply(db, dead.reply_id, "half", job_id=dead.id)
     time.sleep(0.1)  # replica b died: nobody renews its lease
-    assert replies.recover_interrupted(db, everything=False) == {"requeued": 1, "closed": 0}
+    assert jobs.recover_interrupted(db, everything=False) == {"requeued": 1, "closed": 0}
     assert job_row(db, live.reply_id)[0] == "running"  # a live replica's reply is never taken over
     assert job_row(db, dead.reply_id)[:2] == ("pending", 1)
     assert replies.stream_reply(db, dead.reply_id, "the dead run wakes up", job_id=dead.id) is False
     assert replies.stream_reply(db, live.reply_id, "the live run goes on", job_id=live.id) is True
-    again = replies.claim_next_job(db, owner="replica-a:1")
+    again = jobs.claim_next_job(db, owner="replica-a:1")
     assert (again.reply_id, again.attempts) == (dead.reply_id, 2)
 
 
@@ -335,27 +336,27 @@ def test_a_process_with_the_same_hostname_and_pid_never_takes_a_live_job(db, ann
     first, second = Responder(db, Settings()), Responder(db, Settings())  # one hostname, one pid
     assert first.owner != second.owner and first.owner.rsplit(":", 1)[0] == second.owner.rsplit(":", 1)[0]
     ask(db, general, ann)
-    live = replies.claim_next_job(db, lease=60, owner=first.owner)
-    assert replies.recover_interrupted(db, everything=False) == {"requeued": 0, "closed": 0}
+    live = jobs.claim_next_job(db, lease=60, owner=first.owner)
+    assert jobs.recover_interrupted(db, everything=False) == {"requeued": 0, "closed": 0}
     assert job_row(db, live.reply_id)[0] == "running"
 
 
 def test_a_requeued_reply_is_claimed_before_the_ones_queued_after_it(db, ann, general):
     _, first = ask(db, general, ann, "first @ai")
-    crashed = replies.claim_next_job(db, lease=0.05, owner="replica-b")
+    crashed = jobs.claim_next_job(db, lease=0.05, owner="replica-b")
     later = [ask(db, general, ann, f"later {i} @ai")[1] for i in range(3)]
     time.sleep(0.1)  # replica b died
-    assert replies.recover_interrupted(db, everything=False) == {"requeued": 1, "closed": 0}
-    again = replies.claim_next_job(db)
+    assert jobs.recover_interrupted(db, everything=False) == {"requeued": 1, "closed": 0}
+    again = jobs.claim_next_job(db)
     assert (again.reply_id, again.attempts) == (crashed.reply_id, 2) and again.reply_id == first
-    assert [replies.claim_next_job(db).reply_id for _ in later] == later
+    assert [jobs.claim_next_job(db).reply_id for _ in later] == later
 
 
 def test_renewed_leases_outlive_the_sweep(db, ann, general):
     ask(db, general, ann)
-    job = replies.claim_next_job(db, lease=0.01)
-    replies.renew_leases(db, [job.id], lease=60)
-    assert replies.recover_interrupted(db, everything=False) == {"requeued": 0, "closed": 0}
+    job = jobs.claim_next_job(db, lease=0.01)
+    jobs.renew_leases(db, [job.id], lease=60)
+    assert jobs.recover_interrupted(db, everything=False) == {"requeued": 0, "closed": 0}
     assert job_row(db, job.reply_id)[0] == "running"
 
 
@@ -390,19 +391,19 @@ def test_stop_and_retry_by_an_unknown_person_are_refused(db, ann, general):
 
 def test_retry_in_a_channel_whose_ai_is_off_is_refused(db, ann, general):
     _, reply_id = ask(db, general, ann)
-    replies.fail_reply(db, replies.claim_next_job(db), "Server error.")
+    replies.fail_reply(db, jobs.claim_next_job(db), "Server error.")
     chat.update_channel(db, general, reply_policy="off")
     with pytest.raises(ValidationError, match=r"^The AI does not answer in this channel now"):
         replies.retry_reply(db, reply_id, ann)
-    assert chat.get_message(db, reply_id).status == "error" and replies.pending_jobs(db) == 0
+    assert chat.get_message(db, reply_id).status == "error" and jobs.pending_jobs(db) == 0
 
 
 def test_a_picked_up_reply_is_rewritten_from_the_new_attempts_first_write(db, ann, general):
     _, reply_id = ask(db, general, ann)
-    replies.claim_next_job(db)
+    jobs.claim_next_job(db)
     replies.stream_reply(db, reply_id, "the old attempt's text")
-    replies.recover_interrupted(db, everything=True)
-    job = replies.claim_next_job(db)
+    jobs.recover_interrupted(db, everything=True)
+    job = jobs.claim_next_job(db)
     assert replies.stream_reply(db, reply_id, "New", job_id=job.id)
     message = chat.get_message(db, reply_id)
     assert (message.status, message.content, message.steps) == ("streaming", "New", None)  # replaced at once

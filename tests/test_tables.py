@@ -13,7 +13,7 @@ import pytest
 from psycopg import sql as pg_sql
 from clock import Clock
 
-from core import chat, replies, usage
+from core import chat, jobs, replies, usage
 from core import tables as t
 from core.errors import NotFound, ValidationError
 from core.store import connect
@@ -41,12 +41,12 @@ def sdb(tmp_path, clock):
     quiet = chat.create_channel(db, "quiet", reply_policy="off")
     clock.now = START
     chat.send_message(db, general, ann, "Hello World")  # day 1, AI reply finishes
-    job = replies.claim_next_job(db)
+    job = jobs.claim_next_job(db)
     usage.record(db, usage.Use(10, 3, False), user_id=job.requested_by, reply_id=job.reply_id, job_id=job.id)
     replies.finish_reply(db, job, "Hi Ann", prompt_tokens=10, completion_tokens=3, ttft_ms=100.0, total_ms=400.0)
     clock.now = START + timedelta(days=1)
     chat.send_message(db, general, bob, "second day question")  # day 2, AI reply fails
-    job = replies.claim_next_job(db)
+    job = jobs.claim_next_job(db)
     replies.fail_reply(db, job, "The AI service is down (HTTP 503).", total_ms=50.0)
     clock.now = START + timedelta(days=1, hours=2)
     chat.send_message(db, general, ann, "third, still waiting")  # AI reply pending

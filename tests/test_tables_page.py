@@ -14,7 +14,7 @@ from streamlit.testing.v1 import AppTest
 
 from core.tables import access
 
-from core import chat, replies
+from core import chat, jobs, replies
 from core import tables as t
 from core.store import connect
 
@@ -39,7 +39,7 @@ def seeded(db_target, monkeypatch):
     general = chat.create_channel(db, "general")
     quiet = chat.create_channel(db, "quiet", reply_policy="off")
     chat.send_message(db, general, ann, "Hello World")
-    replies.finish_reply(db, replies.claim_next_job(db), "Hi Ann", prompt_tokens=5, completion_tokens=2,
+    replies.finish_reply(db, jobs.claim_next_job(db), "Hi Ann", prompt_tokens=5, completion_tokens=2,
                          ttft_ms=80.0, total_ms=300.0)
     chat.send_message(db, quiet, bob, "a quiet note")
     chat.send_message(db, quiet, ann, "another quiet note")

@@ -44,8 +44,18 @@ from core.ai.reasons import (
     TOOLS_OFF,
 )
 from core.ai.redact import logger
-from core.ai.stream import Abandoned, Cut, Ended, Link, Reply, TooLong, ToolsRefused, open_stream, read
-from core.chat import get_channel, load_context, system_prompt
+from core.ai.stream import (
+    Abandoned,
+    Cut,
+    Ended,
+    Link,
+    Reply,
+    TooLong,
+    ToolsRefused,
+    open_stream,
+    read,
+)
+from core.channels import get_channel, system_prompt
 from core.config import Settings
 from core.context import (
     RETRIEVAL_SHARE,
@@ -58,7 +68,15 @@ from core.context import (
 )
 from core.deadline import Deadline
 from core.errors import ChatError
-from core.replies import Job, fail_reply, finish_reply, record_request, record_steps, stream_reply
+from core.messages import load_context
+from core.jobs import Job
+from core.replies import (
+    fail_reply,
+    finish_reply,
+    record_request,
+    record_steps,
+    stream_reply,
+)
 from core.store import Database
 
 log = logger(__name__)

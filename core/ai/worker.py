@@ -1,6 +1,6 @@
 """The AI worker: a Responder's threads claim pending replies and hand each to one ``Answer`` (``core.ai.reply``).
 
-A dispatcher thread claims a job (``core.replies.claim_next_job``) only while one of ``settings.ai_workers``
+A dispatcher thread claims a job (``core.jobs.claim_next_job``) only while one of ``settings.ai_workers``
 worker threads is free, so a claimed job never waits behind others and each job is handed out once. The
 deadline of a reply starts at its claim. A keeper thread renews the leases of the jobs in hand and sweeps
 expired ones.
@@ -10,7 +10,7 @@ Decisions:
   ``NO_KEY_REPLY``, so nothing stays pending forever and Retry works once a key is set.
 * ``stop()`` claims nothing more, lets running replies finish for up to ``grace`` seconds, then aborts the
   rest between chunks (or during a retry wait) without writing; ``start()`` (here or after a restart)
-  requeues them through ``core.replies.recover_interrupted`` (on a shared database: once their lease expired).
+  requeues them through ``core.jobs.recover_interrupted`` (on a shared database: once their lease expired).
   Run one Responder per database.
 * Only a fault of this app (e.g. a database error) ends a reply as ``UNEXPECTED``.
 """
@@ -34,7 +34,8 @@ from core.config import Settings
 from core.deadline import Deadline, hold_deadlines
 from core.errors import ChatError
 from core.limits import budget_spent
-from core.replies import Job, claim_next_job, fail_reply, pending_jobs, recover_interrupted, renew_leases
+from core.jobs import Job, claim_next_job, pending_jobs, recover_interrupted, renew_leases
+from core.replies import fail_reply
 from core.store import Database
 
 log = logger(__name__)
