@@ -2,6 +2,6 @@
 import streamlit as st
 from starlette.routing import WebSocketRoute
 
-from views.live import LIVE_PATH, live_route
+from views.route import LIVE_PATH, live_route
 
 app = st.App("views/main.py", routes=[WebSocketRoute(LIVE_PATH, live_route)])

@@ -6,6 +6,8 @@ themselves. A message holding the whole query as one phrase ranks above one with
 Semantic matching compares the query's embedding with the messages' (``core.embeddings``); it is used
 only once every message has a vector from the configured provider, otherwise search is keyword-only.
 The two rankings are fused by reciprocal rank fusion, with exact phrases kept on top.
+Over 300 lines on purpose: people's search and the AI's retrieval (related_messages) are one ranking, and
+splitting them would put its internals (keyword scan, semantic scan, fusion) behind a second module's imports.
 """
 from __future__ import annotations
 

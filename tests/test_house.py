@@ -169,3 +169,17 @@ def test_migrations_import_only_the_storage_interface():
     # A migration is frozen: it carries its own copy of any rule it applies (STYLE 16).
     project = {_project(target) for target, _, _ in _imports("core.store.migrations")} - {None}
     assert project <= {"core.store.base"}
+
+
+MODULE_LINES = 300  # past this a module usually holds several jobs (STYLE 15)
+ON_PURPOSE = "Over 300 lines on purpose"  # how a module that stays longer says why, at its top
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_each_module_says_its_one_job_and_stays_short_or_says_why(name):
+    text = MODULES[name].read_text(encoding="utf-8")
+    docstring = ast.get_docstring(ast.parse(text)) or ""
+    if MODULES[name].name != "__init__.py" or text.strip():
+        assert docstring.strip(), "the first line says the module's one job"
+    if len(text.splitlines()) > MODULE_LINES:
+        assert ON_PURPOSE in docstring, f"{len(text.splitlines())} lines and no reason written at the top"

@@ -17,7 +17,7 @@ from core import chat, tickets
 from core.config import load_settings
 from core.feed import feed_of
 from core.recent import DIRECTORY
-from views import live
+from views import route
 from message_list import listed, texts
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -89,8 +89,8 @@ def test_in_login_mode_the_listener_carries_a_ticket_the_route_admits(app_test, 
     ticket = tickets.verify(AUTH["cookie_secret"], data["ticket"], [DIRECTORY, channel], time.time())
     assert ticket.subject == f"{ISSUER} ann-sub" and ticket.expires - time.time() > tickets.TICKET_SECONDS - 1
 
-    route = live.LiveRoute(settings=lambda: load_settings({"auth": AUTH}))
-    with TestClient(Starlette(routes=[WebSocketRoute(live.LIVE_PATH, route.serve)])) as client:
+    live_route = route.LiveRoute(settings=lambda: load_settings({"auth": AUTH}))
+    with TestClient(Starlette(routes=[WebSocketRoute(route.LIVE_PATH, live_route.serve)])) as client:
         with client.websocket_connect(f"{data['path']}&ticket={data['ticket']}",
                                       headers={"origin": "http://testserver"}) as socket:
             assert json.loads(socket.receive_text()) == data["shown"]  # what the page drew is what is current
@@ -104,6 +104,6 @@ def test_open_mode_listeners_carry_no_ticket(app_test, app_db):
 
 def test_the_listener_knows_the_routes_close_codes():
     script = (ROOT / "views" / "socket.js").read_text()
-    assert f"const NOT_ADMITTED = {live.NOT_ADMITTED};" in script
-    assert f"const TOO_MANY = {live.TOO_MANY};" in script
+    assert f"const NOT_ADMITTED = {route.NOT_ADMITTED};" in script
+    assert f"const TOO_MANY = {route.TOO_MANY};" in script
     assert "LISTENER_JS" not in (ROOT / "views" / "live.py").read_text()  # front-end code in its own file

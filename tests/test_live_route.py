@@ -15,7 +15,7 @@ from core import chat, jobs, tickets
 from core.config import load_settings
 from core.feed import feed_of
 from core.recent import DIRECTORY
-from views import live
+from views import route as routing
 
 SECRET = "cookie-secret-never-shown"
 AUTH = {  # what makes login mode: an [auth] section in the secrets
@@ -28,14 +28,14 @@ AUTH = {  # what makes login mode: an [auth] section in the secrets
 ANN = "http://127.0.0.1:9400 ann-sub"  # a ticket's subject: the login's issuer and subject
 
 
-def serve(route: live.LiveRoute, address: str = "testclient") -> TestClient:
+def serve(route: routing.LiveRoute, address: str = "testclient") -> TestClient:
     """A test client (from ``address``) of an app that mounts ``route`` as app.py does."""
-    return TestClient(Starlette(routes=[WebSocketRoute(live.LIVE_PATH, route.serve)]), client=(address, 50000))
+    return TestClient(Starlette(routes=[WebSocketRoute(routing.LIVE_PATH, route.serve)]), client=(address, 50000))
 
 
 @pytest.fixture
 def route(app_db):
-    return live.LiveRoute()
+    return routing.LiveRoute()
 
 
 @pytest.fixture
@@ -46,7 +46,7 @@ def client(route):
 
 @pytest.fixture
 def login_client(app_db):
-    with serve(live.LiveRoute(settings=lambda: load_settings({"auth": AUTH}))) as test_client:
+    with serve(routing.LiveRoute(settings=lambda: load_settings({"auth": AUTH}))) as test_client:
         yield test_client
 
 
@@ -60,7 +60,7 @@ def refused(client, url: str, **kwargs) -> WebSocketDisconnect:
 
 def url(topics, ticket: str | None = None) -> str:
     query = ",".join(str(t) for t in topics)
-    return f"{live.LIVE_PATH}?topics={query}" + (f"&ticket={ticket}" if ticket is not None else "")
+    return f"{routing.LIVE_PATH}?topics={query}" + (f"&ticket={ticket}" if ticket is not None else "")
 
 
 def ticket_for(topics, secret: str = SECRET, expires: float | None = None) -> str:
@@ -136,14 +136,14 @@ def test_a_streaming_reply_arrives_as_growing_versions_of_one_entry(client, app_
 
 
 def test_content_needs_a_channel(client):
-    assert refused(client, f"{url([DIRECTORY])}&content=1").code == live.POLICY_VIOLATION
+    assert refused(client, f"{url([DIRECTORY])}&content=1").code == routing.POLICY_VIOLATION
 
 
 def test_the_app_mounts_the_route(app_db):
     import app
 
-    [mounted] = [r for r in app.app._user_routes if getattr(r, "path", None) == live.LIVE_PATH]
-    assert mounted.endpoint == live.live_route
+    [mounted] = [r for r in app.app._user_routes if getattr(r, "path", None) == routing.LIVE_PATH]
+    assert mounted.endpoint == routing.live_route
     with TestClient(Starlette(routes=[mounted])) as test_client:
         with test_client.websocket_connect(url([DIRECTORY])) as socket:
             assert json.loads(socket.receive_text()) == {"0": feed_of(app_db).current(DIRECTORY)}
@@ -151,14 +151,14 @@ def test_the_app_mounts_the_route(app_db):
 
 @pytest.mark.parametrize("topics", ["", "x", "1,2,3", "-1", "1;DROP"])
 def test_bad_topics_are_refused(client, topics):
-    assert refused(client, f"{live.LIVE_PATH}?topics={topics}").code == live.POLICY_VIOLATION
+    assert refused(client, f"{routing.LIVE_PATH}?topics={topics}").code == routing.POLICY_VIOLATION
 
 
 # who asks -----------------------------------------------------------------------------------------
 @pytest.mark.parametrize("origin", ["https://elsewhere.example", "http://testserver.elsewhere.example", "null",
                                     "http://testserver:8080", "http://[bad"])
 def test_a_page_on_another_site_is_refused(client, origin):
-    assert refused(client, url([DIRECTORY]), headers={"origin": origin}).code == live.POLICY_VIOLATION
+    assert refused(client, url([DIRECTORY]), headers={"origin": origin}).code == routing.POLICY_VIOLATION
 
 
 @pytest.mark.parametrize("origin", ["http://testserver", "https://TestServer", None])
@@ -170,7 +170,7 @@ def test_the_apps_own_pages_and_programs_are_served(client, app_db, origin):
 
 def test_login_mode_refuses_a_socket_without_a_ticket(login_client):
     ended = refused(login_client, url([DIRECTORY]))
-    assert ended.code == live.NOT_ADMITTED and "no ticket" in ended.reason
+    assert ended.code == routing.NOT_ADMITTED and "no ticket" in ended.reason
 
 
 def test_login_mode_refuses_tickets_that_do_not_admit(login_client, app_db):
@@ -188,7 +188,7 @@ def test_login_mode_refuses_tickets_that_do_not_admit(login_client, app_db):
         (good + "A" * 2000, "malformed"),
     ]:
         ended = refused(login_client, url([channel, DIRECTORY], ticket))
-        assert (ended.code, why in ended.reason) == (live.NOT_ADMITTED, True), (ticket, ended.reason)
+        assert (ended.code, why in ended.reason) == (routing.NOT_ADMITTED, True), (ticket, ended.reason)
     with login_client.websocket_connect(url([channel, DIRECTORY], good)) as socket:  # the page's own ticket
         assert set(json.loads(socket.receive_text())) == {str(channel), str(DIRECTORY)}
 
@@ -203,7 +203,7 @@ def test_login_mode_follows_with_a_valid_ticket_until_it_runs_out(login_client, 
         started = time.monotonic()
         with pytest.raises(WebSocketDisconnect) as ended:
             socket.receive_text()
-    assert ended.value.code == live.NOT_ADMITTED and "expired" in ended.value.reason
+    assert ended.value.code == routing.NOT_ADMITTED and "expired" in ended.value.reason
     assert time.monotonic() - started < 3  # closed when the ticket ran out: the listener shows its newer one
 
 
@@ -219,7 +219,7 @@ def test_sockets_beyond_the_per_client_cap_are_refused(route, client, app_db, mo
         for _ in range(2):
             stack.enter_context(client.websocket_connect(url([DIRECTORY]))).receive_text()
         ended = refused(client, url([DIRECTORY]))
-        assert ended.code == live.TOO_MANY and "too many" in ended.reason
+        assert ended.code == routing.TOO_MANY and "too many" in ended.reason
         with serve(route, address="192.0.2.7") as elsewhere:  # another address has sockets of its own
             with elsewhere.websocket_connect(url([DIRECTORY])) as socket:
                 socket.receive_text()
@@ -235,28 +235,28 @@ def test_sockets_beyond_the_total_cap_are_refused(route, app_db, monkeypatch):
             client = stack.enter_context(serve(route, address=address))
             stack.enter_context(client.websocket_connect(url([DIRECTORY]))).receive_text()
         third = stack.enter_context(serve(route, address="192.0.2.3"))
-        assert refused(third, url([DIRECTORY])).code == live.TOO_MANY
+        assert refused(third, url([DIRECTORY])).code == routing.TOO_MANY
     assert _eventually(lambda: route.open_sockets == 0)
 
 
 def test_a_client_that_floods_frames_is_closed(client, route):
     with client.websocket_connect(url([DIRECTORY])) as socket:
         socket.receive_text()
-        for _ in range(live.CLIENT_FRAMES + 1):
+        for _ in range(routing.CLIENT_FRAMES + 1):
             socket.send_text("hi")
         with pytest.raises(WebSocketDisconnect) as ended:
             socket.receive_text()
-    assert ended.value.code == live.POLICY_VIOLATION
+    assert ended.value.code == routing.POLICY_VIOLATION
     assert _eventually(lambda: route.open_sockets == 0)
 
 
 def test_a_client_that_sends_a_large_frame_is_closed(client):
     with client.websocket_connect(url([DIRECTORY])) as socket:
         socket.receive_text()
-        socket.send_bytes(b"x" * (live.CLIENT_FRAME_SIZE + 1))
+        socket.send_bytes(b"x" * (routing.CLIENT_FRAME_SIZE + 1))
         with pytest.raises(WebSocketDisconnect) as ended:
             socket.receive_text()
-    assert ended.value.code == live.MESSAGE_TOO_BIG
+    assert ended.value.code == routing.MESSAGE_TOO_BIG
 
 
 def test_a_few_small_frames_are_read_and_ignored(client, app_db):
@@ -264,7 +264,7 @@ def test_a_few_small_frames_are_read_and_ignored(client, app_db):
     channel = chat.create_channel(app_db, "c", reply_policy="off")
     with client.websocket_connect(url([channel])) as socket:
         socket.receive_text()
-        for _ in range(live.CLIENT_FRAMES):
+        for _ in range(routing.CLIENT_FRAMES):
             socket.send_text("hello?")
         chat.send_message(app_db, channel, ann, "still here")
         assert json.loads(socket.receive_text()) == {str(channel): feed_of(app_db).current(channel)}

@@ -258,5 +258,5 @@ def test_the_live_route_admits_a_logged_in_window_and_refuses_a_socket_without_i
         const socket = new WebSocket(`ws://${location.host}/live?topics=0`);  // the same page, no ticket
         socket.onclose = (event) => done(event.code);
     })""")
-    assert code == 4401  # views/live.py's NOT_ADMITTED, which the listener understands
+    assert code == 4401  # views/route.py's NOT_ADMITTED, which the listener understands
     assert ann.evaluate("window.__channelChatClosed") is None  # the page's own socket stayed open

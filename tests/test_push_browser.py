@@ -178,7 +178,7 @@ def test_beyond_the_socket_cap_a_page_backs_off_and_its_fallback_keeps_it_curren
         a = _open(contexts(), app.url + url)
         a.wait_for_function("window.__channelChatPushes >= 1", timeout=10_000)  # A holds this address's one socket
         b = _open(contexts(), app.url + url)
-        b.wait_for_function("window.__channelChatClosed === 4429", timeout=10_000)  # views/live.py's TOO_MANY
+        b.wait_for_function("window.__channelChatClosed === 4429", timeout=10_000)  # views/route.py's TOO_MANY
         _send(a, "seen by the fallback")
         _shows(b, "seen by the fallback", timeout=15)  # the page still follows, by its fallback check
         b.wait_for_timeout(5_000)

@@ -3,7 +3,14 @@ import streamlit as st
 
 from core import chat
 from core.errors import ChatError
-from views.common import current_user, escape_markdown, get_db, get_settings, is_admin, show_error
+from views.common import (
+    current_user,
+    escape_markdown,
+    get_db,
+    get_settings,
+    is_admin,
+    show_error,
+)
 
 POLICY_LABELS = {"every": "Every message (as the original)", "mention": "Only when someone writes @ai", "off": "Never"}
 

@@ -6,8 +6,17 @@ import streamlit as st
 from core import chat, replies
 from core.errors import ChatError
 from views import live, messages
-from views.common import (current_channel, current_user, escape_markdown, get_db, get_settings, guarded, is_admin,
-                          session_scratch, show_error)
+from views.common import (
+    current_channel,
+    current_user,
+    escape_markdown,
+    get_db,
+    get_settings,
+    guarded,
+    is_admin,
+    session_scratch,
+    show_error,
+)
 from views.search import search_panel
 
 PAGE = chat.RECENT_LIMIT  # messages per "load older" step, as many as the original lists

@@ -1,4 +1,4 @@
-"""What every page shares: settings, the database and the AI worker (one per server process), the sidebar."""
+"""What every page shares: settings, the database and the AI worker (one per server process), who is asking."""
 from __future__ import annotations
 
 import atexit
@@ -17,13 +17,12 @@ from streamlit_autorefresh import st_autorefresh
 from core import accounts, chat
 from core.ai import Responder
 from core.config import Settings, load_settings
-from core.embeddings import Embedder, fallback_reason, provider_for
+from core.embeddings import Embedder, provider_for
 from core.errors import ChatError, DatabaseDamaged, DatabaseUnavailable, StorageError
 from core.store import Database, connect
 
 log = logging.getLogger(__name__)
 RECONNECT_SECONDS = 5  # how often a page retries a database server that was unreachable (or a full disk)
-LINKED_ID = re.compile(r"[0-9]{1,18}")  # ?channel=3: ASCII digits that fit a BIGINT ("²".isdigit() is true)
 # Everything Streamlit's Markdown could read as markup, incl. $ math and :emoji: / :color[...] directives.
 MARKDOWN_SPECIALS = re.compile(r"([\\`*_{}\[\]()#+\-.!|>~<&$:=^\"'])")
 
@@ -212,138 +211,3 @@ def is_admin() -> bool:
 def current_channel(db: Database) -> chat.Channel | None:
     """The channel this browser session looks at."""
     return _chosen(db, "channel_id", chat.get_channel)
-
-
-def _create(kind: str) -> None:
-    """Form callback: create a user or channel from the sidebar and select it."""
-    name, db = st.session_state.get(f"new_{kind}_name", ""), get_db()
-    try:
-        if kind == "user":
-            new_id = chat.create_user(db, name)
-        else:
-            me = current_user(db)
-            new_id = chat.create_channel(db, name, by=me.id if me else None, limits=get_settings().limits)
-    except ChatError as error:
-        st.session_state[f"new_{kind}_error"] = str(error)
-        return
-    st.session_state[f"{kind}_id"] = new_id
-    st.session_state[f"new_{kind}_name"] = ""
-    st.session_state.pop(f"new_{kind}_error", None)
-
-
-def _creator(kind: str, label: str) -> None:
-    with st.popover(f"New {kind}", use_container_width=True):
-        with st.form(f"new_{kind}_form", border=False):
-            st.text_input(label, key=f"new_{kind}_name")
-            st.form_submit_button(f"Create {kind}", on_click=_create, args=(kind,))
-    if error := st.session_state.pop(f"new_{kind}_error", None):
-        st.error(error)
-
-
-def _channel_from_link(channels: list[chat.Channel]) -> None:
-    """Let a link like ?channel=3 open a channel (once per session, before the selectbox exists)."""
-    if st.session_state.get("_link_read"):
-        return
-    st.session_state["_link_read"] = True
-    wanted = st.query_params.get("channel") or ""
-    if LINKED_ID.fullmatch(wanted) and any(c.id == int(wanted) for c in channels):
-        st.session_state["channel_id"] = int(wanted)
-
-
-def _login_page(settings: Settings) -> None:
-    """Login mode, nobody logged in: a page with the login button(s), and nothing else runs."""
-    st.title("Channel Chat")
-    st.write("Log in to read and write. You speak as yourself: your name comes from your account, "
-             "and you can change it once you are in.")
-    for provider in settings.login_providers:
-        label = "Log in" if provider is None else f"Log in with {provider.title()}"
-        st.button(label, on_click=st.login, args=() if provider is None else (provider,), type="primary",
-                  icon=":material/login:", key=f"login_{provider or 'default'}")
-    st.stop()
-
-
-def _rename() -> None:
-    """Form callback: the logged-in person changes their display name (who they are comes from st.user only)."""
-    identity = signed_in()
-    if identity is None:
-        return
-    db = get_db()
-    try:
-        accounts.rename_user(db, accounts.user_for(db, identity).id, st.session_state.get("rename_name", ""),
-                             limits=get_settings().limits)
-    except ChatError as error:
-        st.session_state["rename_error"] = str(error)
-        return
-    st.session_state.pop("rename_error", None)
-
-
-def _you_logged_in(db: Database, identity: accounts.Identity, admin: bool) -> None:
-    try:
-        me = accounts.user_for(db, identity)
-    except ChatError as error:
-        show_error(error)
-        st.stop()
-    st.markdown(f"**{escape_markdown(me.name)}**" + (" · :material/shield_person: admin" if admin else ""))
-    if identity.email:
-        st.caption(escape_markdown(identity.email))
-    left, right = st.columns(2)
-    with left.popover("Rename", use_container_width=True):
-        with st.form("rename_form", border=False):
-            st.text_input("Display name", value=me.name, key="rename_name", max_chars=chat.NAME_MAX)
-            st.form_submit_button("Save name", on_click=_rename)
-    right.button("Log out", on_click=st.logout, use_container_width=True, key="logout")
-    if error := st.session_state.pop("rename_error", None):
-        st.error(error)
-
-
-def _you_pick(users: list[chat.User]) -> None:
-    """Open mode: pick or create the user this window speaks as."""
-    user_names = {u.id: u.name for u in users}
-    if st.session_state.get("user_id") not in user_names:
-        st.session_state["user_id"] = users[0].id if users else None
-    st.selectbox("You are", list(user_names), format_func=user_names.get, key="user_id",
-                 placeholder="Create a user first", label_visibility="collapsed")
-    _creator("user", "Your name")
-    st.caption(":material/lock_open: Open mode: anyone with this link can pick any name and speak as anyone. "
-               "To tie people to their accounts, turn on login ([auth] in the secrets; see the README).")
-
-
-def draw_sidebar() -> None:
-    """Who am I, which channel, and whether the AI is on: drawn once by app.py for every page.
-
-    In login mode a visitor who is not logged in gets the login page instead, and the page does not run.
-    """
-    db = get_db()
-    settings = get_settings()
-    identity = signed_in() if settings.login else None
-    if settings.login and identity is None:
-        _login_page(settings)
-    st.session_state["directory_shown"] = chat.directory_version(db)  # read first: a change after it is news
-    users, channels = ([] if settings.login else chat.list_users(db)), chat.list_channels(db)
-    _channel_from_link(channels)
-    with st.sidebar:
-        st.subheader("You")
-        if identity is not None:
-            _you_logged_in(db, identity, accounts.is_admin(identity, settings.admin_emails))
-        else:
-            _you_pick(users)
-
-        st.subheader("Channel")
-        channel_names = {c.id: f"# {c.name}" for c in channels}
-        if st.session_state.get("channel_id") not in channel_names:
-            st.session_state["channel_id"] = channels[0].id if channels else None
-        st.selectbox("Channel", list(channel_names), format_func=channel_names.get, key="channel_id",
-                     placeholder="Create a channel first", label_visibility="collapsed")
-        _creator("channel", "Channel name")
-        if st.session_state.get("channel_id") is not None:
-            st.query_params["channel"] = str(st.session_state["channel_id"])
-
-        st.divider()
-        get_embedder()
-        status = get_responder().status()
-        if status["enabled"]:
-            st.caption(f":material/bolt: AI replies on · {status['model']} · {status['workers']} workers")
-        else:
-            st.caption(f":material/power_off: {status['reason']}")
-        if fell_back := fallback_reason(db):  # the AI server has no embeddings
-            st.caption(f":material/search_off: {fell_back}")

@@ -2,7 +2,8 @@
 import streamlit as st
 
 from views import live
-from views.common import draw_sidebar, frame, get_db, get_settings
+from views.common import frame, get_db, get_settings
+from views.sidebar import draw_sidebar
 
 st.set_page_config(page_title="Channel Chat", page_icon=":material/forum:", layout="wide")
 chat_page = st.Page("chat.py", title="Chat", icon=":material/chat:", default=True)

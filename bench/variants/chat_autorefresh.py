@@ -9,7 +9,7 @@ sys.path.insert(0, str(ROOT))
 import streamlit as st  # noqa: E402
 from streamlit_autorefresh import st_autorefresh  # noqa: E402
 
-from views.common import draw_sidebar  # noqa: E402
+from views.sidebar import draw_sidebar  # noqa: E402
 
 st_autorefresh(interval=1000, key="bench_autorefresh")
 page = st.navigation([st.Page(str(ROOT / "views" / "chat.py"), title="Chat", default=True)])

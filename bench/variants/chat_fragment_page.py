@@ -15,7 +15,8 @@ import streamlit as st  # noqa: E402
 from core import chat, render  # noqa: E402
 from core.errors import ChatError  # noqa: E402
 from views import live  # noqa: E402
-from views.common import current_channel, current_user, draw_sidebar, get_db, get_settings  # noqa: E402
+from views.common import current_channel, current_user, get_db, get_settings  # noqa: E402
+from views.sidebar import draw_sidebar  # noqa: E402
 
 
 def page() -> None:

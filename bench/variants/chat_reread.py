@@ -9,7 +9,7 @@ sys.path.insert(0, str(ROOT))
 import streamlit as st  # noqa: E402
 
 from core import chat  # noqa: E402
-from views.common import draw_sidebar  # noqa: E402
+from views.sidebar import draw_sidebar  # noqa: E402
 
 if not getattr(chat, "_bench_reread", False):  # patch once per process: no version gate, no cache
     ticks = itertools.count()

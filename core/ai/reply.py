@@ -44,17 +44,7 @@ from core.ai.reasons import (
     TOOLS_OFF,
 )
 from core.ai.redact import logger
-from core.ai.stream import (
-    Abandoned,
-    Cut,
-    Ended,
-    Link,
-    Reply,
-    TooLong,
-    ToolsRefused,
-    open_stream,
-    read,
-)
+from core.ai.stream import Abandoned, Cut, Ended, Link, Reply, TooLong, ToolsRefused, open_stream, read
 from core.channels import get_channel, system_prompt
 from core.config import Settings
 from core.context import (
@@ -68,15 +58,9 @@ from core.context import (
 )
 from core.deadline import Deadline
 from core.errors import ChatError
-from core.messages import load_context
 from core.jobs import Job
-from core.replies import (
-    fail_reply,
-    finish_reply,
-    record_request,
-    record_steps,
-    stream_reply,
-)
+from core.messages import load_context
+from core.replies import fail_reply, finish_reply, record_request, record_steps, stream_reply
 from core.store import Database
 
 log = logger(__name__)
