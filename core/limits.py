@@ -46,6 +46,7 @@ class Limits:
     renames_per_hour: int = 0
     channels_per_hour: int = 0
     searches_per_minute: int = 0
+    attachment_mb_per_day: int = 0
 
 
 class RateLimited(ChatError):

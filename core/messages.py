@@ -4,8 +4,9 @@ from __future__ import annotations
 import json
 import numbers
 from datetime import datetime
-from typing import Any
+from typing import Any, Sequence
 
+from core.attachments import MAX_FILE_BYTES, Upload, check_daily, check_uploads, store
 from core.channels import wants_reply
 from core.errors import NotFound, ValidationError
 from core.ids import check_id
@@ -39,14 +40,20 @@ def check_content(content: Any) -> str:
     return content
 
 
-def send_message(db: Database, channel_id: Any, author_id: Any, content: Any, limits: Limits | None = None) -> int:
+def send_message(
+    db: Database, channel_id: Any, author_id: Any, content: Any, limits: Limits | None = None,
+    files: Sequence[Upload] = (), max_file_bytes: int = MAX_FILE_BYTES,
+) -> int:
     """Store a user's message and, in the same transaction, schedule the AI reply; return the message id.
 
     With ``limits`` (core.limits), a send over a person's rate limit raises RateLimited and stores nothing.
+    ``files`` (core.attachments) go in the same transaction; with files the text may be empty, and a message
+    of files alone gets no AI reply (the AI reads text only).
     """
     channel_id = check_id(channel_id, "Channel")
     author_id = check_id(author_id, "User")
-    content = check_content(content)
+    uploads = check_uploads(files, max_file_bytes)
+    content = "" if uploads and isinstance(content, str) and not has_visible(content) else check_content(content)
 
     def work(tx: Transaction) -> tuple[Message, Message | None]:
         channel = tx.one("SELECT reply_policy FROM channels WHERE id = ?", [channel_id])
@@ -56,16 +63,20 @@ def send_message(db: Database, channel_id: Any, author_id: Any, content: Any, li
         if author is None:
             raise NotFound(f"User {author_id} not found.")
         now = db.clock()
+        answer = bool(content) and wants_reply(channel[0] or "every", content)
         if limits is not None:
-            check_send(db, tx, limits, author_id, wants_reply(channel[0] or "every", content), now)
+            check_send(db, tx, limits, author_id, answer, now)
+            check_daily(tx, limits, author_id, now, sum(facts.size for facts, _ in uploads))
         (message_id,) = tx.one(
             "INSERT INTO messages (channel_id, author_id, content, status, created_at, updated_at) "
             "VALUES (?, ?, ?, 'complete', ?, ?) RETURNING id",
             [channel_id, author_id, content, now, now],
         )
         message = Message(message_id, channel_id, author_id, author[0], content, "complete", None, now, now)
+        if uploads:
+            store(tx, message_id, channel_id, author_id, uploads, now)
         reply = None
-        if wants_reply(channel[0] or "every", content):
+        if answer:
             reply = _insert_reply(tx, channel_id, message_id, author_id, now)
         tx.announce(channel_id, jobs=reply is not None)
         tx.on_commit(lambda: db.recent.add(message))

@@ -72,6 +72,12 @@ def verify(secret: str, ticket: str | None, topics: Iterable[int], now: float) -
     return Ticket(_decode(match[1]), frozenset(int(t) for t in match[2].split("-")), expires)
 
 
+def topics_of(ticket: str | None) -> frozenset[int]:
+    """The topics a ticket names, read without checking it (``verify`` with them decides whether it admits)."""
+    match = SHAPE.fullmatch(ticket) if ticket and len(ticket) <= MAX_CHARS else None
+    return frozenset(int(t) for t in match[2].split("-")) if match else frozenset()
+
+
 def _mac(secret: str, body: str) -> str:
     key = hmac.new(secret.encode(), PURPOSE, hashlib.sha256).digest()
     return _b64(hmac.new(key, body.encode(), hashlib.sha256).digest())

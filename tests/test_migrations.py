@@ -111,6 +111,21 @@ SCHEMA = {
         ("old_name", "VARCHAR", False),
         ("created_at", "TIMESTAMP", False),
     ],
+    "attachment_blobs": [("sha256", "VARCHAR", False), ("size", "BIGINT", False), ("data", "BLOB", False)],
+    "attachments": [
+        ("id", "BIGINT", False),
+        ("message_id", "BIGINT", False),
+        ("channel_id", "BIGINT", False),
+        ("uploaded_by", "BIGINT", True),
+        ("kind", "VARCHAR", False),
+        ("media_type", "VARCHAR", False),
+        ("name", "VARCHAR", False),
+        ("size", "BIGINT", False),
+        ("width", "BIGINT", True),
+        ("height", "BIGINT", True),
+        ("sha256", "VARCHAR", False),
+        ("created_at", "TIMESTAMP", False),
+    ],
 }
 
 
@@ -144,7 +159,8 @@ def test_migrate_blank_creates_whole_schema(tmp_path):
     assert sorted((t, tuple(c)) for t, c in primary) == sorted(
         [("migrations", ("name",)), ("users", ("id",)), ("channels", ("id",)), ("messages", ("id",)), ("ai_jobs", ("id",)),
          ("ai_usage", ("id",)), ("identities", ("issuer", "subject")), ("renames", ("id",)),
-         ("message_vectors", ("message_id",)), ("embedding_jobs", ("message_id", "provider")), ("search_state", ("name",))]
+         ("message_vectors", ("message_id",)), ("embedding_jobs", ("message_id", "provider")), ("search_state", ("name",)),
+         ("attachment_blobs", ("sha256",)), ("attachments", ("id",))]
     )
     unique = con.execute(
         "SELECT table_name, constraint_column_names FROM duckdb_constraints() WHERE constraint_type = 'UNIQUE'"
@@ -153,7 +169,7 @@ def test_migrate_blank_creates_whole_schema(tmp_path):
         ("channels", ("name_key",)), ("identities", ("user_id",)), ("users", ("name_key",))]
     sequences = {row[0] for row in con.execute("SELECT sequence_name FROM duckdb_sequences()").fetchall()}
     assert sequences == {"users_id_seq", "channels_id_seq", "messages_id_seq", "ai_jobs_id_seq", "ai_usage_id_seq",
-                         "renames_id_seq", "message_vectors_seq"}
+                         "renames_id_seq", "message_vectors_seq", "attachments_id_seq"}
 
     messages = defaults_of(con, "messages")
     assert "messages_id_seq" in messages["id"]

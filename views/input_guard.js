@@ -9,9 +9,11 @@ export default function ({ setTriggerValue }) {
   guard.trigger = setTriggerValue;
   if (!guard.timer) guard.timer = setInterval(() => {
     const box = document.querySelector(BOX);
-    if (!box || !box.disabled || document.querySelector(BUSY)) { guard.since = 0; return; }
+    if (!box || !box.disabled) { guard.since = 0; return; }
     if (!guard.since) guard.since = Date.now();
-    if (Date.now() - guard.since < STUCK_MS) return;
+    // Time disabled counts across runs: on a slow page the 1 s poll's fragment runs follow one another, and a
+    // clock that restarted with each of them never reached STUCK_MS (the box stayed disabled for good).
+    if (Date.now() - guard.since < STUCK_MS || document.querySelector(BUSY)) return;
     guard.since = 0;
     window.__channelChatUnstuck = (window.__channelChatUnstuck || 0) + 1;  // for tests and diagnosis
     guard.trigger("stuck", ++guard.asks);

@@ -31,6 +31,7 @@ class Dialect:
 
     name = "?"  # for tests, benchmarks and messages only
     double = "DOUBLE"  # a float column in DDL
+    blob = "BLOB"  # bytes in DDL (a file's content)
     for_update = ""  # appended to a read inside a write that must lock the rows it reads
     skip_locked = ""  # appended to a claim: take a row no other replica holds
     vector = "FLOAT[256]"  # a message's embedding (core.embeddings.DIMENSIONS wide)

@@ -2,6 +2,8 @@
 
 A migration is a function of a ``Migrator``: ``m.execute(sql)`` for SQL both backends speak, and
 ``m.id_column(table)``, ``m.create_index(...)`` and ``m.dialect`` where their DDL differs.
+Over 300 lines on purpose: the schema's whole history, in the order it is applied (as simonw/llm keeps it);
+a migration is frozen once released, so the file only grows at its end.
 """
 from __future__ import annotations
 
@@ -250,6 +252,33 @@ def m011_throttles(m: Migrator) -> None:
     m.execute("ALTER TABLE channels ADD COLUMN created_by BIGINT")
 
 
+def m015_attachments(m: Migrator) -> None:
+    """Files on messages (core.attachments): a row per file, the bytes once per content hash."""
+    m.execute(
+        f"""CREATE TABLE attachment_blobs (
+            sha256 VARCHAR PRIMARY KEY,   -- hex SHA-256 of the bytes: the same file sent twice is stored once
+            size BIGINT NOT NULL,
+            data {m.dialect.blob} NOT NULL)"""
+    )
+    m.execute(
+        f"""CREATE TABLE attachments (
+            {m.id_column("attachments")},
+            message_id BIGINT NOT NULL,
+            channel_id BIGINT NOT NULL,   -- who may fetch it is who may read this channel
+            uploaded_by BIGINT,           -- counted against their ATTACHMENT_MB_PER_DAY
+            kind VARCHAR NOT NULL,        -- image | audio | file
+            media_type VARCHAR NOT NULL,  -- read from the bytes, never from the name
+            name VARCHAR NOT NULL,        -- as shown: no folders, no direction controls
+            size BIGINT NOT NULL,
+            width BIGINT,                 -- images only
+            height BIGINT,
+            sha256 VARCHAR NOT NULL,
+            created_at TIMESTAMP NOT NULL)"""
+    )
+    m.create_index("attachments_message", "attachments", "message_id")  # a list's files
+    m.create_index("attachments_uploader", "attachments", "uploaded_by, created_at")  # a person's bytes today
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("001_initial", m001_initial),
     ("002_ai_replies", m002_ai_replies),
@@ -261,6 +290,7 @@ MIGRATIONS: list[tuple[str, Migration]] = [
     ("009_ai_tools", m009_ai_tools),
     ("010_usage_ledger", m010_usage_ledger),
     ("011_throttles", m011_throttles),
+    ("015_attachments", m015_attachments),
 ]
 
 

@@ -56,6 +56,7 @@ RETRIED = (pg_errors.SerializationFailure, pg_errors.DeadlockDetected, pg_errors
 class PostgresDialect(Dialect):
     name = "postgres"
     double = "DOUBLE PRECISION"
+    blob = "BYTEA"
     for_update = " FOR UPDATE"  # writers run in parallel here: lock the rows a write decides on
     skip_locked = " FOR UPDATE SKIP LOCKED"  # replicas claim different jobs without waiting on each other
     vector = "REAL[]"  # Debian's Postgres 15 has no pgvector package; vectors are searched in memory

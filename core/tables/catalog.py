@@ -15,6 +15,9 @@ from core.tables.reads import read_one, read_rows
 MESSAGES = "messages"
 
 
+BYTES = {"attachment_blobs": "data"}  # tables whose column of file bytes the browser leaves out
+
+
 def message_view(rows: str = "messages") -> str:
     """SQL for messages with the names of their channel and author; ``m.* EXCLUDE`` keeps columns of later migrations.
 
@@ -74,7 +77,11 @@ def table_columns(db: Database, table: str) -> list[Column]:
 def browse_source(db: Database, table: str) -> str:
     """What the browser reads for ``table``: the messages with names, or the table itself."""
     table = check_table(db, table)
-    return f"({message_view()})" if table == MESSAGES else identifier(table)
+    if table == MESSAGES:
+        return f"({message_view()})"
+    if table in BYTES:  # a file's bytes are served by /files, never drawn in a grid or put in an export
+        return f"(SELECT * EXCLUDE ({identifier(BYTES[table])}) FROM {identifier(table)})"
+    return identifier(table)
 
 
 def browse_columns(db: Database, table: str) -> list[Column]:
