@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import weakref
+from collections import OrderedDict
 from typing import Any, Sequence
 
 import numpy as np
@@ -22,6 +23,7 @@ from core.embeddings.jobs import active_provider, backlog
 from core.embeddings.providers import (
     DIMENSIONS,
     Provider,
+    embed_recorded,
     endpoint_missing,
     first_line,
     from_the_server,
@@ -35,6 +37,7 @@ log = logging.getLogger(__package__)  # one logger for the package: the name ope
 LOAD_CHUNK = 100_000  # vectors per Arrow batch when the index loads
 SMALL_LOAD = 2_000  # up to this many new vectors are read as plain rows; more are streamed as Arrow
 SEQ_OVERLAP = 10_000  # seq numbers looked at again: writers on several replicas commit out of order
+QUERY_CACHE = 256  # query vectors kept per database: a page rerun searches again, and a paid API is asked once
 
 
 class VectorIndex:
@@ -184,6 +187,22 @@ class _Attached:
         self.provider = provider
         self.index = VectorIndex(provider.name)
         self.ready = False  # the provider was active when last asked (then it stays so)
+        self.queries: OrderedDict[str, np.ndarray] = OrderedDict()  # text -> vector, least recently used first
+        self.lock = threading.Lock()
+
+    def query_vector(self, db: Database, text: str, user_id: int | None) -> np.ndarray:
+        """``text``'s vector: from the cache, else asked for (and, from a paid API, written to the usage ledger)."""
+        with self.lock:
+            vector = self.queries.get(text)
+            if vector is not None:
+                self.queries.move_to_end(text)
+                return vector
+        vector = embed_recorded(db, self.provider, [text], user_id)[0]
+        with self.lock:
+            self.queries[text] = vector
+            while len(self.queries) > QUERY_CACHE:
+                self.queries.popitem(last=False)
+        return vector
 
 
 _attached: "weakref.WeakKeyDictionary[Database, _Attached]" = weakref.WeakKeyDictionary()
@@ -224,14 +243,18 @@ def nearest(
     limit: int = 20,
     exclude: Sequence[int] = (),
     before_id: int | None = None,
+    user_id: int | None = None,
 ) -> list[tuple[int, float]]:
-    """(message id, cosine similarity) of the messages closest to ``text``; empty while search is keyword-only."""
+    """(message id, cosine similarity) of the messages closest to ``text``; empty while search is keyword-only.
+
+    ``user_id`` is the person searching: a paid API's request for the query's vector is charged to them.
+    """
     attached = _attached.get(db)
     if attached is None or not semantic_ready(db) or not text.strip():
         return []
     attached.index.refresh(db)  # one count when nothing is new
     try:
-        vector = attached.provider.embed([text])[0]
+        vector = attached.query_vector(db, text, user_id)
     except Exception as error:  # the embeddings API is down: keyword results still answer
         if endpoint_missing(error):  # found here first (all history was embedded): the Embedder follows
             fall_back(db, attached.provider, error)
@@ -240,6 +263,12 @@ def nearest(
                         exc_info=not from_the_server(error))
         return []
     return attached.index.nearest(vector, limit, attached.provider.min_similarity, channel_id, exclude, before_id)
+
+
+def paid_queries(db: Database) -> bool:
+    """Whether a search on ``db`` now asks a paid embeddings API for its query's vector (then it is in the ledger)."""
+    attached = _attached.get(db)
+    return attached is not None and getattr(attached.provider, "paid", False) and semantic_ready(db)
 
 
 def status(db: Database) -> dict[str, Any]:
