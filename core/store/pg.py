@@ -46,7 +46,10 @@ LISTEN_POLL_S = 1.0  # the listener wakes this often to notice close()
 RECONNECT_PAUSES = (0.2, 0.5, 1.0, 2.0, 5.0)  # the listener's back-off after losing its connection
 MIGRATION_LOCK = 0x63686174  # pg_advisory_lock key ("chat"): replicas starting at once migrate one by one
 ATTACHED = "pg"  # the name the Postgres database has inside DuckDB (the Tables page's current database)
-USE_ATTACHED = f"USE {identifier(ATTACHED)}.public"  # DuckDB: the attached database's tables are the current ones
+# The app's tables live here. The console and the Tables page attach only this schema: a database the app shares
+# (Supabase's auth.users, another app's tables) shows nothing else to them.
+APP_SCHEMA = "public"
+USE_ATTACHED = f"USE {identifier(ATTACHED)}.{identifier(APP_SCHEMA)}"  # DuckDB: the app's tables are the current ones
 READ_ONLY_OPTIONS = "-c default_transaction_read_only=on"  # the Tables page's connection cannot write
 # Storage faults of the server (SQLSTATE 53100, 58030, 25006): a write failed, the connection is fine.
 STORAGE_FAULTS = (pg_errors.DiskFull, pg_errors.IoError, pg_errors.ReadOnlySqlTransaction)
@@ -394,12 +397,15 @@ def extension_directory() -> str:
 
 
 def attach_statement(dsn: str, secret: str | None = None) -> str:
-    """DuckDB's statement that attaches the Postgres database at ``dsn`` read-only as ATTACHED (ATTACH takes no parameter).
+    """DuckDB's statement that attaches the app's schema of the Postgres database at ``dsn`` read-only as ATTACHED.
 
-    ``secret``: a DuckDB secret of TYPE postgres that holds the password.
+    Only APP_SCHEMA is attached (the extension's SCHEMA option): other schemas of the database are not in DuckDB's
+    catalog. ATTACH takes no parameter, hence the quoting. ``secret``: a DuckDB secret of TYPE postgres that holds
+    the password.
     """
     using = f", SECRET {identifier(secret)}" if secret else ""
-    return f"ATTACH {literal(dsn)} AS {identifier(ATTACHED)} (TYPE postgres, READ_ONLY{using})"
+    return (f"ATTACH {literal(dsn)} AS {identifier(ATTACHED)} "
+            f"(TYPE postgres, READ_ONLY, SCHEMA {literal(APP_SCHEMA)}{using})")
 
 
 def attach_read_only(url: str) -> duckdb.DuckDBPyConnection:
