@@ -109,7 +109,7 @@ def _insert_named(
     name = clean_name(name, f"{what} name")
     key = name_key(name)
     now = db.clock()
-    columns = {"name": name, "name_key": key, "created_at": now, **(extra or {})}
+    columns = {"name": name, "name_key": key, "name_skeleton": skeleton(name), "created_at": now, **(extra or {})}
 
     def work(tx: Transaction) -> int:
         if check is not None:  # a limit, decided in this transaction

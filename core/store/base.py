@@ -166,6 +166,10 @@ class Migrator:
         """An index where the backend needs one to stay fast (``columns`` is trusted SQL from a migration)."""
         raise NotImplementedError
 
+    def create_unique_index(self, name: str, table: str, columns: str) -> None:
+        """A uniqueness the database enforces between transactions that run at once (``columns``: trusted SQL)."""
+        raise NotImplementedError
+
     def begin(self) -> None:
         self.execute("BEGIN")
 

@@ -179,6 +179,9 @@ class PgMigrator(Migrator):
     def create_index(self, name: str, table: str, columns: str) -> None:
         self.execute(f"CREATE INDEX IF NOT EXISTS {name} ON {table} ({columns})")
 
+    def create_unique_index(self, name: str, table: str, columns: str) -> None:
+        self.execute(f"CREATE UNIQUE INDEX IF NOT EXISTS {name} ON {table} ({columns})")
+
     @contextmanager
     def exclusive(self) -> Iterator[None]:
         self.execute("SELECT pg_advisory_lock(?)", [MIGRATION_LOCK])
