@@ -106,8 +106,11 @@ class Database:
         yield  # pragma: no cover
 
     @contextmanager
-    def console_source(self) -> Iterator[tuple[dict[str, Any], datetime]]:
-        """What a SQL console child process opens (``core.console``), and the time its data is from."""
+    def console_source(self, role: str | None = None) -> Iterator[tuple[dict[str, Any], datetime]]:
+        """What a SQL console child process opens (``core.console``), and the time its data is from.
+
+        ``role``: on Postgres, the role the child's session takes (a read-only one); a file has no roles.
+        """
         raise NotImplementedError
         yield  # pragma: no cover
 

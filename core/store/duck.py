@@ -252,7 +252,7 @@ class DuckDatabase(Database):
         return True
 
     @contextmanager
-    def console_source(self) -> Iterator[tuple[dict[str, Any], datetime]]:
+    def console_source(self, role: str | None = None) -> Iterator[tuple[dict[str, Any], datetime]]:
         # The child cannot open this file (this process holds DuckDB's lock on it): it gets a snapshot.
         with duckdb_source(self) as source:
             yield source

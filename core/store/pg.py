@@ -266,7 +266,7 @@ class PostgresDatabase(Database):
             cur.close()
 
     @contextmanager
-    def console_source(self) -> Iterator[tuple[dict[str, Any], datetime]]:
+    def console_source(self, role: str | None = None) -> Iterator[tuple[dict[str, Any], datetime]]:
         # The child attaches the database itself, read-only, live; Postgres stops the query at the cap too.
         # The password travels apart from the DSN: DuckDB shows an attached database's DSN in duckdb_databases().
         # The server options are the app's own (the child hands them to libpq with its statement timeout).
@@ -274,8 +274,11 @@ class PostgresDatabase(Database):
         password = parts.pop("password", None)
         parts.pop("options", None)
         dsn = make_conninfo(**parts, connect_timeout=CONNECT_TIMEOUT_S)
+        # ``role`` (CONSOLE_ROLE, a plain name checked by core.config) is taken at the session's start: a role
+        # that holds SELECT only, so no setting of the session can turn its queries into writes.
+        options = READ_ONLY_OPTIONS + (f" -c role={role}" if role else "")
         yield {"attach": attach_statement(dsn), "use": USE_ATTACHED, "password": password,
-               "options": READ_ONLY_OPTIONS, "extension_directory": extension_directory()}, self.clock()
+               "options": options, "extension_directory": extension_directory()}, self.clock()
 
     # writes --------------------------------------------------------------
     def write(self, work: Callable[[Transaction], T]) -> T:
