@@ -105,11 +105,12 @@ def search_times(db: Database, user_id: int, since: datetime, limit: int) -> lis
 
 
 def of_reply(db: Database, reply_id: int) -> list[dict]:
-    """Every request made for one reply, oldest first (each attempt and round)."""
+    """Every request made for one reply, oldest first (each attempt and round; its tools' embeddings are ``kind``
+    embedding)."""
     rows = db.rows(
-        "SELECT job_id, user_id, model, prompt_tokens, completion_tokens, estimated, created_at FROM ai_usage "
+        "SELECT job_id, user_id, model, prompt_tokens, completion_tokens, estimated, created_at, kind FROM ai_usage "
         "WHERE reply_id = ? ORDER BY id",
         [reply_id],
     )
-    names = ("job_id", "user_id", "model", "prompt_tokens", "completion_tokens", "estimated", "created_at")
+    names = ("job_id", "user_id", "model", "prompt_tokens", "completion_tokens", "estimated", "created_at", "kind")
     return [dict(zip(names, row)) for row in rows]

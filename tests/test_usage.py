@@ -1,7 +1,11 @@
 """The usage ledger for the embeddings API: indexing and searches on both backends, through the real SDK and the local fake."""
 from __future__ import annotations
 
+import json
+
 import pytest
+from fake_openai import Script
+from test_ai import ai_settings, reply_to, responders, settled  # noqa: F401 (responders: a fixture)
 
 from core import chat, embeddings, limits, search, usage
 from core.embeddings import Embedder
@@ -99,3 +103,17 @@ def test_a_replys_searches_are_charged_to_its_asker_and_reply(db, ann, general, 
     assert usage.cause() == (None, None, None)
     # They are the reply's (capped by its tool limits), not searches the person typed: their allowance is whole.
     limits.check_search(db, Limits(searches_per_minute=1), ann, "x", db.clock(), paid=True)
+
+
+def test_a_replys_tool_search_through_the_worker_is_charged_to_the_reply(db, ann, general, fake_openai, responders):
+    chat.update_channel(db, general, reply_policy="mention")
+    chat.send_message(db, general, ann, "The deploy moved to Thursday")
+    _paid(db, fake_openai)
+    fake_openai.push(Script(text="", tool_calls=[{"name": "search_messages", "arguments": json.dumps({"query": "deploy"})}]),
+                     Script(text="Thursday."))
+    responders()
+    reply_id = reply_to(db, chat.send_message(db, general, ann, "@ai when is the deploy?"))
+    settled(db, reply_id)
+    job_id = db.one("SELECT id FROM ai_jobs WHERE reply_id = ?", [reply_id])[0]
+    assert [(r["kind"], r["user_id"], r["job_id"]) for r in usage.of_reply(db, reply_id)] == [
+        ("chat", ann, job_id), ("embedding", ann, job_id), ("chat", ann, job_id)]
