@@ -26,11 +26,11 @@ from browser import (
     type_and_send,
     wait_page,
 )
+from fake_openai import FakeOpenAI, Script
 from itsdangerous import URLSafeTimedSerializer
 
 from core import chat
 from core.store import connect
-from fake_openai import FakeOpenAI, Script
 
 pytestmark = pytest.mark.browser
 
