@@ -118,7 +118,8 @@ def _bind(db: Database, tx: Transaction, identity: Identity) -> int:
     else:
         raise ValidationError("Could not find a free name for your account; ask an admin.")
     now = db.clock()
-    (user_id,) = tx.one("INSERT INTO users (name, name_key, created_at) VALUES (?, ?, ?) RETURNING id", [name, key, now])
+    (user_id,) = tx.one("INSERT INTO users (name, name_key, name_skeleton, created_at) VALUES (?, ?, ?, ?) RETURNING id",
+                        [name, key, skeleton(name), now])
     tx.execute("INSERT INTO identities (issuer, subject, user_id, email, created_at) VALUES (?, ?, ?, ?, ?)",
                [identity.issuer, identity.subject, user_id, identity.email, now])
     tx.announce(directory=True)
@@ -150,7 +151,8 @@ def rename_user(db: Database, user_id: Any, name: Any, limits: Limits | None = N
         others = [other for (other,) in tx.rows("SELECT name FROM users WHERE id <> ?", [user_id])]
         chat.check_distinct(name, others, "User", person=True)
         tx.execute("INSERT INTO renames (user_id, old_name, created_at) VALUES (?, ?, ?)", [user_id, row[0], now])
-        tx.execute("UPDATE users SET name = ?, name_key = ? WHERE id = ?", [name, key, user_id])
+        tx.execute("UPDATE users SET name = ?, name_key = ?, name_skeleton = ? WHERE id = ?",
+                   [name, key, skeleton(name), user_id])
         channels = [row[0] for row in tx.rows("SELECT DISTINCT channel_id FROM messages WHERE author_id = ?", [user_id])]
         for channel_id in channels:  # cached messages carry the author's name: every replica re-reads them
             tx.announce(channel_id)

@@ -11,7 +11,7 @@ from typing import Any, Callable
 from core.errors import NotFound, ValidationError
 from core.ids import check_id
 from core.limits import Limits, check_new_channel
-from core.names import check_distinct, clean_name, name_key, valid_unicode
+from core.names import check_distinct, clean_name, name_key, skeleton, valid_unicode
 from core.store import Database, Transaction
 
 REPLY_POLICIES = ("every", "mention", "off")
@@ -58,7 +58,7 @@ def _insert_named(
     name = clean_name(name, f"{what} name")
     key = name_key(name)
     now = db.clock()
-    columns = {"name": name, "name_key": key, "created_at": now, **(extra or {})}
+    columns = {"name": name, "name_key": key, "name_skeleton": skeleton(name), "created_at": now, **(extra or {})}
 
     def work(tx: Transaction) -> int:
         if check is not None:  # a limit, decided in this transaction

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 from urllib.parse import urlsplit
@@ -54,6 +55,7 @@ class Settings:
     attachment_mb_per_day: int = DEFAULT_ATTACHMENT_MB_PER_DAY  # per person, over the last 24 hours
     console_seconds: float = 5.0  # a console query's time cap, its process's start-up included
     console_memory_mb: int = 256  # what a console query may use on top of its process's ~90 MB
+    console_role: str | None = None  # Postgres: the read-only role console queries run as (SET ROLE); None: the app's
     image_hosts: frozenset[str] = frozenset()  # hosts whose images messages may show; others are shown as links
     embedding_model: str = DEFAULT_EMBEDDING_MODEL
     # The live route (views/live.py): sockets one client address may hold (a person with a dozen tabs; an office
@@ -135,6 +137,18 @@ def _base_url(raw: str | None) -> str | None:
     return raw
 
 
+ROLE = re.compile(r"[a-z_][a-z0-9_]{0,62}")  # a plain Postgres role name: it goes into libpq's options unquoted
+
+
+def _role(raw: str | None) -> str | None:
+    """CONSOLE_ROLE as given, if it is a plain lower-case Postgres role name (letters, digits, _; at most 63)."""
+    if raw is None:
+        return None
+    if not ROLE.fullmatch(raw):
+        raise ValidationError(f"CONSOLE_ROLE must be a plain role name such as chat_reader, not {raw!r}.")
+    return raw
+
+
 def _switch(name: str, raw: str) -> bool:
     value = raw.lower()
     if value not in ("on", "off", "true", "false", "1", "0", "yes", "no"):
@@ -177,6 +191,7 @@ def load_settings(overrides: Mapping[str, Any] | None = None) -> Settings:
         admin_password=get("ADMIN_PASSWORD"),
         console_seconds=_number("CONSOLE_TIMEOUT_SECONDS", get("CONSOLE_TIMEOUT_SECONDS") or 5.0, float, 1.0, 120.0),
         console_memory_mb=_number("CONSOLE_MEMORY_MB", get("CONSOLE_MEMORY_MB") or 256, int, 32, 8192),
+        console_role=_role(get("CONSOLE_ROLE")),
         image_hosts=frozenset(_words(get("IMAGE_HOSTS"), lower=True)),
         login=login,
         login_providers=providers,

@@ -9,9 +9,11 @@
 * renames per person per hour and channels a person creates per hour: ``check_rename`` and ``check_new_channel``
   run inside the rename's or creation's transaction, counted from ``renames`` and ``channels.created_by``.
   Each rename reruns every open page that shows the person's messages; each channel is a line in everyone's list.
-* searches per person per minute: a search leaves no row, so ``check_search`` counts them in this process's
-  memory (per database, per person): each replica counts its own, and a restart forgets. Repeating a search
-  already counted in the window (the page reruns it on every interaction while the box holds it) is free.
+* searches per person per minute: ``check_search`` counts them in this process's memory (per database, per
+  person): each replica counts its own, and a restart forgets. Repeating a search already counted in the window
+  (the page reruns it on every interaction while the box holds it) is free. A search that asks a paid
+  embeddings API for its query's vector leaves a row in the usage ledger, and those rows are counted too, so
+  the paid ones hold across restarts and replicas.
 * AI tokens per day, for the whole app: ``budget_spent`` is asked before each reply goes to the model and
   before a Retry is queued; a reply past the budget ends at once with that reason. Tokens come from the
   usage ledger (``core.usage``), by the time of each request: the day is the UTC day.
@@ -166,21 +168,38 @@ _searches: "weakref.WeakKeyDictionary[Database, dict[int, deque[tuple[datetime, 
 _searches_lock = threading.Lock()
 
 
-def check_search(db: Database, limits: Limits, user_id: int, what: Hashable, now: datetime) -> None:
-    """Count a search by ``user_id`` (``what``: the query and page), or raise RateLimited when over the limit."""
-    if not limits.searches_per_minute:
+def _repeated(recent: "deque[tuple[datetime, Hashable]]", what: Hashable, now: datetime) -> bool:
+    """Drop searches older than a minute; whether ``what`` is among the rest (a rerun of the page, or the same page
+    turned back to: free)."""
+    while recent and recent[0][0] <= now - MINUTE:
+        recent.popleft()
+    return any(seen == what for _, seen in recent)
+
+
+def check_search(db: Database, limits: Limits, user_id: int, what: Hashable, now: datetime, paid: bool = False
+                 ) -> None:
+    """Count a search by ``user_id`` (``what``: the query and page), or raise RateLimited when over the limit.
+
+    ``paid``: the search will ask a paid embeddings API, so the person's searches in the usage ledger count too.
+    """
+    limit = limits.searches_per_minute
+    if not limit:
         return
     with _searches_lock:
-        people = _searches.setdefault(db, {})
-        recent = people.setdefault(user_id, deque())
-        while recent and recent[0][0] <= now - MINUTE:
-            recent.popleft()
-        if any(seen == what for _, seen in recent):
-            return  # the same search again (a rerun of the page, or the same page turned back to)
-        if len(recent) >= limits.searches_per_minute:
-            retry_at = recent[0][0] + MINUTE
+        recent = _searches.setdefault(db, {}).setdefault(user_id, deque())
+        if _repeated(recent, what, now):
+            return
+    # Read outside the lock, so nobody else's search waits on this database read.
+    asked = usage.search_times(db, user_id, now - MINUTE, limit) if paid else []
+    with _searches_lock:
+        if _repeated(recent, what, now):
+            return
+        waits = [recent[0][0] + MINUTE] if len(recent) >= limit else []
+        waits += [asked[-1] + MINUTE] if len(asked) >= limit else []  # newest first: the oldest of the last ``limit``
+        if waits:
+            retry_at = max(waits)
             raise RateLimited(
-                f"You have searched {limits.searches_per_minute} times in the last minute, the limit. "
+                f"You have searched {limit} times in the last minute, the limit. "
                 f"You can search again in {wait_words((retry_at - now).total_seconds())}.",
                 retry_at,
             )
@@ -192,7 +211,7 @@ def day_start(moment: datetime) -> datetime:
 
 
 def tokens_today(db: Database, tx: Transaction | None = None) -> int:
-    """AI tokens of every request made since midnight UTC (reported, or estimated where none was)."""
+    """AI tokens of every request to the chat model since midnight UTC (reported, or estimated where none was)."""
     return usage.tokens_since(db, day_start(db.clock()), tx=tx)
 
 

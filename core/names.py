@@ -106,7 +106,8 @@ def skeleton(name: str) -> str:
     """How a name looks, after TR39: look-alike characters as their prototype, compared ignoring case.
 
     "Аda" (a Cyrillic А), "Ada" and "ADA" share one; so do "AI" and "Al", "B0b" and "Bob". Mapped before and
-    after case folding, since "I" looks like "l" while "i" does not.
+    after case folding, since "I" looks like "l" while "i" does not. Stored beside each user and channel name
+    (``name_skeleton``, unique on Postgres: migration 012), so two look-alikes taken at once cannot both commit.
     """
     text = unicodedata.normalize("NFKD", "".join(ch for ch in name if not _ignorable(ch)))
     mapped = "".join(PROTOTYPE.get(ch, ch) for ch in text)

@@ -267,9 +267,11 @@ def _fuse(keyword: list[tuple[int, int]], semantic: list[tuple[int, float]]) -> 
 
 
 def _semantic_ids(
-    db: Database, text: str, channel_id: int | None, depth: int, exclude: Sequence[int] = (), before_id: int | None = None
+    db: Database, text: str, channel_id: int | None, depth: int, exclude: Sequence[int] = (), before_id: int | None = None,
+    user_id: int | None = None,
 ) -> list[tuple[int, float]]:
-    return embeddings.nearest(db, text, channel_id=channel_id, limit=depth, exclude=exclude, before_id=before_id)
+    return embeddings.nearest(db, text, channel_id=channel_id, limit=depth, exclude=exclude, before_id=before_id,
+                              user_id=user_id)
 
 
 # the verbs -------------------------------------------------------------------
@@ -280,18 +282,18 @@ def search_messages(
     """Finished messages matching ``query`` (in one channel, or all), best first, ``limit`` from ``offset``.
 
     ``by`` is the person who searches; with ``limits`` too, a search over their SEARCHES_PER_MINUTE raises
-    RateLimited. Searches are counted in memory (core.limits.check_search), not in the usage ledger: the
-    query's embedding is asked for inside core.embeddings, which does not record it there yet.
+    RateLimited. A query embedded by a paid API is in the usage ledger, charged to ``by`` (core.embeddings).
     """
     parsed = parse_query(query)
     limit, offset = _check_page(limit, offset)
     channel = _channel(db, channel_id)
-    if by is not None and limits is not None:
-        person = check_id(by, "User")
-        check_search(db, limits, person, (parsed.phrase.casefold(), channel, limit, offset), db.clock())
+    person = check_id(by, "User") if by is not None else None
+    if person is not None and limits is not None:
+        check_search(db, limits, person, (parsed.phrase.casefold(), channel, limit, offset), db.clock(),
+                     paid=embeddings.paid_queries(db))
     depth = offset + limit
     keyword = _keyword_ids(db, parsed.terms, parsed.phrase, channel, depth)
-    semantic = _semantic_ids(db, parsed.phrase, channel, depth)
+    semantic = _semantic_ids(db, parsed.phrase, channel, depth, user_id=person)
     fused = _fuse(keyword, semantic)[offset:depth]
     return _hits(db, fused, parsed.terms)
 

@@ -1,7 +1,10 @@
 """The usage ledger: one row for every request to a model, appended and never rewritten; budgets count from it.
 
 Each row says who caused the request (the person whose message asked, or who pressed Retry), which reply
-and attempt it was for, the tokens, and when it was made. Tokens are the model's reported usage, or, for
+and attempt it was for, the tokens, and when it was made. Requests to a paid embeddings API are rows of
+kind ``embedding``: a person's search (reply NULL), a reply's tool search or look-back (the reply's asker and
+the reply, taken from ``caused_by`` around the reply's run), and indexing (user NULL: the app itself; one
+request embeds a batch of many people's messages). Tokens are the model's reported usage, or, for
 a request without it (the stream broke, a person pressed Stop), an estimate of ``CHARS_PER_TOKEN``
 characters a token of what was sent and received. The daily budget sums the rows of the UTC day, so a
 reply retried five times is charged five times, each on the day it ran.
@@ -10,14 +13,35 @@ from __future__ import annotations
 
 import json
 import math
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Iterator
 
 from core.store import Database, Transaction
 
 CHARS_PER_TOKEN = 4  # OpenAI's rule of thumb for English text: the estimate for requests without reported usage
 KINDS = ("chat", "embedding")
+
+# Who requests made in this thread are for when the caller does not say: (user, reply, job). The AI worker sets it
+# around a reply's run, so the embeddings its tool searches and look-back ask for are charged to that reply.
+_cause: ContextVar[tuple[int | None, int | None, int | None]] = ContextVar("usage_cause", default=(None, None, None))
+
+
+@contextmanager
+def caused_by(user_id: int | None, reply_id: int | None = None, job_id: int | None = None) -> Iterator[None]:
+    """Charge the requests made inside (that do not name their cause) to ``user_id`` and this reply and attempt."""
+    token = _cause.set((user_id, reply_id, job_id))
+    try:
+        yield
+    finally:
+        _cause.reset(token)
+
+
+def cause() -> tuple[int | None, int | None, int | None]:
+    """(user, reply, job) that requests made now are for, as set by ``caused_by``; all None: the app itself."""
+    return _cause.get()
 
 
 @dataclass(frozen=True)
@@ -58,23 +82,35 @@ def record(
     )
 
 
-def tokens_since(db: Database, since: datetime, user_id: int | None = None, tx: Transaction | None = None) -> int:
-    """Tokens of every request made since ``since`` (naive UTC), or only those ``user_id`` caused (read in ``tx``)."""
+def tokens_since(db: Database, since: datetime, user_id: int | None = None, tx: Transaction | None = None,
+                 kind: str = "chat") -> int:
+    """Tokens of the ``kind`` requests made since ``since`` (naive UTC), or only those ``user_id`` caused (read in ``tx``)."""
     who, params = ("", []) if user_id is None else (" AND user_id = ?", [user_id])
     row = (tx or db).one(
         "SELECT CAST(coalesce(sum(prompt_tokens + completion_tokens), 0) AS BIGINT) FROM ai_usage "
-        f"WHERE created_at >= ?{who}",
-        [since, *params],
+        f"WHERE kind = ? AND created_at >= ?{who}",
+        [kind, since, *params],
     )
     return int(row[0])
 
 
-def of_reply(db: Database, reply_id: int) -> list[dict]:
-    """Every request made for one reply, oldest first (each attempt and round)."""
+def search_times(db: Database, user_id: int, since: datetime, limit: int) -> list[datetime]:
+    """When ``user_id``'s own searches asked the embeddings API since ``since``, newest first, at most ``limit``."""
     rows = db.rows(
-        "SELECT job_id, user_id, model, prompt_tokens, completion_tokens, estimated, created_at FROM ai_usage "
+        "SELECT created_at FROM ai_usage WHERE kind = 'embedding' AND user_id = ? AND reply_id IS NULL "
+        "AND created_at > ? ORDER BY created_at DESC LIMIT ?",
+        [user_id, since, limit],
+    )
+    return [row[0] for row in rows]
+
+
+def of_reply(db: Database, reply_id: int) -> list[dict]:
+    """Every request made for one reply, oldest first (each attempt and round; its tools' embeddings are ``kind``
+    embedding)."""
+    rows = db.rows(
+        "SELECT job_id, user_id, model, prompt_tokens, completion_tokens, estimated, created_at, kind FROM ai_usage "
         "WHERE reply_id = ? ORDER BY id",
         [reply_id],
     )
-    names = ("job_id", "user_id", "model", "prompt_tokens", "completion_tokens", "estimated", "created_at")
+    names = ("job_id", "user_id", "model", "prompt_tokens", "completion_tokens", "estimated", "created_at", "kind")
     return [dict(zip(names, row)) for row in rows]

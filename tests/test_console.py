@@ -14,6 +14,7 @@ from core import tables as t
 from core.ai import Responder
 from core.config import Settings
 from core.console import snapshot
+from core.errors import ValidationError
 from fake_openai import Script
 
 CAP = 3.0  # seconds: the tests' time cap (the app's default is 5 s)
@@ -149,3 +150,69 @@ def test_console_process_gets_no_secrets(db, monkeypatch):
         names = {item.split(b"=", 1)[0] for item in environ.read().split(b"\0") if item}
     worker.join()
     assert names and not names & {b"OPENAI_API_KEY", b"CHAT_DB"}
+
+
+def test_console_on_postgres_sees_only_the_apps_schema(pg_url):
+    """A database the app shares (Supabase's auth.users): the console and the Tables page reach only its schema."""
+    import duckdb
+    import psycopg
+
+    from core.store import connect
+    from core.store.pg import split_password
+
+    dsn, password = split_password(pg_url)
+    with psycopg.connect(dsn, autocommit=True, **({"password": password} if password else {})) as conn:
+        conn.execute("CREATE SCHEMA auth")
+        conn.execute("CREATE TABLE auth.users (id BIGINT, email VARCHAR, encrypted_password VARCHAR)")
+        conn.execute("INSERT INTO auth.users VALUES (1, 'ann@example.com', 'bcrypt-hash')")
+    db = connect(pg_url)
+    try:
+        chat.create_user(db, "Ann")
+        assert t.run_readonly_sql(db, "SELECT name FROM users")["name"].tolist() == ["Ann"]  # its own, as before
+        for sql in ("SELECT * FROM pg.auth.users", "SELECT * FROM auth.users"):
+            with pytest.raises(ValidationError) as refused:
+                t.run_readonly_sql(db, sql)
+            assert "bcrypt-hash" not in str(refused.value)
+        schemas = t.run_readonly_sql(db, "SELECT DISTINCT schema_name FROM duckdb_tables() WHERE database_name = 'pg'")
+        assert schemas["schema_name"].tolist() == ["public"]
+        with db.analytics() as cur:  # the Tables page's connection
+            assert cur.execute("SELECT count(*) FROM users").fetchone() == (1,)
+            with pytest.raises(duckdb.CatalogException):
+                cur.execute("SELECT * FROM pg.auth.users")
+    finally:
+        db.close()
+
+
+def test_console_on_postgres_runs_as_the_read_only_role(pg_url):
+    """CONSOLE_ROLE: console queries take that role, so they read what it was granted and nothing more."""
+    import uuid
+
+    import psycopg
+
+    from core.config import load_settings
+    from core.store import connect
+    from core.store.pg import split_password
+
+    role = f"chat_reader_{uuid.uuid4().hex[:8]}"  # roles belong to the whole server, which the tests share
+    dsn, password = split_password(pg_url)
+    with psycopg.connect(dsn, autocommit=True, **({"password": password} if password else {})) as conn:
+        for statement in (f"CREATE ROLE {role} NOLOGIN", f"GRANT USAGE ON SCHEMA public TO {role}",
+                          f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}",
+                          f"REVOKE SELECT ON identities FROM {role}", f"GRANT {role} TO current_user"):
+            conn.execute(statement)
+    db = connect(pg_url)
+    try:
+        chat.create_user(db, "Ann")
+        assert t.run_readonly_sql(db, "SELECT name FROM users", role=role)["name"].tolist() == ["Ann"]
+        with pytest.raises(ValidationError, match="(?i)permission denied"):
+            t.run_readonly_sql(db, "SELECT * FROM identities", role=role)
+        assert t.run_readonly_sql(db, "SELECT count(*) AS n FROM identities")["n"].tolist() == [0]  # the app's role
+    finally:
+        db.close()
+        with psycopg.connect(dsn, autocommit=True, **({"password": password} if password else {})) as conn:
+            conn.execute(f"DROP OWNED BY {role}")
+            conn.execute(f"DROP ROLE {role}")
+    assert load_settings({"CONSOLE_ROLE": role}).console_role == role
+    for bad in ("Reader", "chat reader", "x -c default_transaction_read_only=off"):
+        with pytest.raises(ValidationError, match="CONSOLE_ROLE must be a plain role name"):
+            load_settings({"CONSOLE_ROLE": bad})

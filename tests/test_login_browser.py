@@ -26,6 +26,7 @@ from browser import (
     type_and_send,
     wait_page,
 )
+from fake_openai import FakeOpenAI, Script
 from itsdangerous import URLSafeTimedSerializer
 
 from core import chat
@@ -113,11 +114,13 @@ def world(tmp_path_factory):
     folder = tmp_path_factory.mktemp("login")
     db = connect(str(folder / "chat.duckdb"))
     channels = {name: chat.create_channel(db, name, reply_policy="off") for name in ("lobby", "pics", "guards", "bye")}
+    channels["asks"] = chat.create_channel(db, "asks")  # the AI answers every message here (the local fake model)
     db.close()
     port = free_port()
-    with oidc_provider(folder) as provider, image_host() as pixels:
+    with oidc_provider(folder) as provider, image_host() as pixels, FakeOpenAI() as model:
         (folder / "secrets.toml").write_text(
-            f'ADMIN_EMAILS = "boss@example.com"\nOPENAI_API_KEY = "{SECRETS["openai"]}"\n\n[auth]\n'
+            f'ADMIN_EMAILS = "boss@example.com"\nOPENAI_API_KEY = "{SECRETS["openai"]}"\n'
+            f'OPENAI_BASE_URL = "{model.base_url}"\n\n[auth]\n'
             f'redirect_uri = "http://127.0.0.1:{port}/oauth2callback"\ncookie_secret = "{SECRETS["cookie_secret"]}"\n'
             f'client_id = "channel-chat"\nclient_secret = "{SECRETS["client_secret"]}"\n'
             f'server_metadata_url = "{provider}/.well-known/openid-configuration"\n'
@@ -125,7 +128,7 @@ def world(tmp_path_factory):
         with streamlit_server(folder / "chat.duckdb", refresh_seconds=REFRESH, log_dir=folder, port=port,
                               extra_args=["--secrets.files", str(folder / "secrets.toml")]) as app, chromium() as browser:
             yield {"app": app, "browser": browser, "channels": channels, "pixels": pixels, "db": folder / "chat.duckdb",
-                   "provider": provider}
+                   "provider": provider, "model": model}
 
 
 @pytest.fixture
@@ -260,3 +263,45 @@ def test_the_live_route_admits_a_logged_in_window_and_refuses_a_socket_without_i
     })""")
     assert code == 4401  # views/route.py's NOT_ADMITTED, which the listener understands
     assert ann.evaluate("window.__channelChatClosed") is None  # the page's own socket stayed open
+
+
+AI_REPLY = "article.chat-message.ai"
+
+
+def _forge(page, do: str, message_id: str) -> None:
+    """What a crafted page could send: the list's own trigger, for an act its buttons do not offer."""
+    page.evaluate("([what, id]) => window.__channelChatCurrent.trigger('action', {do: what, id: id, n: 100000 + id})",
+                  [do, int(message_id)])
+
+
+def test_nobody_else_is_offered_or_allowed_stop_and_retry_of_a_reply(world, person):
+    """Bob sees no Stop or Retry on the reply Ann asked for, and what a crafted page sends for him is refused by core
+    (the same crafted act from Ann's page works: it reaches core)."""
+    model = world["model"]
+    model.push(Script(hang=True), Script(hang=True))  # Ann's reply, then its retry, wait on the model: stoppable
+    ann, bob = person("ann", channel="asks"), person("bob", channel="asks")
+    type_and_send(ann, "Ann asks the AI something")
+    wait_page(ann, lambda p: p.locator(f"{AI_REPLY} button.act.stop").count() == 1, what="Stop on Ann's reply")
+    wait_page(bob, lambda p: p.locator(AI_REPLY).count() == 1, what="the reply in Bob's window")
+    reply_id = bob.locator(AI_REPLY).get_attribute("data-message-id")
+    bob.wait_for_timeout(1000)  # the list has had its data, asked_by included
+    assert bob.locator(f"{AI_REPLY} button.act").count() == 0
+
+    _forge(bob, "stop", reply_id)
+    ann.wait_for_timeout(2000)
+    assert ann.locator(f"{AI_REPLY} button.act.stop").count() == 1  # still running: core refused Bob's stop
+    assert bob.locator(AI_REPLY).get_by_text("Stopped.").count() == 0
+    _forge(ann, "stop", reply_id)  # the same act from the page of the person who asked
+    wait_page(ann, lambda p: p.locator(f"{AI_REPLY} button.act.retry").count() == 1, what="Retry on Ann's reply")
+    wait_page(bob, lambda p: p.locator(AI_REPLY).get_by_text("Stopped.").count() == 1, what="the stop in Bob's window")
+    bob.wait_for_timeout(1000)
+    assert bob.locator(f"{AI_REPLY} button.act").count() == 0
+
+    asked = len(model.requests)
+    _forge(bob, "retry", reply_id)
+    ann.wait_for_timeout(2000)
+    assert ann.locator(f"{AI_REPLY} button.act.retry").count() == 1 and len(model.requests) == asked
+    ann.locator(f"{AI_REPLY} button.act.retry").click()  # Ann's own Retry: a new attempt goes to the model
+    wait_page(ann, lambda p: len(model.requests) > asked and p.locator(f"{AI_REPLY} button.act.stop").count() == 1,
+              what="Ann's retry running")
+    ann.locator(f"{AI_REPLY} button.act.stop").click()  # and the hanging attempt ends here, not at its deadline

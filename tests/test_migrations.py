@@ -22,6 +22,7 @@ SCHEMA = {
         ("name", "VARCHAR", False),
         ("name_key", "VARCHAR", False),
         ("created_at", "TIMESTAMP", False),
+        ("name_skeleton", "VARCHAR", True),
     ],
     "channels": [
         ("id", "BIGINT", False),
@@ -33,6 +34,7 @@ SCHEMA = {
         ("model", "VARCHAR", True),
         ("look_back", "BOOLEAN", True),
         ("created_by", "BIGINT", True),
+        ("name_skeleton", "VARCHAR", True),
     ],
     "messages": [
         ("id", "BIGINT", False),
@@ -283,10 +285,9 @@ def test_failed_migration_rolls_back_and_keeps_its_error(tmp_path):
     con.close()
 
 
-@pytest.fixture
-def before_007(backend, tmp_path, request):
-    """A database of either backend migrated up to (not including) 007, and a way to run SQL on it."""
-    before = [name for name, _ in MIGRATIONS].index("007_name_keys")
+def _migrated_before(migration, backend, tmp_path, request):
+    """A database of either backend migrated up to (not including) ``migration``, and a way to run SQL on it."""
+    before = [name for name, _ in MIGRATIONS].index(migration)
     if backend == "duckdb":
         target = str(tmp_path / "keys.duckdb")
         con = duckdb.connect(target)
@@ -302,6 +303,16 @@ def before_007(backend, tmp_path, request):
         m = PgMigrator(con)
         migrate(m, MIGRATIONS[:before])
         yield target, m.execute, lambda: None
+
+
+@pytest.fixture
+def before_007(backend, tmp_path, request):
+    yield from _migrated_before("007_name_keys", backend, tmp_path, request)
+
+
+@pytest.fixture
+def before_012(backend, tmp_path, request):
+    yield from _migrated_before("012_name_skeletons", backend, tmp_path, request)
 
 
 def test_name_keys_are_recomputed_and_clashes_kept(before_007, caplog):
@@ -327,6 +338,30 @@ def test_name_keys_are_recomputed_and_clashes_kept(before_007, caplog):
             with pytest.raises(ValidationError, match="already exists"):
                 chat.create_user(db, name)
         assert chat.create_user(db, "Dee")
+    finally:
+        db.close()
+
+
+def test_name_skeletons_are_stored_and_old_look_alikes_kept(before_012, caplog):
+    """012: each name's TR39 skeleton is stored, unique; look-alikes made before the rule both stay, no third joins."""
+    target, execute, done = before_012
+    when = datetime(2024, 5, 1, 12, 0, 0)
+    for name, key in [("Ada", "ada"), ("\u0410da", "\u0430da"), ("Bob", "bob")]:  # a Cyrillic А: made before the rule
+        execute("INSERT INTO users (name, name_key, created_at) VALUES (?, ?, ?)", [name, key, when])
+        execute("INSERT INTO channels (name, name_key, created_at) VALUES (?, ?, ?)", [name, key, when])
+    done()
+
+    with caplog.at_level("WARNING", logger="core.store.migrations"):
+        db = connect(target)
+    try:
+        looks = ["ada", "ada\x012", "bob"]
+        assert db.rows("SELECT name_skeleton FROM users ORDER BY id") == [(k,) for k in looks]
+        assert db.rows("SELECT name_skeleton FROM channels ORDER BY id") == [(k,) for k in looks]
+        assert len([r for r in caplog.records if "look alike" in r.getMessage()]) == 2
+        with pytest.raises(ValidationError, match="looks like it"):
+            chat.create_user(db, "AD\u0391")  # a Greek Α
+        dee = chat.create_user(db, "Dee")
+        assert db.one("SELECT name_skeleton FROM users WHERE id = ?", [dee]) == ("dee",)
     finally:
         db.close()
 

@@ -65,6 +65,9 @@ def test_move_copies_every_row_and_new_rows_get_fresh_ids(tmp_path, pg_server):
         assert [m.id for m in chat.list_messages(db, general)][1] == new_id  # under its pending AI reply
         with pytest.raises(ValidationError, match="already exists"):
             chat.create_user(db, "ann")  # the moved names still guard uniqueness ignoring case
+        assert db.one("SELECT count(*) FROM users WHERE name_skeleton IS NULL") == (0,)  # 012's column moved too
+        with pytest.raises(ValidationError, match="looks like it"):
+            chat.create_user(db, "\u0410nn")  # and look-alikes (a Cyrillic А)
     finally:
         db.close()
 

@@ -49,3 +49,45 @@ def test_new_users_and_channels_like_an_existing_one_are_refused(db):
     assert chat.create_channel(db, "Ada", reply_policy="off")  # a channel may share a person's name
     assert [u.name for u in chat.list_users(db)] == ["Ada"]
 
+
+
+@pytest.mark.parametrize("make", [chat.create_user, chat.create_channel], ids=["users", "channels"])
+def test_two_look_alikes_taken_at_the_same_moment_do_not_both_succeed(db, monkeypatch, make):
+    """Both transactions pass the look-alike check before either inserts: the database lets only one commit.
+
+    On Postgres writers run in parallel and the unique name_skeleton index decides (the loser's retry meets the
+    winner's name and is refused in words); a DuckDB file's writes run one at a time, so there the second never
+    overlaps the first.
+    """
+    import threading
+
+    both_checked = threading.Barrier(2, timeout=3.0)
+    real_check = chat.check_distinct
+
+    def check_then_wait(*args, **kwargs):
+        real_check(*args, **kwargs)
+        try:
+            both_checked.wait()  # hold this transaction open until the other one has checked too
+        except threading.BrokenBarrierError:  # the other one is not checking at this moment (a retry, DuckDB)
+            pass
+
+    monkeypatch.setattr(chat, "check_distinct", check_then_wait)
+    results: dict[str, object] = {}
+
+    def take(name: str) -> None:
+        try:
+            results[name] = make(db, name)
+        except Exception as error:  # noqa: BLE001 (what each thread got is the test's result)
+            results[name] = error
+
+    threads = [threading.Thread(target=take, args=(name,)) for name in ("Ada", "\u0410da")]  # Latin A, Cyrillic А
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    made = [name for name, result in results.items() if isinstance(result, int)]
+    refused = [result for result in results.values() if isinstance(result, ValidationError)]
+    assert len(made) == 1 and len(refused) == 1, results
+    assert "looks like it" in str(refused[0])
+    table = "users" if make is chat.create_user else "channels"
+    assert db.rows(f"SELECT name, name_skeleton FROM {table} WHERE name_skeleton = 'ada'") == [(made[0], "ada")]

@@ -78,7 +78,7 @@ def test_list_tables_counts_every_table(sdb):
 
 def test_table_columns_come_from_the_catalog(sdb):
     names = [c.name for c in t.table_columns(sdb, "users")]
-    assert names == ["id", "name", "name_key", "created_at"]
+    assert names == ["id", "name", "name_key", "created_at", "name_skeleton"]
     with pytest.raises(NotFound, match="no table named"):
         t.table_columns(sdb, 'users"; DROP TABLE users; --')
     assert "users" in dict(t.list_tables(sdb))

@@ -179,7 +179,8 @@ def console(unlocked: bool) -> None:
     if run:
         try:
             st.session_state["console_result"] = tables.run_readonly_sql(
-                db, sql, timeout_s=settings.console_seconds, memory_mb=settings.console_memory_mb)
+                db, sql, timeout_s=settings.console_seconds, memory_mb=settings.console_memory_mb,
+                role=settings.console_role)
         except ChatError as error:
             st.session_state.pop("console_result", None)
             show_error(error)

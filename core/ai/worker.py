@@ -30,6 +30,7 @@ from core.ai.reasons import NO_KEY, NO_KEY_REPLY, UNEXPECTED
 from core.ai.redact import host, logger
 from core.ai.reply import Answer
 from core.ai.stream import Abandoned, Link
+from core import usage
 from core.config import Settings
 from core.deadline import Deadline, hold_deadlines
 from core.errors import ChatError
@@ -213,7 +214,7 @@ class Responder:
                 fail_reply(self.db, job, spent)
             else:
                 link = Link(self.client, self.host, self.settings.openai_model, run.abort)
-                with deadline:
+                with deadline, usage.caused_by(job.requested_by, job.reply_id, job.id):  # its tools' embeddings
                     Answer(self.db, self.settings, link, self._no_tools, job, deadline).run()
         except Abandoned:
             log.info("AI reply %d abandoned by stop(); the next start requeues it", job.reply_id)

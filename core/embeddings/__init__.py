@@ -8,13 +8,13 @@ searched in memory (``index``). This package re-exports the names the rest of th
 from __future__ import annotations
 
 from core.embeddings.index import (
-    VectorIndex,
     attach,
     attached_index,
     detach,
     fall_back,
     fallback_reason,
     nearest,
+    paid_queries,
     semantic_ready,
     status,
 )
@@ -37,16 +37,18 @@ from core.embeddings.providers import (
     OpenAIProvider,
     Provider,
     WordLlamaProvider,
+    embed_recorded,
     endpoint_missing,
     local_provider,
     provider_for,
 )
+from core.embeddings.vectors import VectorIndex
 from core.embeddings.worker import ERROR_PAUSE_MAX, Embedder, pause_after
 
 __all__ = [
     "DIMENSIONS", "EMBED_CHARS", "ERROR_PAUSE_MAX", "LOCAL_MODEL", "MAX_ATTEMPTS", "Embedder", "OpenAIProvider",
     "Provider", "VectorIndex", "WordLlamaProvider", "activate_if_done", "active_provider", "attach",
-    "attached_index", "backlog", "claim", "detach", "discover", "endpoint_missing", "fall_back", "fallback_reason",
-    "local_provider", "nearest", "pause_after", "provider_for", "release", "requeue_changed", "requeue_running",
+    "attached_index", "backlog", "claim", "detach", "discover", "embed_recorded", "endpoint_missing", "fall_back", "fallback_reason",
+    "local_provider", "nearest", "paid_queries", "pause_after", "provider_for", "release", "requeue_changed", "requeue_running",
     "semantic_ready", "status", "store",
 ]

@@ -7,6 +7,7 @@ fails for a while (``endpoint_missing``).
 """
 from __future__ import annotations
 
+import logging
 import os
 import re
 import threading
@@ -14,8 +15,12 @@ from typing import Any, Protocol, Sequence
 
 import numpy as np
 
+from core import usage
 from core.config import DEFAULT_EMBEDDING_MODEL
 from core.deadline import hold_deadlines
+from core.store import Database
+
+log = logging.getLogger(__package__)  # one logger for the package: the name operators and tests filter on
 
 DIMENSIONS = 256  # wordllama's size, and what text-embedding-3-* are asked for: one column type for both
 LOCAL_MODEL = "wordllama"  # EMBEDDING_MODEL=wordllama keeps embeddings local even with an API key
@@ -48,6 +53,7 @@ class WordLlamaProvider:
     """Local static embeddings (wordllama, MIT): ~20k sentences/s on one core, no network."""
 
     name = "wordllama/l2_supercat/256"
+    paid = False  # runs here: no request, nothing in the usage ledger
     min_similarity = 0.2  # measured: related sentences score 0.24-0.46, unrelated ones below 0.15
 
     def __init__(self) -> None:
@@ -66,6 +72,7 @@ class OpenAIProvider:
     """The OpenAI embeddings API (or a compatible server) through the openai SDK."""
 
     min_similarity = 0.25  # text-embedding-3: unrelated chat lines score ~0.1-0.2
+    paid = True  # every request is written to the usage ledger (``embed_recorded``)
 
     def __init__(self, client: Any, model: str = DEFAULT_EMBEDDING_MODEL) -> None:
         self.client = client
@@ -73,13 +80,50 @@ class OpenAIProvider:
         self.name = f"openai/{model}/{DIMENSIONS}"
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        response = self.client.embeddings.create(
-            model=self.model, input=[t[:EMBED_CHARS] for t in texts], dimensions=DIMENSIONS
-        )
+        return self.embed_counted(texts)[0]
+
+    def embed_counted(self, texts: Sequence[str]) -> tuple[np.ndarray, usage.Use]:
+        """The vectors and what the request cost: the server's reported usage, else an estimate from the text's size."""
+        sent = [t[:EMBED_CHARS] for t in texts]
+        response = self.client.embeddings.create(model=self.model, input=sent, dimensions=DIMENSIONS)
         rows = [item.embedding for item in sorted(response.data, key=lambda item: item.index)]
         if len(rows) != len(texts) or any(len(row) < DIMENSIONS for row in rows):
             raise ValueError(f"the embeddings API returned {len(rows)} vectors of the wrong size for {len(texts)} texts")
-        return unit_vectors(np.array([row[:DIMENSIONS] for row in rows], dtype=np.float32))
+        reported = getattr(getattr(response, "usage", None), "prompt_tokens", None)
+        use = usage.Use(int(reported), 0, False) if isinstance(reported, int) else usage.estimate("".join(sent), "")
+        return unit_vectors(np.array([row[:DIMENSIONS] for row in rows], dtype=np.float32)), use
+
+
+def embed_recorded(db: Database, provider: Provider, texts: Sequence[str], user_id: int | None = None) -> np.ndarray:
+    """``provider.embed(texts)``, with each request to a paid API appended to the usage ledger, failed or not.
+
+    Charged to ``user_id`` (a person's search), else to whoever ``usage.caused_by`` names (a reply's tool search
+    or look-back), else to the app (indexing). A failed request is charged by an estimate of its input when the
+    server may have done the work (a timeout, a broken connection), and at 0 tokens when it answered with an
+    error status (it refused): either way the row says a request was made.
+    """
+    counted = getattr(provider, "embed_counted", None)
+    if not getattr(provider, "paid", False) or counted is None:
+        return provider.embed(texts)
+    cause_user, reply_id, job_id = usage.cause()
+    who = {"user_id": user_id, "reply_id": None, "job_id": None} if user_id is not None else {
+        "user_id": cause_user, "reply_id": reply_id, "job_id": job_id}
+    try:
+        vectors, use = counted(texts)
+    except Exception as error:
+        refused = getattr(error, "status_code", None) is not None
+        use = usage.Use(0, 0, True) if refused else usage.estimate("".join(t[:EMBED_CHARS] for t in texts), "")
+        _record(db, use, who, getattr(provider, "model", None))
+        raise
+    _record(db, use, who, getattr(provider, "model", None))
+    return vectors
+
+
+def _record(db: Database, use: usage.Use, who: dict, model: str | None) -> None:
+    try:
+        usage.record(db, use, kind="embedding", model=model, **who)
+    except Exception:  # the vectors are still good: storing them (or answering the search) goes on
+        log.exception("could not write an embeddings request to the usage ledger")
 
 
 _wordllama: WordLlamaProvider | None = None

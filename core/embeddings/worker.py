@@ -24,7 +24,14 @@ from core.embeddings.jobs import (
     requeue_running,
     store,
 )
-from core.embeddings.providers import Provider, endpoint_missing, first_line, from_the_server, local_provider
+from core.embeddings.providers import (
+    Provider,
+    embed_recorded,
+    endpoint_missing,
+    first_line,
+    from_the_server,
+    local_provider,
+)
 from core.store import Database
 
 log = logging.getLogger(__package__)  # one logger for the package: the name operators and tests filter on
@@ -100,7 +107,8 @@ class Embedder:
             return 0
         texts = [(mid, channel, text) for mid, channel, text in jobs if text is not None]
         try:
-            vectors = self.provider.embed([text for _, _, text in texts]) if texts else []
+            # A paid API's request is in the usage ledger as the app's (one request embeds many people's messages).
+            vectors = embed_recorded(self.db, self.provider, [text for _, _, text in texts]) if texts else []
         except Exception as error:
             ids = [mid for mid, _, _ in jobs]
             if endpoint_missing(error):  # jobs kept, uncounted: a restart asks the server again

@@ -107,8 +107,11 @@ class Database:
         yield  # pragma: no cover
 
     @contextmanager
-    def console_source(self) -> Iterator[tuple[dict[str, Any], datetime]]:
-        """What a SQL console child process opens (``core.console``), and the time its data is from."""
+    def console_source(self, role: str | None = None) -> Iterator[tuple[dict[str, Any], datetime]]:
+        """What a SQL console child process opens (``core.console``), and the time its data is from.
+
+        ``role``: on Postgres, the role the child's session takes (a read-only one); a file has no roles.
+        """
         raise NotImplementedError
         yield  # pragma: no cover
 
@@ -165,6 +168,10 @@ class Migrator:
 
     def create_index(self, name: str, table: str, columns: str) -> None:
         """An index where the backend needs one to stay fast (``columns`` is trusted SQL from a migration)."""
+        raise NotImplementedError
+
+    def create_unique_index(self, name: str, table: str, columns: str) -> None:
+        """A uniqueness the database enforces between transactions that run at once (``columns``: trusted SQL)."""
         raise NotImplementedError
 
     def begin(self) -> None:

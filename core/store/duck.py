@@ -108,6 +108,11 @@ class DuckMigrator(Migrator):
         # index would slow every write and make indexed columns fail to update in one transaction.
         pass
 
+    def create_unique_index(self, name: str, table: str, columns: str) -> None:
+        # None: one process owns the file and its writes run one at a time (DuckDatabase.write holds the write
+        # lock), so a check inside the write's transaction already decides alone (and see create_index).
+        pass
+
     def rollback(self) -> None:
         try:
             self.connection.rollback()
@@ -247,7 +252,7 @@ class DuckDatabase(Database):
         return True
 
     @contextmanager
-    def console_source(self) -> Iterator[tuple[dict[str, Any], datetime]]:
+    def console_source(self, role: str | None = None) -> Iterator[tuple[dict[str, Any], datetime]]:
         # The child cannot open this file (this process holds DuckDB's lock on it): it gets a snapshot.
         with duckdb_source(self) as source:
             yield source

@@ -1,9 +1,9 @@
 """Schema history: named migrations, each applied once and recorded in ``migrations``.
 
 A migration is a function of a ``Migrator``: ``m.execute(sql)`` for SQL both backends speak, and
-``m.id_column(table)``, ``m.create_index(...)`` and ``m.dialect`` where their DDL differs.
-Over 300 lines on purpose: the schema's whole history, in the order it is applied (as simonw/llm keeps it);
-a migration is frozen once released, so the file only grows at its end.
+``m.id_column(table)``, ``m.create_index(...)``, ``m.create_unique_index(...)`` and ``m.dialect`` where their DDL
+differs. Over 300 lines on purpose: the schema's whole history, in the order it is applied (as simonw/llm keeps
+it); a migration is frozen once released, so the file only grows at its end.
 """
 from __future__ import annotations
 
@@ -252,6 +252,52 @@ def m011_throttles(m: Migrator) -> None:
     m.execute("ALTER TABLE channels ADD COLUMN created_by BIGINT")
 
 
+# Unicode TR39 look-alikes as migration 012 applied them (core.names.CONFUSABLES then), frozen here.
+_M012_CONFUSABLES = (
+    "2=ƧϨᒿꙄꛯꝚ 3=ƷȜЗӠⳌꝪꞫ𑣊𖼻𝈆 4=Ꮞ𑢯 5=Ƽ𑢻 6=бᏮⳒ𑣕 7=𐓒𑣆𝈒 8=Ȣȣ৪੪𐌚𞣋 9=৭੧୨൭ⳊꝮ𑢬𑣌𑣖 A=ΑАᎪᗅꓮ𐊠𖽀 AA=Ꜳ AE=ÆӔ AO=Ꜵ AR=🜇 "
+    "AU=Ꜷ AV=ꜸꜺ AY=Ꜽ B=ΒВᏴᗷꓐꞴ𐊂𐊡𐌁 C=СᏟⲤꓚ𐊢𐌂𐐕𐔜𑣩𑣲🝌 D=Ꭰᗞᗪꓓ E=ΕЕᎬ⋿ⴹꓰ𐊆𑢦𑢮 F=ϜᖴꓝꞘ𐊇𐊥𐔥𑢢𑣂𝈓 G=ԌᏀᏳꓖ H=ΗНᎻᕼⲎꓧ𐋏 J=ͿЈᎫᒍꓙꞲ "
+    "K=ΚКᏦᛕⲔꓗ𐔘 L=ᏞᒪⳐꓡ𐐛𐔦𑢣𑢲𖼖𝈪 M=ΜϺМᎷᗰᛖⲘꓟ𐊰𐌑 MB=🝫 N=ΝⲚꓠ𐔓 O=0ΟОՕ߀০ଠ୦ዐⲞⵔ〇ꓳ𐊒𐊫𐐄𐓂𐔖𑓐𑢵𑣠 OE=Œ OO=ꚘꝎ P=ΡРᏢᑭⲢꓑ𐊕 Q=ⵕ "
+    "QE=🜀 R=ƦᎡᏒᖇꓣ𐒴𖼵𝈖 S=ЅՏᏕᏚꓢ𐊖𐐠𖼺 T=ΤТᎢ⊤⟙Ⲧꓔ𐊗𐊱𐌕𑢼𖼊🝨 T3=Ꜩ U=Սሀᑌ∪⋃ꓴ𐓎𑢸𖽂 V=Ѵ٧۷Ꮩᐯⴸꓦꛟ𐔝𑢠𖼈𝈍 VB=🝬 W=ԜᎳᏔꓪ𑣦𑣯 "
+    "X=ΧХ᙭ᚷ╳ⲬⵝꓫꞳ𐊐𐊴𐌗𐌢𐔧𑣬 Y=ΥУҮᎩᎽⲨꓬ𐊲𑢤𖽃 Z=ΖᏃꓜ𐋵𑢩𑣥 a=ɑαа⍺ aa=ꜳ ae=æӕ ao=ꜵ au=ꜷ av=ꜹꜻ ay=ꜽ b=ƄЬᏏᑲᖯ bl=Ы c=сᴄⲥꮯ𐐽 "
+    "d=ԁᏧᑯꓒ dz=ʣ e=еҽ℮ꬲ f=քẝꞙꬵ g=ƍɡցᶃ h=һհᏂ i=ıɩɪιіӏᎥ⍳ꙇꭵ𑣃 j=ϳј l=1I|ƖǀΙІӀ׀וןا١۱ߊᛁ∣⏽Ⲓⵏꓲ𐊊𐌉𐌠𖼨𞣇 lO=Ю ll=ǁװ‖∥ "
+    "ls=ʪ lt=₶ lz=ʫ n=ոռ o=οσоօסه٥ھہە۵०੦૦௦౦೦ഠ൦๐໐ဝ၀ჿᴏᴑⲟꬽ𐐬𐓪𑣈𑣗 oe=œ oo=∞ꚙꝏ p=ρр⍴ⲣ q=ԛգզ r=гᴦⲅꭇꭈꮁ rn=m𑜀𑣣 "
+    "s=ƽѕꜱꮪ𐑈𑣁 sss=🝜 tf=ꝷ ts=ʦ u=ʋυսᴜꞟꭎꭒ𐓶𑣘 ue=ᵫ uo=ꭣ v=νѵטᴠ∨⋁ꮩ𑜆𑣀 w=ɯѡԝաᴡꮃ𑜊𑜎𑜏 x=×хᕁᕽ᙮⤫⤬⨯ y=ɣʏγуүყᶌỿꭚ𑣜 z=ᴢꮓ𑣄 "
+)
+_M012_PROTOTYPE = {source: prototype for group in _M012_CONFUSABLES.split() for prototype, sources in [group.split("=")]
+                   for source in sources}
+
+
+def _m012_skeleton(name: str) -> str:
+    """``core.names.skeleton`` as migration 012 applied it, frozen here."""
+    text = unicodedata.normalize("NFKD", "".join(ch for ch in name if not _m007_ignorable(ch)))
+    mapped = "".join(_M012_PROTOTYPE.get(ch, ch) for ch in text)
+    folded = unicodedata.normalize("NFKD", mapped.casefold())
+    return " ".join("".join(_M012_PROTOTYPE.get(ch, ch) for ch in folded).split())
+
+
+def m012_name_skeletons(m: Migrator) -> None:
+    """Each name's look (its TR39 skeleton) stored beside it, unique: two look-alike names taken at the same moment
+    on parallel Postgres writers cannot both commit (the loser's retry meets the winner and is refused in words).
+
+    Where existing names already look alike (made before the rule), the older keeps the plain skeleton and the newer
+    one's gets a suffix no typed name can produce, so both stay and a third cannot be added; each pair is logged.
+    """
+    for table in ("users", "channels"):
+        m.execute(f"ALTER TABLE {table} ADD COLUMN name_skeleton VARCHAR")  # NULL only for rows written by hand
+        holder: dict[str, tuple[int, str]] = {}
+        for row_id, name in m.execute(f"SELECT id, name FROM {table} ORDER BY created_at, id").fetchall():
+            look = _m012_skeleton(name)
+            if look in holder:
+                first_id, first_name = holder[look]
+                log.warning("%s %d %r and %d %r look alike; both are kept, no third can be added",
+                            table, first_id, first_name, row_id, name)
+                look = f"{look}{CLASH_MARK}{row_id}"
+            else:
+                holder[look] = (row_id, name)
+            m.execute(f"UPDATE {table} SET name_skeleton = ? WHERE id = ?", [look, row_id])
+        m.create_unique_index(f"{table}_name_skeleton", table, "name_skeleton")
+
+
 def m015_attachments(m: Migrator) -> None:
     """Files on messages (core.attachments): a row per file, the bytes once per content hash."""
     m.execute(
@@ -290,6 +336,7 @@ MIGRATIONS: list[tuple[str, Migration]] = [
     ("009_ai_tools", m009_ai_tools),
     ("010_usage_ledger", m010_usage_ledger),
     ("011_throttles", m011_throttles),
+    ("012_name_skeletons", m012_name_skeletons),
     ("015_attachments", m015_attachments),
 ]
 

@@ -46,7 +46,10 @@ LISTEN_POLL_S = 1.0  # the listener wakes this often to notice close()
 RECONNECT_PAUSES = (0.2, 0.5, 1.0, 2.0, 5.0)  # the listener's back-off after losing its connection
 MIGRATION_LOCK = 0x63686174  # pg_advisory_lock key ("chat"): replicas starting at once migrate one by one
 ATTACHED = "pg"  # the name the Postgres database has inside DuckDB (the Tables page's current database)
-USE_ATTACHED = f"USE {identifier(ATTACHED)}.public"  # DuckDB: the attached database's tables are the current ones
+# The app's tables live here. The console and the Tables page attach only this schema: a database the app shares
+# (Supabase's auth.users, another app's tables) shows nothing else to them.
+APP_SCHEMA = "public"
+USE_ATTACHED = f"USE {identifier(ATTACHED)}.{identifier(APP_SCHEMA)}"  # DuckDB: the app's tables are the current ones
 READ_ONLY_OPTIONS = "-c default_transaction_read_only=on"  # the Tables page's connection cannot write
 # Storage faults of the server (SQLSTATE 53100, 58030, 25006): a write failed, the connection is fine.
 STORAGE_FAULTS = (pg_errors.DiskFull, pg_errors.IoError, pg_errors.ReadOnlySqlTransaction)
@@ -177,6 +180,9 @@ class PgMigrator(Migrator):
     def create_index(self, name: str, table: str, columns: str) -> None:
         self.execute(f"CREATE INDEX IF NOT EXISTS {name} ON {table} ({columns})")
 
+    def create_unique_index(self, name: str, table: str, columns: str) -> None:
+        self.execute(f"CREATE UNIQUE INDEX IF NOT EXISTS {name} ON {table} ({columns})")
+
     @contextmanager
     def exclusive(self) -> Iterator[None]:
         self.execute("SELECT pg_advisory_lock(?)", [MIGRATION_LOCK])
@@ -261,7 +267,7 @@ class PostgresDatabase(Database):
             cur.close()
 
     @contextmanager
-    def console_source(self) -> Iterator[tuple[dict[str, Any], datetime]]:
+    def console_source(self, role: str | None = None) -> Iterator[tuple[dict[str, Any], datetime]]:
         # The child attaches the database itself, read-only, live; Postgres stops the query at the cap too.
         # The password travels apart from the DSN: DuckDB shows an attached database's DSN in duckdb_databases().
         # The server options are the app's own (the child hands them to libpq with its statement timeout).
@@ -269,8 +275,11 @@ class PostgresDatabase(Database):
         password = parts.pop("password", None)
         parts.pop("options", None)
         dsn = make_conninfo(**parts, connect_timeout=CONNECT_TIMEOUT_S)
+        # ``role`` (CONSOLE_ROLE, a plain name checked by core.config) is taken at the session's start: a role
+        # that holds SELECT only, so no setting of the session can turn its queries into writes.
+        options = READ_ONLY_OPTIONS + (f" -c role={role}" if role else "")
         yield {"attach": attach_statement(dsn), "use": USE_ATTACHED, "password": password,
-               "options": READ_ONLY_OPTIONS, "extension_directory": extension_directory()}, self.clock()
+               "options": options, "extension_directory": extension_directory()}, self.clock()
 
     # writes --------------------------------------------------------------
     def write(self, work: Callable[[Transaction], T]) -> T:
@@ -395,12 +404,15 @@ def extension_directory() -> str:
 
 
 def attach_statement(dsn: str, secret: str | None = None) -> str:
-    """DuckDB's statement that attaches the Postgres database at ``dsn`` read-only as ATTACHED (ATTACH takes no parameter).
+    """DuckDB's statement that attaches the app's schema of the Postgres database at ``dsn`` read-only as ATTACHED.
 
-    ``secret``: a DuckDB secret of TYPE postgres that holds the password.
+    Only APP_SCHEMA is attached (the extension's SCHEMA option): other schemas of the database are not in DuckDB's
+    catalog. ATTACH takes no parameter, hence the quoting. ``secret``: a DuckDB secret of TYPE postgres that holds
+    the password.
     """
     using = f", SECRET {identifier(secret)}" if secret else ""
-    return f"ATTACH {literal(dsn)} AS {identifier(ATTACHED)} (TYPE postgres, READ_ONLY{using})"
+    return (f"ATTACH {literal(dsn)} AS {identifier(ATTACHED)} "
+            f"(TYPE postgres, READ_ONLY, SCHEMA {literal(APP_SCHEMA)}{using})")
 
 
 def attach_read_only(url: str) -> duckdb.DuckDBPyConnection:

@@ -87,12 +87,12 @@ def error_reasons(db: Database, since: datetime | None = None) -> pd.DataFrame:
 
 
 def tokens_per_day(db: Database, since: datetime | None = None) -> pd.DataFrame:
-    """Prompt and completion tokens of every request to a model per day, from the usage ledger (what the budget counts)."""
+    """Prompt and completion tokens of every request to the chat model per day, from the usage ledger (what the budget counts)."""
     clause, params = _since_clause(since, "created_at")
     with db.analytics() as cur:
         frame = cur.execute(
             "SELECT date_trunc('day', created_at) AS day, CAST(sum(prompt_tokens) AS BIGINT) AS prompt, "
-            f"CAST(sum(completion_tokens) AS BIGINT) AS completion FROM ai_usage WHERE true{clause} "
+            f"CAST(sum(completion_tokens) AS BIGINT) AS completion FROM ai_usage WHERE kind = 'chat'{clause} "
             "GROUP BY ALL ORDER BY day",
             params,
         ).df()
@@ -115,7 +115,7 @@ def usage_by_person(db: Database, since: datetime | None = None) -> pd.DataFrame
             f"asked AS (SELECT requested_by AS user_id, count(*) AS ai_replies FROM ai_jobs "
             f"WHERE cause IN ({marks}){asked_since} GROUP BY requested_by), "
             "used AS (SELECT user_id, CAST(sum(prompt_tokens + completion_tokens) AS BIGINT) AS tokens FROM ai_usage "
-            f"WHERE user_id IS NOT NULL{used_since} GROUP BY user_id) "
+            f"WHERE kind = 'chat' AND user_id IS NOT NULL{used_since} GROUP BY user_id) "
             'SELECT u.name AS person, coalesce(s.messages, 0) AS messages, coalesce(a.ai_replies, 0) AS "AI replies", '
             'coalesce(p.tokens, 0) AS "AI tokens", s.last_message AS "last message" '
             "FROM users u LEFT JOIN sent s ON s.author_id = u.id LEFT JOIN asked a ON a.user_id = u.id "

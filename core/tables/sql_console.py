@@ -45,17 +45,19 @@ def run_readonly_sql(
     max_rows: int = CONSOLE_MAX_ROWS,
     timeout_s: float = CONSOLE_TIMEOUT_S,
     memory_mb: int = CONSOLE_MEMORY_MB,
+    role: str | None = None,
 ) -> pd.DataFrame:
     """Run one checked SELECT in the console's sandbox (``core.console``): a child process over a read-only copy.
 
     At most ``max_rows`` rows come back; ``frame.attrs`` holds ``truncated`` (more existed), ``seconds``,
     ``peak_mb`` (the child's peak memory) and ``as_of`` (when the data was copied, UTC). A query that runs
     longer than ``timeout_s`` or needs more than ``memory_mb`` is stopped (QueryStopped); every refusal or
-    error is a ValidationError with a one-line message.
+    error is a ValidationError with a one-line message. ``role``: on Postgres, the read-only role the query
+    runs as (CONSOLE_ROLE).
     """
     with db.analytics() as cur:
         text = console.check_readonly_sql(cur, sql)
-    with db.console_source() as (source, as_of):
+    with db.console_source(role) as (source, as_of):
         try:
             answer = console.run(source, text, max_rows=max_rows, timeout_s=timeout_s, memory_mb=memory_mb)
         except console.ConsoleError as error:
