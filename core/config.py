@@ -25,6 +25,10 @@ AUTH_KEYS = ("redirect_uri", "cookie_secret")  # what Streamlit's [auth] needs b
 PROVIDER_KEYS = ("client_id", "client_secret", "server_metadata_url")
 NOT_PROVIDERS = ("client_kwargs",)  # tables inside [auth] that configure a provider rather than name one
 DEFAULT_EMBEDDING_MODEL = "text-embedding-3-small"  # OpenAI's cheapest; "wordllama" keeps embeddings local
+# A crashed replica's replies are taken over between 2/3 and 4/3 of the lease after it died (the heartbeat and the
+# sweep run every third of it: core/ai/worker.py), so 10 s keeps kill -> requeue under 15 s; the cost is one
+# lease-renewal UPDATE per replica every 3.3 s while it holds replies (bench/failover.py).
+DEFAULT_AI_LEASE_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -37,7 +41,7 @@ class Settings:
     refresh_seconds: float = 15.0  # the fallback check; pushed changes arrive at once
     live_push: bool = True
     ai_timeout: float = 60.0
-    ai_lease_seconds: float = 30.0
+    ai_lease_seconds: float = DEFAULT_AI_LEASE_SECONDS
     ai_context_tokens: int = 16000  # what one request may carry (estimated): see core/context.py
     ai_tool_calls_per_round: int = 4  # tool calls one request's answer may run; more are answered "not run"
     ai_tool_calls_per_reply: int = 8  # tool calls over all of a reply's rounds
@@ -184,7 +188,7 @@ def load_settings(overrides: Mapping[str, Any] | None = None) -> Settings:
         refresh_seconds=_number("REFRESH_SECONDS", get("REFRESH_SECONDS") or 15.0, float, 0.2, 60.0),
         live_push=_switch("LIVE_PUSH", get("LIVE_PUSH") or "on"),
         ai_timeout=_number("AI_TIMEOUT_SECONDS", get("AI_TIMEOUT_SECONDS") or 60.0, float, 1.0, 600.0),
-        ai_lease_seconds=_number("AI_LEASE_SECONDS", get("AI_LEASE_SECONDS") or 30.0, float, 1.0, 3600.0),
+        ai_lease_seconds=_number("AI_LEASE_SECONDS", get("AI_LEASE_SECONDS") or DEFAULT_AI_LEASE_SECONDS, float, 1.0, 3600.0),
         ai_context_tokens=_number("AI_CONTEXT_TOKENS", get("AI_CONTEXT_TOKENS") or 16000, int, 1000, 2_000_000),
         ai_tool_calls_per_round=_number("AI_TOOL_CALLS_PER_ROUND", get("AI_TOOL_CALLS_PER_ROUND") or 4, int, 1, 64),
         ai_tool_calls_per_reply=_number("AI_TOOL_CALLS_PER_REPLY", get("AI_TOOL_CALLS_PER_REPLY") or 8, int, 1, 256),

@@ -5,11 +5,12 @@ import json
 from dataclasses import dataclass
 from datetime import timedelta
 
+from core.config import DEFAULT_AI_LEASE_SECONDS
 from core.messages import refresh_cached
 from core.store import Database, Transaction
 
 MAX_ATTEMPTS = 3  # a reply interrupted by restarts this often is closed as an error, not retried forever
-LEASE_SECONDS = 30.0  # a running job whose lease is not renewed this long is orphaned (its process died or hung)
+LEASE_SECONDS = DEFAULT_AI_LEASE_SECONDS  # a job whose lease is not renewed this long is orphaned (its process died or hung)
 INTERRUPTED = "Interrupted by a restart of the app. Press Retry to try again."
 PICKING_UP = "The AI was interrupted; picking up again…"
 # The step every window shows on a requeued reply, kept with the text it had until the new attempt's first write.

@@ -44,7 +44,9 @@ log = logger(__name__)
 IDLE_WAIT = 1.0  # seconds the dispatcher sleeps between looks when no job signal arrives
 STOP_GRACE = 3.0  # seconds stop() lets running replies finish before aborting them
 ABORT_WAIT = 2.0  # seconds stop() then waits for workers to notice the abort (one chunk gap)
-LEASE_BEATS = 3  # lease renewals (and sweeps) per lease period: two can fail before a live job looks orphaned
+# Lease renewals (and sweeps) per lease period: two can fail before a live job looks orphaned, and a dead process's
+# jobs are requeued between lease - lease/3 and lease + lease/3 after it died (10 s lease: 6.7-13.3 s).
+LEASE_BEATS = 3
 
 
 class _Run:
