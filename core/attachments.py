@@ -23,6 +23,7 @@ from typing import Any, Iterable
 import filetype
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from core.context import trim
 from core.errors import NotFound, ValidationError
 from core.ids import check_id
 from core.limits import Limits, RateLimited, wait_words
@@ -40,6 +41,8 @@ TEXT = "text/plain; charset=utf-8"  # HTML, SVG, CSV and code alike: shown as te
 PARQUET = "application/vnd.apache.parquet"
 UNKNOWN = "application/octet-stream"
 # Direction controls and other invisible format characters in a name could make "cod.exe" read as "exe.doc".
+NOTE_TOKENS = 2000  # of one text file, in what the AI is sent (the context budget then fits the whole request)
+NOTE = '[File "{name}" attached to this message, its text between the lines]\n---\n{text}\n---'
 HIDDEN = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 
@@ -264,3 +267,15 @@ def thumbnail(data: bytes, longest: int = THUMB_PIXELS) -> tuple[bytes, str]:
         return out.getvalue(), "image/png"
     clean.save(out, format="JPEG", quality=THUMB_QUALITY, optimize=True)
     return out.getvalue(), "image/jpeg"
+
+
+def notes_for(db: Database, message_ids: Iterable[int]) -> dict[int, str]:
+    """For what the AI is sent: each message's text files as marked notes, each cut to NOTE_TOKENS with a marker."""
+    notes: dict[int, list[str]] = {}
+    for message_id, found in of_messages(db, message_ids).items():
+        for attachment in found:
+            if attachment.media_type != TEXT:
+                continue  # images, PDFs, tables and voice are not read by the AI yet
+            text, _ = trim(content(db, attachment).decode("utf-8", errors="replace"), NOTE_TOKENS)
+            notes.setdefault(message_id, []).append(NOTE.format(name=attachment.name, text=text))
+    return {message_id: "\n\n".join(parts) for message_id, parts in notes.items()}

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Collection
 
-from core import chat, jobs, replies, tools
+from core import attachments, chat, jobs, replies, tools
 from core.errors import ChatError
 from core.recent import CACHE_DEPTH, Message
 from core.render import message_html
@@ -47,7 +47,34 @@ def entry(db: Database, message: Message, image_hosts: Collection[str] = ()) -> 
     item = _drawn(message, frozenset(image_hosts))
     if message.is_ai:
         item = {**item, "asked_by": _asked_by(db, message)}
+    elif files := _files_of(db, message.id):
+        item = {**item, "files": files}
     return item
+
+
+_files: "weakref.WeakKeyDictionary[Database, OrderedDict[int, list[dict[str, Any]]]]" = weakref.WeakKeyDictionary()
+_files_lock = threading.Lock()
+
+
+def _files_of(db: Database, message_id: int) -> list[dict[str, Any]]:
+    """A person's message's files as the list draws them (read once: files never change under a message)."""
+    with _files_lock:
+        known = _files.setdefault(db, OrderedDict())
+        if message_id in known:
+            known.move_to_end(message_id)
+            return known[message_id]
+    try:
+        found = attachments.of_messages(db, [message_id]).get(message_id, [])
+    except ChatError as error:  # as for who asked: the list goes on, the files come with the next version
+        log.warning("the files of message %s are unknown for now: %s", message_id, error)
+        return []
+    drawn = [{"id": a.id, "kind": a.kind, "name": a.name, "size": a.size, "media_type": a.media_type,
+              "width": a.width, "height": a.height} for a in found]
+    with _files_lock:
+        known[message_id] = drawn
+        while len(known) > ENTRY_CACHE:
+            known.popitem(last=False)
+    return drawn
 
 
 @functools.lru_cache(maxsize=ENTRY_CACHE)

@@ -6,7 +6,7 @@ import numbers
 from datetime import datetime
 from typing import Any, Sequence
 
-from core.attachments import MAX_FILE_BYTES, Upload, check_daily, check_uploads, store
+from core.attachments import MAX_FILE_BYTES, TEXT, Upload, check_daily, check_uploads, notes_for, store
 from core.channels import wants_reply
 from core.errors import NotFound, ValidationError
 from core.ids import check_id
@@ -47,8 +47,8 @@ def send_message(
     """Store a user's message and, in the same transaction, schedule the AI reply; return the message id.
 
     With ``limits`` (core.limits), a send over a person's rate limit raises RateLimited and stores nothing.
-    ``files`` (core.attachments) go in the same transaction; with files the text may be empty, and a message
-    of files alone gets no AI reply (the AI reads text only).
+    ``files`` (core.attachments) go in the same transaction; with files the text may be empty. The AI reads
+    text files (as notes in its context: ``load_context``), so a message of images alone gets no AI reply.
     """
     channel_id = check_id(channel_id, "Channel")
     author_id = check_id(author_id, "User")
@@ -63,7 +63,8 @@ def send_message(
         if author is None:
             raise NotFound(f"User {author_id} not found.")
         now = db.clock()
-        answer = bool(content) and wants_reply(channel[0] or "every", content)
+        readable = bool(content) or any(facts.media_type == TEXT for facts, _ in uploads)  # what the AI can read
+        answer = readable and wants_reply(channel[0] or "every", content)
         if limits is not None:
             check_send(db, tx, limits, author_id, answer, now)
             check_daily(tx, limits, author_id, now, sum(facts.size for facts, _ in uploads))
@@ -194,21 +195,25 @@ def load_context(db: Database, channel_id: Any, upto: int | None = None) -> list
     """What the AI sees: the 10 most recent finished messages (up to message ``upto``), oldest first."""
     channel_id = check_id(channel_id, "Channel")
     _ensure_channel(db, channel_id)
-    sql = (
-        "SELECT m.author_id, u.name, m.content FROM messages m LEFT JOIN users u ON u.id = m.author_id "
-        "WHERE m.channel_id = ? AND m.status = 'complete' AND m.content <> ''"
+    sql = (  # a message of files alone counts: its text files are read (core.attachments.notes_for)
+        "SELECT m.id, m.author_id, u.name, m.content FROM messages m LEFT JOIN users u ON u.id = m.author_id "
+        "WHERE m.channel_id = ? AND m.status = 'complete' "
+        "AND (m.content <> '' OR EXISTS (SELECT 1 FROM attachments a WHERE a.message_id = m.id))"
     )
     params: list[Any] = [channel_id]
     if upto is not None:
         sql += " AND m.id <= ?"
         params.append(check_id(upto, "Message"))
     rows = db.rows(sql + " ORDER BY m.id DESC LIMIT ?", [*params, RECENT_LIMIT])
+    notes = notes_for(db, [row[0] for row in rows if row[1] is not None])
     context = []
-    for author_id, name, content in reversed(rows):
+    for message_id, author_id, name, content in reversed(rows):
         if author_id is None:
             context.append({"role": "assistant", "content": content})
-        else:
-            context.append({"role": "user", "content": f"{name or 'Unknown user'}: {content}"})
+            continue
+        said = "\n\n".join(part for part in (content, notes.get(message_id)) if part)
+        if said:  # files the AI cannot read yet (an image alone) leave nothing to say
+            context.append({"role": "user", "content": f"{name or 'Unknown user'}: {said}"})
     return context
 
 

@@ -13,6 +13,8 @@ from starlette.testclient import TestClient
 from core import attachments, chat, tickets
 from core.attachments import Upload
 from core.config import load_settings
+from core.context import estimate_tokens
+from test_ai import responders  # noqa: F401 (a fixture)
 from core.errors import ValidationError
 from core.limits import Limits, RateLimited
 from views.files import FILES_PATH, FilesRoute
@@ -115,7 +117,7 @@ def test_files_go_with_their_message_and_are_stored_once_per_content(db):
     assert found[first][0].inline and not found[first][1].inline
 
 
-def test_a_message_of_files_alone_is_stored_and_asks_the_ai_nothing(db):
+def test_a_message_of_images_alone_is_stored_and_asks_the_ai_nothing(db):
     ann, general = chat.create_user(db, "Ann"), chat.create_channel(db, "general")
     message_id = chat.send_message(db, general, ann, "  ", files=[Upload("a.png", png())])
     assert chat.get_message(db, message_id).content == ""
@@ -190,3 +192,28 @@ def test_login_mode_serves_a_file_only_with_a_ticket_for_its_channel(duck_db):
         assert client.get(f"/files/{photo.id}?ticket={forged}").status_code == 403
         expired = tickets.sign(SECRET, "https://issuer ann", [general, 0], int(now) - 1)
         assert client.get(f"/files/{photo.id}?ticket={expired}").status_code == 403
+
+
+def test_the_ai_reads_text_files_as_marked_notes_cut_to_their_share(db):
+    ann, general = chat.create_user(db, "Ann"), chat.create_channel(db, "general")
+    chat.send_message(db, general, ann, "our notes", files=[Upload("notes.md", "# Plan\nShip **Friday**.".encode())])
+    alone = chat.send_message(db, general, ann, "", files=[Upload("big.txt", ("word " * 20_000).encode())])
+    chat.send_message(db, general, ann, "", files=[Upload("pic.png", png())])  # nothing the AI can read
+    assert db.one("SELECT count(*) FROM ai_jobs WHERE trigger_id = ?", [alone]) == (1,)  # a text file asks
+    context = chat.load_context(db, general)
+    users = [m["content"] for m in context if m["role"] == "user"]
+    assert len(users) == 2
+    assert users[0].startswith("Ann: our notes\n\n[File \"notes.md\" attached") and "Ship **Friday**." in users[0]
+    assert users[1].startswith("Ann: [File \"big.txt\" attached") and "characters) did not fit" in users[1]
+    assert estimate_tokens(users[1]) <= attachments.NOTE_TOKENS + 100
+
+
+def test_a_text_file_reaches_the_model_in_the_request(db, fake_openai, responders):
+    """The local OpenAI test server sees the file's text in the request of the reply it triggered (both backends)."""
+    ann, general = chat.create_user(db, "Ann"), chat.create_channel(db, "general")
+    chat.send_message(db, general, ann, "what does it say?", files=[Upload("todo.txt", b"buy milk")])
+    responders()
+    sent = fake_openai.wait_requests(1, timeout=20)[0]["messages"]
+    asked = [m["content"] for m in sent if m["role"] == "user"]
+    assert asked == ['Ann: what does it say?\n\n[File "todo.txt" attached to this message, its text between the '
+                     'lines]\n---\nbuy milk\n---']

@@ -4,6 +4,7 @@ import time
 import streamlit as st
 
 from core import chat, replies
+from core.attachments import Upload
 from core.errors import ChatError
 from views import live, messages
 from views.common import (
@@ -47,12 +48,23 @@ def send(channel_id: int, user_id: int, key: str) -> None:
     after the write out of st.session_state.
     """
     st.session_state[SENT] = True
-    prompt = st.session_state.get(key)
-    if prompt and not store(channel_id, user_id, prompt) and prompt.strip():
-        st.session_state[key] = prompt  # back in the box, to send again
+    text, files = parts(st.session_state.get(key))
+    if (text or files) and not store(channel_id, user_id, text, files) and text.strip():
+        st.session_state[key] = text  # back in the box, to send again (files are picked again)
 
 
-def store(channel_id: int, user_id: int, prompt: str) -> bool:
+def parts(value) -> tuple[str, list[Upload]]:
+    """What the chat box sent: its text, and its files and voice recording as uploads."""
+    if value is None or isinstance(value, str):
+        return value or "", []
+    files = [Upload(f.name, f.getvalue()) for f in (getattr(value, "files", None) or [])]
+    audio = getattr(value, "audio", None)
+    if audio is not None:
+        files.append(Upload(audio.name or "voice message.wav", audio.getvalue()))
+    return getattr(value, "text", "") or "", files
+
+
+def store(channel_id: int, user_id: int, prompt: str, files: list[Upload] | None = None) -> bool:
     """Send; or keep a notice that says the message was not sent and why, and return False.
 
     A slow browser (seen with Chromium's CPU throttled) can submit one Enter twice: the same text from the
@@ -61,17 +73,20 @@ def store(channel_id: int, user_id: int, prompt: str) -> bool:
     sending = session_scratch(SENDING)
     with sending["lock"]:  # the stopped run's callback and the new run's may both be here
         now, last = time.monotonic(), sending.get("last")
-        if last and last[:3] == (channel_id, user_id, prompt) and now - last[3] < REPEAT_SECONDS:
+        said = (prompt, tuple((f.name, len(f.data)) for f in files or ()))
+        if last and last[:3] == (channel_id, user_id, said) and now - last[3] < REPEAT_SECONDS:
             return True
         try:
-            chat.send_message(get_db(), channel_id, user_id, prompt, limits=get_settings().limits)
+            settings = get_settings()
+            chat.send_message(get_db(), channel_id, user_id, prompt, limits=settings.limits, files=files or (),
+                              max_file_bytes=settings.attachment_max_mb * 1024 * 1024)
         except ChatError as error:
             st.session_state[NOT_SENT] = f"Your message was not sent. {error}"
             # The list marks the line it drew at Enter with why (the last few refusals, for it to match).
             st.session_state[REFUSED] = [*st.session_state.get(REFUSED, [])[-REFUSALS_KEPT + 1:],
                                          {"text": prompt, "reason": str(error), "at": time.time()}]
             return False
-        sending["last"] = (channel_id, user_id, prompt, time.monotonic())  # no stop point since the write
+        sending["last"] = (channel_id, user_id, said, time.monotonic())  # no stop point since the write
         return True
 
 
@@ -85,11 +100,12 @@ else:
     # cannot stop that run — the one path a callback does not cover is a session's first run, whose
     # page has not yet told Streamlit about the callback (a window that outlived a server restart).
     prompt = st.chat_input(f"Message #{channel.name} as {user.name}", key=key, submit_mode="disable",
+                           accept_file="multiple", accept_audio=True, max_upload_size=settings.attachment_max_mb,
                            on_submit=send, args=(channel.id, user.id, key))
     live.guard_chat_input()
     sent = st.session_state.pop(SENT, False)
     if prompt and not sent:
-        store(channel.id, user.id, prompt)
+        store(channel.id, user.id, *parts(prompt))
 if notice := st.session_state.get(NOT_SENT):
     show_error(notice)
     del st.session_state[NOT_SENT]  # after drawing: a run stopped mid-way shows it on the next one
@@ -122,7 +138,8 @@ def live_messages(channel_id: int) -> None:
         state["messages"] = chat.list_messages(db, channel_id, limit=PAGE * shown[2])
         state["shown"] = shown
     listed = state["messages"]
-    viewer = {"id": user.id if user else None, "name": user.name if user else None, "all": acts_for_all}
+    viewer = {"id": user.id if user else None, "name": user.name if user else None, "all": acts_for_all,
+              "ticket": live.channel_ticket(settings, channel_id)}  # for the files (views/files.py)
     messages.message_list(db, channel_id=channel_id, messages=listed, more=len(listed) == PAGE * shown[2],
                           image_hosts=settings.image_hosts, viewer=viewer,
                           live=live.subscription(db, settings, channel_id, shown[1], content=True),

@@ -105,3 +105,14 @@ def subscription(db: Database, settings: Settings, channel_id: int | None, versi
 def follow_directory(db: Database, settings: Settings) -> None:
     """For pages without a live fragment of their own: a small one that follows the users and channels."""
     st.fragment(follow, run_every=settings.refresh_seconds)(db, settings)
+
+
+def channel_ticket(settings: Settings, channel_id: int) -> str | None:
+    """Login mode: a ticket naming the signed-in person and this channel, which the /files route asks for."""
+    if not settings.login or not settings.live_secret:
+        return None
+    identity = signed_in()
+    if identity is None:
+        return None
+    return tickets.sign(settings.live_secret, f"{identity.issuer} {identity.subject}", [channel_id],
+                        tickets.expiry(time.time()))

@@ -91,6 +91,60 @@ function drawContext(list, entry, details) {
   if (context.request) body.append(element("pre", "output request", context.request));
 }
 
+function fileUrl(list, file, thumb) {  // views/files.py; in login mode it asks for the page's ticket for this channel
+  const params = new URLSearchParams();
+  if (thumb) params.set("thumb", "1");
+  const ticket = list.data && list.data.viewer && list.data.viewer.ticket;
+  if (ticket) params.set("ticket", ticket);
+  const query = params.toString();
+  return `/files/${file.id}${query ? "?" + query : ""}`;
+}
+
+function sizeWords(bytes) {
+  if (bytes >= 1048576) return `${(bytes / 1048576).toFixed(1)} MB`;
+  if (bytes >= 1024) return `${Math.round(bytes / 1024)} KB`;
+  return `${bytes} bytes`;
+}
+
+function filesNode(list, files) {  // names are set as text: a file's name is anyone's text
+  const box = element("div", "files");
+  for (const file of files) {
+    if (file.kind === "image") {
+      const link = element("a", "file image");
+      link.href = fileUrl(list, file, false);
+      link.target = "_blank";
+      link.rel = "noopener noreferrer";
+      const img = element("img");
+      img.src = fileUrl(list, file, true);
+      img.alt = file.name;
+      img.loading = "lazy";
+      if (file.width && file.height) {  // the box keeps its place before the thumbnail arrives
+        const scale = Math.min(1, 240 / Math.max(file.width, file.height));
+        img.width = Math.round(file.width * scale);
+        img.height = Math.round(file.height * scale);
+      }
+      link.append(img);
+      box.append(link);
+    } else if (file.kind === "audio") {
+      const figure = element("figure", "file audio");
+      const audio = element("audio");
+      audio.controls = true;
+      audio.preload = "none";
+      audio.src = fileUrl(list, file, false);
+      figure.append(audio, element("figcaption", null, `${file.name} · ${sizeWords(file.size)}`));
+      box.append(figure);
+    } else {
+      const link = element("a", "file download", `📎\ufe0e ${file.name}`);
+      link.href = fileUrl(list, file, false);
+      link.setAttribute("download", file.name);
+      link.rel = "noopener noreferrer";
+      link.append(element("span", "size", ` · ${sizeWords(file.size)}`));
+      box.append(link);
+    }
+  }
+  return box;
+}
+
 function messageNode(list, entry) {
   const node = element("article", "chat-message" + (entry.ai ? " ai" : ""));
   node.dataset.messageId = entry.id;
@@ -115,6 +169,7 @@ function messageNode(list, entry) {
     }
     main.append(text);
   }
+  if (entry.files && entry.files.length) main.append(filesNode(list, entry.files));
   if (entry.status === "error") main.append(element("div", "error", entry.error));
   if (entry.stopped) main.append(element("div", "step", "Stopped."));
   const buttons = element("div", "buttons");
