@@ -17,6 +17,7 @@ DEFAULT_AI_REPLIES_PER_HOUR = 60  # one a minute per person, all hour: lively, y
 DEFAULT_RENAMES_PER_HOUR = 10  # fixing a typo takes one or two; each rename reruns every page showing the person
 DEFAULT_CHANNELS_PER_HOUR = 10  # a team setting up its rooms; each channel is a line in everyone's sidebar
 DEFAULT_SEARCHES_PER_MINUTE = 30  # one every 2 s, all minute; each may send its query to the embeddings API
+DEFAULT_ACTIONS_PER_MINUTE = 30  # edits, deletes and reactions: a burst of fixes and +1s; each repaints every window
 DEFAULT_AI_TOKENS_PER_DAY = 500_000  # for the whole app: about $1.25-5 a day of gpt-4o (input-heavy to output-heavy)
 AUTH_KEYS = ("redirect_uri", "cookie_secret")  # what Streamlit's [auth] needs besides a provider
 PROVIDER_KEYS = ("client_id", "client_secret", "server_metadata_url")
@@ -48,6 +49,7 @@ class Settings:
     renames_per_hour: int = DEFAULT_RENAMES_PER_HOUR
     channels_per_hour: int = DEFAULT_CHANNELS_PER_HOUR
     searches_per_minute: int = DEFAULT_SEARCHES_PER_MINUTE
+    actions_per_minute: int = DEFAULT_ACTIONS_PER_MINUTE
     console_seconds: float = 5.0  # a console query's time cap, its process's start-up included
     console_memory_mb: int = 256  # what a console query may use on top of its process's ~90 MB
     image_hosts: frozenset[str] = frozenset()  # hosts whose images messages may show; others are shown as links
@@ -67,7 +69,7 @@ class Settings:
     def limits(self) -> Limits:
         return Limits(self.messages_per_minute, self.ai_replies_per_hour, self.ai_tokens_per_day,
                       renames_per_hour=self.renames_per_hour, channels_per_hour=self.channels_per_hour,
-                      searches_per_minute=self.searches_per_minute)
+                      searches_per_minute=self.searches_per_minute, actions_per_minute=self.actions_per_minute)
 
 
 def _text(raw: Any) -> str | None:
@@ -189,6 +191,8 @@ def load_settings(overrides: Mapping[str, Any] | None = None) -> Settings:
                                   int, 0, 10_000),
         searches_per_minute=_number("SEARCHES_PER_MINUTE", get("SEARCHES_PER_MINUTE") or DEFAULT_SEARCHES_PER_MINUTE,
                                     int, 0, 10_000),
+        actions_per_minute=_number("ACTIONS_PER_MINUTE", get("ACTIONS_PER_MINUTE") or DEFAULT_ACTIONS_PER_MINUTE,
+                                   int, 0, 10_000),
         embedding_model=get("EMBEDDING_MODEL") or DEFAULT_EMBEDDING_MODEL,
         live_sockets_per_client=_number("LIVE_SOCKETS_PER_CLIENT", get("LIVE_SOCKETS_PER_CLIENT") or 40,
                                         int, 1, 1_000_000),

@@ -17,9 +17,17 @@ from core.store import Database, Transaction
 CONTENT_MAX_BYTES = 1_000_000  # UTF-8 bytes: the original's (Convex) value size limit
 RECENT_LIMIT = 10  # what the page shows and what the AI sees, as in the original
 
+# A message's reactions ride along as one text (fields split by chr(31), records by chr(30): names and emoji
+# hold no control characters), so a read of the newest messages stays one statement on both backends.
+REACTIONS_OF_M = (
+    "(SELECT string_agg(r.emoji || chr(31) || CAST(r.user_id AS VARCHAR) || chr(31) || coalesce(ru.name, ''), "
+    "chr(30) ORDER BY r.created_at, r.user_id, r.emoji) "
+    "FROM reactions r LEFT JOIN users ru ON ru.id = r.user_id WHERE r.message_id = m.id)"
+)
 MESSAGE_COLUMNS = (
     "m.id, m.channel_id, m.author_id, u.name, m.content, m.status, m.error, m.created_at, m.updated_at, "
-    "coalesce(m.stopped, false), m.model, m.prompt_tokens, m.completion_tokens, m.ttft_ms, m.total_ms, m.steps"
+    "coalesce(m.stopped, false), m.model, m.prompt_tokens, m.completion_tokens, m.ttft_ms, m.total_ms, m.steps, "
+    f"m.edited_at, m.deleted_at, m.deleted_by, m.reacted_at, {REACTIONS_OF_M}"
 )
 MESSAGE_FROM = "messages m LEFT JOIN users u ON u.id = m.author_id"
 
@@ -185,7 +193,7 @@ def load_context(db: Database, channel_id: Any, upto: int | None = None) -> list
     _ensure_channel(db, channel_id)
     sql = (
         "SELECT m.author_id, u.name, m.content FROM messages m LEFT JOIN users u ON u.id = m.author_id "
-        "WHERE m.channel_id = ? AND m.status = 'complete' AND m.content <> ''"
+        "WHERE m.channel_id = ? AND m.status = 'complete' AND m.content <> '' AND m.deleted_at IS NULL"
     )
     params: list[Any] = [channel_id]
     if upto is not None:

@@ -51,6 +51,10 @@ SCHEMA = {
         ("total_ms", "DOUBLE", True),
         ("context", "VARCHAR", True),
         ("steps", "VARCHAR", True),
+        ("edited_at", "TIMESTAMP", True),
+        ("deleted_at", "TIMESTAMP", True),
+        ("deleted_by", "BIGINT", True),
+        ("reacted_at", "TIMESTAMP", True),
     ],
     "ai_jobs": [
         ("id", "BIGINT", False),
@@ -109,6 +113,26 @@ SCHEMA = {
         ("id", "BIGINT", False),
         ("user_id", "BIGINT", False),
         ("old_name", "VARCHAR", False),
+        ("created_at", "TIMESTAMP", False),
+    ],
+    "message_revisions": [
+        ("id", "BIGINT", False),
+        ("message_id", "BIGINT", False),
+        ("content", "VARCHAR", False),
+        ("edited_at", "TIMESTAMP", False),
+        ("edited_by", "BIGINT", True),
+    ],
+    "reactions": [
+        ("message_id", "BIGINT", False),
+        ("user_id", "BIGINT", False),
+        ("emoji", "VARCHAR", False),
+        ("created_at", "TIMESTAMP", False),
+    ],
+    "message_acts": [
+        ("id", "BIGINT", False),
+        ("user_id", "BIGINT", False),
+        ("kind", "VARCHAR", False),
+        ("message_id", "BIGINT", False),
         ("created_at", "TIMESTAMP", False),
     ],
 }
