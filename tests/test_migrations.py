@@ -168,7 +168,8 @@ def test_migrate_blank_creates_whole_schema(tmp_path):
     assert sorted((t, tuple(c)) for t, c in primary) == sorted(
         [("migrations", ("name",)), ("users", ("id",)), ("channels", ("id",)), ("messages", ("id",)), ("ai_jobs", ("id",)),
          ("ai_usage", ("id",)), ("identities", ("issuer", "subject")), ("renames", ("id",)),
-         ("message_vectors", ("message_id",)), ("embedding_jobs", ("message_id", "provider")), ("search_state", ("name",))]
+         ("message_vectors", ("message_id",)), ("embedding_jobs", ("message_id", "provider")), ("search_state", ("name",)),
+         ("message_revisions", ("id",)), ("message_acts", ("id",)), ("reactions", ("message_id", "user_id", "emoji"))]
     )
     unique = con.execute(
         "SELECT table_name, constraint_column_names FROM duckdb_constraints() WHERE constraint_type = 'UNIQUE'"
@@ -177,7 +178,7 @@ def test_migrate_blank_creates_whole_schema(tmp_path):
         ("channels", ("name_key",)), ("identities", ("user_id",)), ("users", ("name_key",))]
     sequences = {row[0] for row in con.execute("SELECT sequence_name FROM duckdb_sequences()").fetchall()}
     assert sequences == {"users_id_seq", "channels_id_seq", "messages_id_seq", "ai_jobs_id_seq", "ai_usage_id_seq",
-                         "renames_id_seq", "message_vectors_seq"}
+                         "renames_id_seq", "message_vectors_seq", "message_revisions_id_seq", "message_acts_id_seq"}
 
     messages = defaults_of(con, "messages")
     assert "messages_id_seq" in messages["id"]
