@@ -46,8 +46,9 @@ def entry(db: Database, message: Message, image_hosts: Collection[str] = ()) -> 
     """The list's entry for ``message``: rendered once per version, and for a reply, who asked for it."""
     item = _drawn(message, frozenset(image_hosts))
     if message.is_ai and message.deleted_at is None:
-        who, trigger = _asked_by(db, message)
-        item = {**item, "asked_by": who, "trigger": trigger}
+        who, ask = _asked_by(db, message)
+        item = {**item, "asked_by": who, "trigger": ask[0] if ask else None,
+                "asked_at": micros(ask[1]) // 1000 if ask else 0}
     return item
 
 
@@ -65,6 +66,7 @@ def _drawn(message: Message, image_hosts: frozenset[str]) -> dict[str, Any]:
         "at": micros(message.created_at) // 1000,  # milliseconds, for the reader's clock
         "status": message.status,
         "html": message_html(message.content, image_hosts) if message.content else "",
+        "text": "" if message.is_ai else message.content,  # what its author's Edit box starts from
         "steps": steps,
         "error": (message.error or "The reply failed.") if message.status == "error" else None,
         "stopped": message.stopped,
@@ -79,17 +81,17 @@ def _drawn(message: Message, image_hosts: frozenset[str]) -> dict[str, Any]:
     return item
 
 
-_askers: "weakref.WeakKeyDictionary[Database, OrderedDict[int, tuple[float, tuple[list[int], int | None]]]]" = weakref.WeakKeyDictionary()
+_askers: "weakref.WeakKeyDictionary[Database, OrderedDict[int, tuple[float, tuple[list[int], tuple | None]]]]" = weakref.WeakKeyDictionary()
 _askers_lock = threading.Lock()
 
 
-def _asked_by(db: Database, message: Message) -> tuple[list[int], int | None]:
+def _asked_by(db: Database, message: Message) -> tuple[list[int], tuple | None]:
     """Who may stop or retry a reply besides admins (core decides again when a button is pressed), and the message
-    it answers (the list offers Regenerate once that message is edited after the reply).
+    (message it answers, when its latest attempt was asked): the list offers Regenerate once that message is edited after.
 
     It changes only when an attempt starts (a Retry or a requeue sets the reply back to pending): a pending
     version is read afresh, and any other is answered from a read at most ASKERS_SECONDS old, so a streaming
-    reply costs a read every few seconds, not one per write: {reply id: (read at, (who, trigger))}.
+    reply costs a read every few seconds, not one per write: {reply id: (read at, (who, (trigger, asked at)))}.
     """
     now = time.monotonic()
     with _askers_lock:
@@ -98,7 +100,7 @@ def _asked_by(db: Database, message: Message) -> tuple[list[int], int | None]:
         if cached is not None and message.status != "pending" and now - cached[0] < ASKERS_SECONDS:
             return cached[1]
     try:
-        who = (sorted(replies.asked_by(db, message.id)), replies.trigger_of(db, message.id))
+        who = (sorted(replies.asked_by(db, message.id)), replies.latest_ask(db, message.id))
     except ChatError as error:  # a database hiccup must not cost the whole list: the buttons wait for the next version
         log.warning("who asked for reply %s is unknown for now: %s", message.id, error)
         return [], None

@@ -292,8 +292,8 @@ def asked_by(db: Database, message_id: Any) -> set[int]:
     return {who for who in (author, attempt) if who is not None}
 
 
-def trigger_of(db: Database, message_id: Any) -> int | None:
-    """The message an AI reply answers (its latest attempt's trigger), or None (a reply no job wrote)."""
-    row = db.one("SELECT trigger_id FROM ai_jobs WHERE reply_id = ? ORDER BY id DESC LIMIT 1",
+def latest_ask(db: Database, message_id: Any) -> tuple[int, Any] | None:
+    """(the message an AI reply answers, when its latest attempt was asked for), or None (a reply no job wrote)."""
+    row = db.one("SELECT trigger_id, created_at FROM ai_jobs WHERE reply_id = ? ORDER BY id DESC LIMIT 1",
                  [check_id(message_id, "Message")])
-    return row[0] if row else None
+    return (row[0], row[1]) if row else None
