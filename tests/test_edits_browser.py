@@ -48,10 +48,14 @@ def test_two_windows_see_edits_deletes_and_reactions(tmp_path):
         wait_page(a, lambda p: _message(p, first).locator(".edit-box").count() == 0, what="the box closed")
         _message(a, first).locator(".act.edit").click()
         box = _message(a, first).locator(".edit-box")
-        box.fill("hello world")
+        box.fill("")
+        box.press_sequentially("hello world, c r")  # typed keys, as a person types: no page shortcut fires
+        a.keyboard.press("Shift+Enter")
+        box.press_sequentially("second line")
+        assert box.input_value() == "hello world, c r\nsecond line"
         box.press("Enter")
         for page in windows:
-            wait_page(page, lambda p: "hello world" in _message(p, first).inner_text()
+            wait_page(page, lambda p: "second line" in _message(p, first).inner_text()
                       and _message(p, first).locator(".edited").count() == 1, timeout=15, what="the edit, marked")
             assert "(edited)" in _message(page, first).inner_text()
 
@@ -86,7 +90,7 @@ def test_two_windows_see_edits_deletes_and_reactions(tmp_path):
             assert "Ann" in _message(page, second).inner_text()  # author and time stay
     db = connect(str(tmp_path / "chat.duckdb"))
     try:
-        assert chat.get_message(db, first).content == "hello world"
+        assert chat.get_message(db, first).content == "hello world, c r\nsecond line"
         assert chat.get_message(db, second).content == "" and chat.get_message(db, second).deleted_at is not None
     finally:
         db.close()

@@ -56,6 +56,7 @@ function editor(list, entry) {
     if (text !== entry.text) act(list, "edit", entry.id, { text });
   };
   box.addEventListener("keydown", (event) => {
+    event.stopPropagation();  // typed text is not the page's shortcuts (Streamlit's "c", "r" see only the shadow host)
     if (event.key === "Enter" && !event.shiftKey && !event.isComposing) { event.preventDefault(); save(); }
     else if (event.key === "Escape") { event.preventDefault(); close(); }
   });
@@ -116,6 +117,7 @@ function reactionRow(list, entry) {
   other.setAttribute("aria-label", "Any emoji");
   const add = () => { const emoji = other.value.trim(); if (emoji) { list.picking = null; react(emoji); } };
   other.addEventListener("keydown", (event) => {
+    event.stopPropagation();
     if (event.key === "Enter" && !event.isComposing) { event.preventDefault(); add(); }
     else if (event.key === "Escape") { event.preventDefault(); picker.open = false; summary.focus(); }
   });
