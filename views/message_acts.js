@@ -29,10 +29,11 @@ function mayRegenerate(list, entry) {  // the message it answers was edited afte
   return !!(trigger && !trigger.deleted && trigger.edited && trigger.edited > (entry.asked_at || 0) && mayAct(list, entry));
 }
 
-// What of the viewer's own state a drawn message depends on: a change of it redraws the message.
+// What of the viewer's own state a drawn message depends on: a change of it redraws the message. (An open
+// picker is not: the element keeps it, and a redraw for another reason must not take the focus from it.)
 function actsStamp(list, entry) {
   const trigger = entry.trigger != null ? list.entries.get(entry.trigger) : null;
-  return [list.editing === entry.id, list.confirming === entry.id, list.picking === entry.id,
+  return [list.editing === entry.id, list.confirming === entry.id,
           trigger ? `${trigger.edited}|${trigger.deleted}` : ""].join("|");
 }
 
