@@ -137,7 +137,7 @@ def delete_message(db: Database, message_id: Any, by: Any, *, admin: bool = Fals
         for target in [message_id, *replies]:
             _tombstone(tx, target, by, now)
         for target, text, name in texts:
-            _scrub_quotes(db, tx, target, text, name)
+            _scrub_quotes(db, tx, channel_id, target, text, name)
         record_act(tx, by, "delete", message_id, now)
         for target in [message_id, *replies]:
             refresh_cached(db, tx, target)
@@ -161,20 +161,19 @@ def _tombstone(tx: Transaction, message_id: int, by: int, now: datetime) -> None
         tx.execute(f"DELETE FROM {table} WHERE message_id = ?", [message_id])
 
 
-def _scrub_quotes(db: Database, tx: Transaction, message_id: int, text: str, name: str | None) -> None:
-    """Replace a deleted text where other AI replies kept it: their request (``context``, as "Name: text") and
-    their steps' output (tool results and retrieval, as "[id N · …] Name: text" lines)."""
+def _scrub_quotes(db: Database, tx: Transaction, channel_id: int, message_id: int, text: str, name: str | None) -> None:
+    """Replace a deleted text where other AI replies kept it: their request (``context``: "Name: text", or the AI's
+    own earlier answer, both only in later replies of its channel) and their steps' output (tool results and
+    retrieval, in any channel, as "[id N · …] Name: text" lines)."""
     line = f"[id {message_id} · "
-    markers = [json.dumps(line)[1:-1]]  # as json.dumps stored it (ASCII escapes)
-    if text and name is not None:
-        markers.append(json.dumps(f"{name}: {text}")[1:-1])
-    elif text:
-        markers.append(json.dumps(text)[1:-1])
-    found = " OR ".join("strpos(coalesce(context, ''), ?) > 0 OR strpos(coalesce(steps, ''), ?) > 0" for _ in markers)
-    rows = tx.rows(
-        f"SELECT id, context, steps FROM messages WHERE author_id IS NULL AND deleted_at IS NULL AND ({found})",
-        [marker for marker in markers for _ in range(2)],
-    )
+    by_id = json.dumps(line)[1:-1]  # as json.dumps stored it (ASCII escapes)
+    where = "strpos(coalesce(context, ''), ?) > 0 OR strpos(coalesce(steps, ''), ?) > 0"
+    params: list[Any] = [by_id, by_id]
+    if text:
+        where += " OR (channel_id = ? AND id > ? AND strpos(coalesce(context, ''), ?) > 0)"
+        params += [channel_id, message_id, json.dumps(f"{name}: {text}" if name is not None else text)[1:-1]]
+    rows = tx.rows(f"SELECT id, context, steps FROM messages WHERE author_id IS NULL AND deleted_at IS NULL AND ({where})",
+                   params)
     quoted = re.compile(re.escape(line) + r"[^\n]*")
     changed = []
 

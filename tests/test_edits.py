@@ -1,6 +1,8 @@
 """Edits and deletes on both backends: revisions kept, tombstones that leave no text anywhere, who may, the index."""
 from __future__ import annotations
 
+import json
+
 import pytest
 from fake_openai import Script
 from test_ai import ai_settings, settled
@@ -226,3 +228,19 @@ def test_edits_deletes_and_reactions_share_one_limit_per_person(db, ann, bob, qu
         edits.delete_message(db, second, ann, limits=limits)
     assert chat.get_message(db, second).deleted_at is None
     reactions.toggle_reaction(db, second, bob, "👍", limits=limits)  # another person's allowance
+
+
+def test_a_delete_scrubs_tool_output_that_quoted_it_in_another_channel(db, ann, quiet):
+    from core import tools
+
+    secret = "the launch code is 99 red balloons"
+    message_id = chat.send_message(db, quiet, ann, secret)
+    general = chat.create_channel(db, "elsewhere", reply_policy="off")
+    reply_id = chat.write_agent_response(db, general, "Found it.")
+    step = tools.call(db, "search_messages", '{"query": "launch code"}', chat.get_channel(db, general))
+    assert secret in step["output"]
+    db.write(lambda tx: tx.execute("UPDATE messages SET steps = ? WHERE id = ?", [json.dumps([step]), reply_id]))
+    edits.delete_message(db, message_id, ann)
+    steps = chat.get_message(db, reply_id).steps
+    assert "balloons" not in steps and edits.SCRUBBED in steps and f"[id {message_id} " in steps
+    assert "balloons" not in every_text(db)
