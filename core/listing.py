@@ -81,11 +81,12 @@ def _drawn(message: Message, image_hosts: frozenset[str]) -> dict[str, Any]:
     return item
 
 
-_askers: "weakref.WeakKeyDictionary[Database, OrderedDict[int, tuple[float, tuple[list[int], tuple | None]]]]" = weakref.WeakKeyDictionary()
+Asked = tuple[list[int], "tuple | None"]  # who asked for a reply, and (the message it answers, when asked)
+_askers: "weakref.WeakKeyDictionary[Database, OrderedDict[int, tuple[float, Asked]]]" = weakref.WeakKeyDictionary()
 _askers_lock = threading.Lock()
 
 
-def _asked_by(db: Database, message: Message) -> tuple[list[int], tuple | None]:
+def _asked_by(db: Database, message: Message) -> Asked:
     """Who may stop or retry a reply besides admins (core decides again when a button is pressed), and the message
     (message it answers, when its latest attempt was asked): the list offers Regenerate once that message is edited after.
 

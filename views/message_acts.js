@@ -50,7 +50,12 @@ function editor(list, entry) {
   box.value = list.draft !== undefined ? list.draft : entry.text || "";
   box.rows = Math.min(8, Math.max(2, box.value.split("\n").length));
   box.oninput = () => { list.draft = box.value; };
-  const close = () => { list.editing = null; list.draft = undefined; list.refocus = `[data-message-id="${entry.id}"] .act.edit`; draw(list); };
+  const close = () => {
+    list.editing = null;
+    list.draft = undefined;
+    list.refocus = `[data-message-id="${entry.id}"] .act.edit`;  // back to the button that opened the box
+    draw(list);
+  };
   const save = () => {
     const text = box.value;
     close();
@@ -137,7 +142,8 @@ function messageActs(list, entry) {
   if (!open || (entry.reactions || []).length) parts.push(reactionRow(list, entry));
   const buttons = element("div", "buttons message-acts");
   if (mayRegenerate(list, entry)) {
-    buttons.append(actButton("Regenerate reply", "regenerate", (event) => { event.target.disabled = true; act(list, "regenerate", entry.id); }));
+    const again = actButton("Regenerate reply", "regenerate", () => { again.disabled = true; act(list, "regenerate", entry.id); });
+    buttons.append(again);
   }
   if (isMine(list, entry)) {
     buttons.append(actButton("Edit", "edit", () => { list.editing = entry.id; list.draft = undefined; draw(list); },
