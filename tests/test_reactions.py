@@ -123,3 +123,33 @@ def test_thumbs_on_ai_replies_are_feedback_per_model_and_channel(db, ann, bob):
     frame = tables.ai_feedback(db)
     rows = frame.to_dict("records")
     assert rows == [{"model": "gpt-4o", "channel": "general", "replies": 2, "👍": 2, "👎": 1}]
+
+
+def test_a_reaction_edit_and_delete_reach_another_replica(pg_url):
+    """Two processes' worth of Database on one Postgres: each change reaches the other's cached list (NOTIFY)."""
+    import time
+
+    from core.store import connect
+
+    one, two = connect(pg_url), connect(pg_url)
+    try:
+        ann = chat.create_user(one, "Ann")
+        channel = chat.create_channel(one, "general", reply_policy="off")
+        message_id = chat.send_message(one, channel, ann, "hello")
+        assert chat.list_messages(two, channel)[0].id == message_id  # the other replica caches the channel
+
+        def seen(check):
+            deadline = time.monotonic() + 10
+            while not check(chat.list_messages(two, channel)[0]):
+                assert time.monotonic() < deadline, chat.list_messages(two, channel)[0]
+                time.sleep(0.02)
+
+        reactions.toggle_reaction(one, message_id, ann, "👍")
+        seen(lambda m: reactions.parse(m.reactions) == [{"emoji": "👍", "count": 1, "by": [ann], "names": ["Ann"]}])
+        edits.edit_message(one, message_id, ann, "hello, edited")
+        seen(lambda m: m.content == "hello, edited" and m.edited_at is not None)
+        edits.delete_message(one, message_id, ann)
+        seen(lambda m: m.deleted_at is not None and m.content == "" and m.reactions is None)
+    finally:
+        one.close()
+        two.close()
