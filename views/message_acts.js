@@ -113,7 +113,8 @@ function reactionRow(list, entry) {
     else if (list.picking === entry.id) list.picking = null;
   });
   const choices = element("div", "choices");
-  for (const emoji of viewer.emoji || EMOJI_DEFAULT) {
+  const offered = viewer.emoji || EMOJI_DEFAULT;  // on an AI reply 👍 and 👎 are also feedback: offer both
+  for (const emoji of entry.ai ? [...new Set([...offered, "👍", "👎"])] : offered) {
     choices.append(actButton(emoji, "emoji", () => { list.picking = null; react(emoji); }, `React with ${emoji}`));
   }
   const other = element("input", "any-emoji");
