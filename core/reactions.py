@@ -1,6 +1,6 @@
 """Reactions: anyone toggles an emoji on any message that is not deleted, one per person, emoji and message.
 
-Who reacted is read with each message (``core.messages.REACTIONS_OF_M`` into ``Message.reactions``), so the
+Who reacted is read with each message (``core.messages.with_reactions`` into ``Message.reactions``), so the
 list's entry carries the counts and names; a toggle moves the message's ``reacted_at`` and refreshes its cached
 row, so every window's list updates. 👍/👎 on an AI reply is also feedback (``feedback``, the Tables overview).
 Toggles count against ``ACTIONS_PER_MINUTE`` (core.limits.check_action), a reaction taken back included.
@@ -14,13 +14,12 @@ from core.edits import GONE, after, check_person, locked_message, record_act
 from core.errors import ValidationError
 from core.ids import check_id
 from core.limits import Limits, check_action
-from core.messages import REACTIONS_OF_M, refresh_cached
+from core.messages import FIELD, MESSAGE_COLUMNS, MESSAGE_FROM, RECORD, refresh_cached, with_reactions
 from core.store import Database, Transaction
 
 DEFAULT_ROW = ("👍", "❤️", "😂", "🎉", "👀")  # what the list offers before "any emoji"
 FEEDBACK = {"👍": "up", "👎": "down"}  # on an AI reply, these are a verdict on it (Tables overview)
 EMOJI_MAX = 16  # code points: the longest common emoji (a family, a flag, a skin-toned couple) is under a dozen
-FIELD, RECORD = "\x1f", "\x1e"  # how REACTIONS_OF_M joins its rows
 KEYCAP = "\u20e3"
 # Parts of an emoji besides symbols: joiner, variation selectors, tag characters (subdivision flags), keycap bases.
 JOINERS = {"\u200d", "\ufe0e", "\ufe0f", KEYCAP}
@@ -96,6 +95,6 @@ def reactions_for(db: Database, channel_id: Any = None, message_ids: Iterable[An
         where, params = f"m.id IN ({', '.join('?' for _ in ids)})", ids
     else:
         where, params = "m.channel_id = ?", [check_id(channel_id, "Channel")]
-    rows = db.rows(f"SELECT m.id, {REACTIONS_OF_M} FROM messages m WHERE {where} "
+    rows = db.rows(f"SELECT {MESSAGE_COLUMNS} FROM {MESSAGE_FROM} WHERE {where} "
                    "AND EXISTS (SELECT 1 FROM reactions x WHERE x.message_id = m.id)", params)
-    return {message_id: parse(raw) for message_id, raw in rows}
+    return {m.id: parse(m.reactions) for m in with_reactions(db, rows)}
