@@ -216,6 +216,15 @@ def store(tx: Transaction, message_id: int, channel_id: int, user_id: int | None
     return ids
 
 
+def delete_files(tx: Transaction, message_id: int) -> None:
+    """Inside a message's delete: its files, and the bytes no other message's file shares."""
+    hashes = [row[0] for row in tx.rows("SELECT DISTINCT sha256 FROM attachments WHERE message_id = ?", [message_id])]
+    tx.execute("DELETE FROM attachments WHERE message_id = ?", [message_id])
+    for sha256 in hashes:
+        if tx.one("SELECT 1 FROM attachments WHERE sha256 = ? LIMIT 1", [sha256]) is None:
+            tx.execute("DELETE FROM attachment_blobs WHERE sha256 = ?", [sha256])
+
+
 def get(db: Database, attachment_id: Any) -> Attachment:
     """One attachment's facts (not its bytes), or NotFound."""
     attachment_id = check_id(attachment_id, "File")

@@ -20,6 +20,7 @@ DEFAULT_CHANNELS_PER_HOUR = 10  # a team setting up its rooms; each channel is a
 DEFAULT_SEARCHES_PER_MINUTE = 30  # one every 2 s, all minute; each may send its query to the embeddings API
 DEFAULT_ATTACHMENT_MAX_MB = 10  # a phone photo or a spreadsheet; a video belongs elsewhere
 DEFAULT_ATTACHMENT_MB_PER_DAY = 200  # per person: twenty large files a day, and a full disk takes many people
+DEFAULT_ACTIONS_PER_MINUTE = 30  # edits, deletes and reactions: a burst of fixes and +1s; each repaints every window
 DEFAULT_AI_TOKENS_PER_DAY = 500_000  # for the whole app: about $1.25-5 a day of gpt-4o (input-heavy to output-heavy)
 AUTH_KEYS = ("redirect_uri", "cookie_secret")  # what Streamlit's [auth] needs besides a provider
 PROVIDER_KEYS = ("client_id", "client_secret", "server_metadata_url")
@@ -57,6 +58,7 @@ class Settings:
     searches_per_minute: int = DEFAULT_SEARCHES_PER_MINUTE
     attachment_max_mb: int = DEFAULT_ATTACHMENT_MAX_MB  # per file (the chat box is told the same)
     attachment_mb_per_day: int = DEFAULT_ATTACHMENT_MB_PER_DAY  # per person, over the last 24 hours
+    actions_per_minute: int = DEFAULT_ACTIONS_PER_MINUTE
     console_seconds: float = 5.0  # a console query's time cap, its process's start-up included
     console_memory_mb: int = 256  # what a console query may use on top of its process's ~90 MB
     console_role: str | None = None  # Postgres: the read-only role console queries run as (SET ROLE); None: the app's
@@ -77,7 +79,8 @@ class Settings:
     def limits(self) -> Limits:
         return Limits(self.messages_per_minute, self.ai_replies_per_hour, self.ai_tokens_per_day,
                       renames_per_hour=self.renames_per_hour, channels_per_hour=self.channels_per_hour,
-                      searches_per_minute=self.searches_per_minute, attachment_mb_per_day=self.attachment_mb_per_day)
+                      searches_per_minute=self.searches_per_minute, attachment_mb_per_day=self.attachment_mb_per_day,
+                      actions_per_minute=self.actions_per_minute)
 
 
 def _text(raw: Any) -> str | None:
@@ -215,6 +218,8 @@ def load_settings(overrides: Mapping[str, Any] | None = None) -> Settings:
         attachment_max_mb=_number("ATTACHMENT_MAX_MB", get("ATTACHMENT_MAX_MB") or DEFAULT_ATTACHMENT_MAX_MB, int, 1, 200),
         attachment_mb_per_day=_number("ATTACHMENT_MB_PER_DAY", get("ATTACHMENT_MB_PER_DAY")
                                       or DEFAULT_ATTACHMENT_MB_PER_DAY, int, 0, 1_000_000),
+        actions_per_minute=_number("ACTIONS_PER_MINUTE", get("ACTIONS_PER_MINUTE") or DEFAULT_ACTIONS_PER_MINUTE,
+                                   int, 0, 10_000),
         embedding_model=get("EMBEDDING_MODEL") or DEFAULT_EMBEDDING_MODEL,
         live_sockets_per_client=_number("LIVE_SOCKETS_PER_CLIENT", get("LIVE_SOCKETS_PER_CLIENT") or 40,
                                         int, 1, 1_000_000),

@@ -14,6 +14,8 @@
   (the page reruns it on every interaction while the box holds it) is free. A search that asks a paid
   embeddings API for its query's vector leaves a row in the usage ledger, and those rows are counted too, so
   the paid ones hold across restarts and replicas.
+* edits, deletes and reactions per person per minute: ``check_action`` runs inside each act's transaction,
+  counted from ``message_acts`` (one row per act, no text: a reaction taken back still counted).
 * AI tokens per day, for the whole app: ``budget_spent`` is asked before each reply goes to the model and
   before a Retry is queued; a reply past the budget ends at once with that reason. Tokens come from the
   usage ledger (``core.usage``), by the time of each request: the day is the UTC day.
@@ -49,6 +51,7 @@ class Limits:
     channels_per_hour: int = 0
     searches_per_minute: int = 0
     attachment_mb_per_day: int = 0
+    actions_per_minute: int = 0
 
 
 class RateLimited(ChatError):
@@ -160,6 +163,18 @@ def check_new_channel(db: Database, tx: Transaction, limits: Limits, user_id: in
     _check_hourly(db, tx, user_id, limits.channels_per_hour,
                   "SELECT created_at FROM channels WHERE created_by = ? AND created_at > ?", now,
                   "created {limit} channels", "create another")
+
+
+def check_action(db: Database, tx: Transaction, limits: Limits, user_id: int, now: datetime) -> None:
+    """Raise RateLimited when ``user_id`` may not edit, delete or react now (inside the act's transaction)."""
+    if not limits.actions_per_minute:
+        return
+    tx.one(f"SELECT id FROM users WHERE id = ?{db.dialect.for_update}", [user_id])
+    retry_at = _window_full(tx, "SELECT created_at FROM message_acts WHERE user_id = ? AND created_at > ?", [user_id],
+                            limits.actions_per_minute, MINUTE, now)
+    if retry_at is not None:
+        raise RateLimited(f"You have edited, deleted or reacted {limits.actions_per_minute} times in the last minute, "
+                          f"the limit. You can do so again in {wait_words((retry_at - now).total_seconds())}.", retry_at)
 
 
 # Searches of each person in the last minute, per database, in this process: (time, what was searched).

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Collection
 
-from core import attachments, chat, jobs, replies, tools
+from core import attachments, chat, jobs, reactions, replies, tools
 from core.errors import ChatError
 from core.recent import CACHE_DEPTH, Message
 from core.render import message_html
@@ -45,9 +45,11 @@ def micros(moment: datetime | None) -> int:
 def entry(db: Database, message: Message, image_hosts: Collection[str] = ()) -> dict[str, Any]:
     """The list's entry for ``message``: rendered once per version, and for a reply, who asked for it."""
     item = _drawn(message, frozenset(image_hosts))
-    if message.is_ai:
-        item = {**item, "asked_by": _asked_by(db, message)}
-    elif files := _files_of(db, message.id):
+    if message.is_ai and message.deleted_at is None:
+        who, ask = _asked_by(db, message)
+        item = {**item, "asked_by": who, "trigger": ask[0] if ask else None,
+                "asked_at": micros(ask[1]) // 1000 if ask else 0}
+    elif not message.is_ai and message.deleted_at is None and (files := _files_of(db, message.id)):
         item = {**item, "files": files}
     return item
 
@@ -84,16 +86,20 @@ def _drawn(message: Message, image_hosts: frozenset[str]) -> dict[str, Any]:
              for step in tools.steps_of(message) if isinstance(step, dict)]
     item: dict[str, Any] = {
         "id": message.id,
-        "version": micros(message.updated_at or message.created_at),
+        "version": micros(message.changed_at or message.created_at),
         "author": "AI" if message.is_ai else message.author_name or "Unknown user",
         "author_id": message.author_id,
         "ai": message.is_ai,
         "at": micros(message.created_at) // 1000,  # milliseconds, for the reader's clock
         "status": message.status,
         "html": message_html(message.content, image_hosts) if message.content else "",
+        "text": "" if message.is_ai else message.content,  # what its author's Edit box starts from
         "steps": steps,
         "error": (message.error or "The reply failed.") if message.status == "error" else None,
         "stopped": message.stopped,
+        "edited": micros(message.edited_at) // 1000 if message.edited_at else None,  # ms, for "(edited)" and its time
+        "deleted": message.deleted_at is not None,
+        "reactions": reactions.parse(message.reactions),  # who reacted: each viewer's list finds itself in "by"
     }
     if message.is_ai:
         item["has_context"] = message.status not in jobs.OPEN and bool(message.steps or message.prompt_tokens)
@@ -102,16 +108,18 @@ def _drawn(message: Message, image_hosts: frozenset[str]) -> dict[str, Any]:
     return item
 
 
-_askers: "weakref.WeakKeyDictionary[Database, OrderedDict[int, tuple[float, list[int]]]]" = weakref.WeakKeyDictionary()
+Asked = tuple[list[int], "tuple | None"]  # who asked for a reply, and (the message it answers, when asked)
+_askers: "weakref.WeakKeyDictionary[Database, OrderedDict[int, tuple[float, Asked]]]" = weakref.WeakKeyDictionary()
 _askers_lock = threading.Lock()
 
 
-def _asked_by(db: Database, message: Message) -> list[int]:
-    """Who may stop or retry a reply besides admins (core decides again when a button is pressed).
+def _asked_by(db: Database, message: Message) -> Asked:
+    """Who may stop or retry a reply besides admins (core decides again when a button is pressed), and the message
+    (message it answers, when its latest attempt was asked): the list offers Regenerate once that message is edited after.
 
     It changes only when an attempt starts (a Retry or a requeue sets the reply back to pending): a pending
     version is read afresh, and any other is answered from a read at most ASKERS_SECONDS old, so a streaming
-    reply costs a read every few seconds, not one per write: {reply id: (read at, who)}.
+    reply costs a read every few seconds, not one per write: {reply id: (read at, (who, (trigger, asked at)))}.
     """
     now = time.monotonic()
     with _askers_lock:
@@ -120,10 +128,10 @@ def _asked_by(db: Database, message: Message) -> list[int]:
         if cached is not None and message.status != "pending" and now - cached[0] < ASKERS_SECONDS:
             return cached[1]
     try:
-        who = sorted(replies.asked_by(db, message.id))
+        who = (sorted(replies.asked_by(db, message.id)), replies.latest_ask(db, message.id))
     except ChatError as error:  # a database hiccup must not cost the whole list: the buttons wait for the next version
         log.warning("who asked for reply %s is unknown for now: %s", message.id, error)
-        return []
+        return [], None
     with _askers_lock:
         known[message.id] = (now, who)
         known.move_to_end(message.id)

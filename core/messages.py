@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import numbers
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, Sequence
 
@@ -20,9 +21,30 @@ RECENT_LIMIT = 10  # what the page shows and what the AI sees, as in the origina
 
 MESSAGE_COLUMNS = (
     "m.id, m.channel_id, m.author_id, u.name, m.content, m.status, m.error, m.created_at, m.updated_at, "
-    "coalesce(m.stopped, false), m.model, m.prompt_tokens, m.completion_tokens, m.ttft_ms, m.total_ms, m.steps"
+    "coalesce(m.stopped, false), m.model, m.prompt_tokens, m.completion_tokens, m.ttft_ms, m.total_ms, m.steps, "
+    "m.edited_at, m.deleted_at, m.deleted_by, m.reacted_at"
 )
+# A message's reactions ride along as one text (fields split by FIELD, records by RECORD: names and emoji hold no
+# control characters), read only for messages that were ever reacted to (``reacted_at``): a correlated subquery
+# made every one-row read scan the whole reactions table on DuckDB (2.4 -> 8.3 ms at 140,000 reactions).
+FIELD, RECORD = "\x1f", "\x1e"
 MESSAGE_FROM = "messages m LEFT JOIN users u ON u.id = m.author_id"
+
+
+def with_reactions(source: Database | Transaction, rows: list[tuple]) -> list[Message]:
+    """Messages from rows of MESSAGE_COLUMNS, each with its reactions (one more read, only if any was reacted to)."""
+    messages = [Message(*row) for row in rows]
+    reacted = [m.id for m in messages if m.reacted_at is not None]
+    if not reacted:
+        return messages
+    found: dict[int, list[str]] = {}
+    for message_id, emoji, user_id, name in source.rows(
+        "SELECT r.message_id, r.emoji, r.user_id, u.name FROM reactions r LEFT JOIN users u ON u.id = r.user_id "
+        "WHERE r.message_id = ANY(?) ORDER BY r.created_at, r.user_id, r.emoji",
+        [reacted],
+    ):
+        found.setdefault(message_id, []).append(FIELD.join((emoji, str(user_id), name or "")))
+    return [replace(m, reactions=RECORD.join(found[m.id])) if m.id in found else m for m in messages]
 
 
 def check_content(content: Any) -> str:
@@ -136,7 +158,7 @@ def _read_messages(db: Database, channel_id: int, limit: int, before_id: int | N
     newest += " ORDER BY id DESC LIMIT ?"
     params.append(limit)
     sql = f"SELECT {MESSAGE_COLUMNS} FROM ({newest}) m LEFT JOIN users u ON u.id = m.author_id ORDER BY m.id DESC"
-    return [Message(*row) for row in db.rows(sql, params)]
+    return with_reactions(db, db.rows(sql, params))
 
 
 def read_messages_uncached(db: Database, channel_id: Any, limit: int = RECENT_LIMIT) -> list[Message]:
@@ -188,7 +210,7 @@ def get_message(db: Database, message_id: Any) -> Message:
     row = db.one(f"SELECT {MESSAGE_COLUMNS} FROM {MESSAGE_FROM} WHERE m.id = ?", [message_id])
     if row is None:
         raise NotFound(f"Message {message_id} not found.")
-    return Message(*row)
+    return with_reactions(db, [row])[0]
 
 
 def load_context(db: Database, channel_id: Any, upto: int | None = None) -> list[dict]:
@@ -197,7 +219,7 @@ def load_context(db: Database, channel_id: Any, upto: int | None = None) -> list
     _ensure_channel(db, channel_id)
     sql = (  # a message of files alone counts: its text files are read (core.attachments.notes_for)
         "SELECT m.id, m.author_id, u.name, m.content FROM messages m LEFT JOIN users u ON u.id = m.author_id "
-        "WHERE m.channel_id = ? AND m.status = 'complete' "
+        "WHERE m.channel_id = ? AND m.status = 'complete' AND m.deleted_at IS NULL "
         "AND (m.content <> '' OR EXISTS (SELECT 1 FROM attachments a WHERE a.message_id = m.id))"
     )
     params: list[Any] = [channel_id]
@@ -229,7 +251,7 @@ def reply_context(db: Database, message_id: Any) -> list[dict] | None:
 def refresh_cached(db: Database, tx: Transaction, message_id: int) -> Message:
     """Re-read a message inside the transaction and put it in the cache once the commit lands."""
     row = tx.one(f"SELECT {MESSAGE_COLUMNS} FROM {MESSAGE_FROM} WHERE m.id = ?", [message_id])
-    message = Message(*row)
+    message = with_reactions(tx, [row])[0]
     tx.announce(message.channel_id)
     tx.on_commit(lambda: db.recent.replace(message))
     return message

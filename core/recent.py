@@ -42,10 +42,21 @@ class Message:
     ttft_ms: float | None = None
     total_ms: float | None = None
     steps: str | None = None  # JSON: what the AI did before answering (core/tools.py), shown with the reply
+    edited_at: datetime | None = None  # the last edit (core/edits.py); earlier texts are in message_revisions
+    deleted_at: datetime | None = None  # a tombstone: content is '' and stays so
+    deleted_by: int | None = None
+    reacted_at: datetime | None = None  # the last change of its reactions
+    reactions: str | None = None  # emoji US user id US name, records split by RS, oldest first (core/reactions.py reads it)
 
     @property
     def is_ai(self) -> bool:
         return self.author_id is None
+
+    @property
+    def changed_at(self) -> datetime | None:
+        """The last write to the message or its reactions: what orders two states of one row."""
+        moments = [t for t in (self.updated_at, self.reacted_at) if t is not None]
+        return max(moments) if moments else None
 
 
 class RecentMessages:
@@ -149,4 +160,4 @@ class RecentMessages:
 
 def _older(new: Message, old: Message) -> bool:
     """Whether ``new`` is an earlier state of the row than the cached ``old`` (commits reported out of order)."""
-    return new.updated_at is not None and old.updated_at is not None and new.updated_at < old.updated_at
+    return new.changed_at is not None and old.changed_at is not None and new.changed_at < old.changed_at

@@ -1,8 +1,8 @@
 """The life of an AI reply: pending -> streaming -> complete, or error with a readable reason.
 
-The worker in ``core.ai`` drives these verbs; pages call ``retry_reply`` and ``stop_reply``, which check who
-asks: only the person who asked for the reply (its trigger's author, or who pressed Retry last) or an admin
-may stop or retry it, and a Retry is a new ask, charged to whoever pressed it (``core.limits``).
+The worker in ``core.ai`` drives these verbs; pages call ``retry_reply``, ``regenerate_reply`` and ``stop_reply``,
+which check who asks: only who asked for the reply (its trigger's author, or who pressed Retry last) or an admin
+may; a Retry or Regenerate is a new ask, charged to whoever pressed it (``core.limits``).
 Every change goes through ``Database.write`` and reaches the recent-message cache after commit.
 """
 from __future__ import annotations
@@ -27,9 +27,8 @@ def record_request(db: Database, reply_id: int, messages: list[dict], model: str
     reply_id = check_id(reply_id, "Message")
 
     def work(tx: Transaction) -> None:
-        row = tx.one(
-            "UPDATE messages SET context = ?, model = ? WHERE id = ? RETURNING id", [json.dumps(messages), model, reply_id]
-        )
+        row = tx.one("UPDATE messages SET context = ?, model = ? WHERE id = ? AND deleted_at IS NULL RETURNING id",
+                     [json.dumps(messages), model, reply_id])  # a reply deleted meanwhile keeps no copy of its request
         if row is not None:
             refresh_cached(db, tx, reply_id)  # the model shows on the message: keep the cache in step
 
@@ -133,12 +132,14 @@ def fail_reply(db: Database, job: Job, reason: str, content: str | None = None, 
 
 
 def _ai_reply(tx: Transaction, message_id: int) -> tuple:
-    row = tx.one("SELECT channel_id, author_id, status, stopped FROM messages WHERE id = ?", [message_id])
+    row = tx.one("SELECT channel_id, author_id, status, stopped, deleted_at FROM messages WHERE id = ?", [message_id])
     if row is None:
         raise NotFound(f"Message {message_id} not found.")
     if row[1] is not None:
         raise ValidationError("Only AI replies can be retried or stopped.")
-    return row
+    if row[4] is not None:
+        raise ValidationError("This reply was deleted.")
+    return row[:4]
 
 
 def _askers(tx: Transaction | Database, channel_id: int, message_id: int) -> tuple[int | None, int | None, int]:
@@ -175,10 +176,9 @@ def _check_asker(tx: Transaction, askers: tuple, by: int, admin: bool, verb: str
 def retry_reply(db: Database, message_id: Any, by: Any, *, admin: bool = False, limits: Limits | None = None) -> bool:
     """Run a failed or stopped reply again in place, as a new ask charged to ``by``; False when it already runs.
 
-    ``by`` must have asked for the reply (sent its trigger, or pressed Retry for its latest attempt), unless ``admin`` (an admin in login mode; everyone in open mode,
-    which has no roles). Refused with a sentence when the channel's AI is off, today's budget is spent or
-    ``by`` is over their hourly allowance of AI replies (``limits``).
-    """
+    ``by`` must have asked for the reply (sent its trigger, or pressed Retry for its latest attempt), unless ``admin``
+    (an admin in login mode; everyone in open mode, which has no roles). Refused with a sentence when the channel's
+    AI is off, today's budget is spent or ``by`` is over their hourly allowance of AI replies (``limits``)."""
     message_id = check_id(message_id, "Message")
     by = check_id(by, "User")
 
@@ -191,33 +191,62 @@ def retry_reply(db: Database, message_id: Any, by: Any, *, admin: bool = False, 
             return False  # a second click while the first retry runs: nothing more to do
         if status == "complete" and not stopped:
             raise ValidationError("This reply is complete; only failed or stopped replies can be retried.")
-        policy = tx.one("SELECT reply_policy FROM channels WHERE id = ?", [channel_id])
-        if policy is not None and policy[0] == "off":
-            raise ValidationError(AI_OFF)
-        now = db.clock()
-        if limits is not None:
-            if spent := budget_spent(db, limits, tx):
-                raise ValidationError(spent)
-            check_retry(db, tx, limits, by, now)
-        tx.execute(
-            "UPDATE messages SET status = 'pending', content = '', error = NULL, stopped = false, steps = NULL, "
-            "prompt_tokens = NULL, "
-            "completion_tokens = NULL, ttft_ms = NULL, total_ms = NULL, updated_at = ? WHERE id = ?",
-            [now, message_id],
-        )
-        # Every earlier attempt is retired (a running one, stopped but not yet noticed, finds its writes
-        # refused); the new attempt is a new row, so it counts as an ask at the time it was made.
-        tx.execute(
-            "UPDATE ai_jobs SET state = 'done', finished_at = ? WHERE reply_id = ? AND state <> 'done'",
-            [now, message_id],
-        )
-        tx.execute(
-            "INSERT INTO ai_jobs (channel_id, trigger_id, reply_id, state, requested_by, cause, created_at) "
-            "VALUES (?, ?, ?, 'pending', ?, 'retry', ?)",
-            [channel_id, trigger_id, message_id, by, now],
-        )
-        refresh_cached(db, tx, message_id)
-        tx.announce(jobs=True)
+        _queue_attempt(db, tx, channel_id, message_id, trigger_id, by, limits)
+        return True
+
+    return db.write(work)
+
+
+def _queue_attempt(db: Database, tx: Transaction, channel_id: int, message_id: int, trigger_id: int, by: int,
+                   limits: Limits | None) -> None:
+    """Set a reply back to pending as a new ask by ``by`` (refused when the AI is off here, the budget is spent or
+    ``by`` is over their hourly allowance)."""
+    policy = tx.one("SELECT reply_policy FROM channels WHERE id = ?", [channel_id])
+    if policy is not None and policy[0] == "off":
+        raise ValidationError(AI_OFF)
+    now = db.clock()
+    if limits is not None:
+        if spent := budget_spent(db, limits, tx):
+            raise ValidationError(spent)
+        check_retry(db, tx, limits, by, now)
+    tx.execute(
+        "UPDATE messages SET status = 'pending', content = '', error = NULL, stopped = false, steps = NULL, "
+        "prompt_tokens = NULL, completion_tokens = NULL, ttft_ms = NULL, total_ms = NULL, updated_at = ? WHERE id = ?",
+        [now, message_id],
+    )
+    # Every earlier attempt is retired (a running one, stopped but not yet noticed, finds its writes
+    # refused); the new attempt is a new row, so it counts as an ask at the time it was made.
+    tx.execute(
+        "UPDATE ai_jobs SET state = 'done', finished_at = ? WHERE reply_id = ? AND state <> 'done'",
+        [now, message_id],
+    )
+    tx.execute(
+        "INSERT INTO ai_jobs (channel_id, trigger_id, reply_id, state, requested_by, cause, created_at) "
+        "VALUES (?, ?, ?, 'pending', ?, 'retry', ?)",
+        [channel_id, trigger_id, message_id, by, now],
+    )
+    refresh_cached(db, tx, message_id)
+    tx.announce(jobs=True)
+
+
+def regenerate_reply(db: Database, message_id: Any, by: Any, *, admin: bool = False, limits: Limits | None = None) -> bool:
+    """Ask again for a finished reply whose message was edited since: a new ask by ``by``, as ``retry_reply``."""
+    message_id = check_id(message_id, "Message")
+    by = check_id(by, "User")
+
+    def work(tx: Transaction) -> bool:
+        channel_id, _, status, _ = _ai_reply(tx, message_id)
+        askers = _askers(tx, channel_id, message_id)
+        _check_asker(tx, askers, by, admin, "regenerate")
+        if status in OPEN:
+            return False
+        trigger = tx.one("SELECT edited_at, deleted_at, (SELECT max(created_at) FROM ai_jobs WHERE reply_id = ?) "
+                         "FROM messages WHERE id = ?", [message_id, askers[2]])
+        if trigger is None or trigger[1] is not None:
+            raise ValidationError("This reply's message was deleted, so there is nothing to regenerate it from.")
+        if trigger[0] is None or (trigger[2] is not None and trigger[0] <= trigger[2]):
+            raise ValidationError("The message was not edited since this reply was written; use Retry on a failed reply.")
+        _queue_attempt(db, tx, channel_id, message_id, askers[2], by, limits)
         return True
 
     return db.write(work)
@@ -244,10 +273,8 @@ def stop_reply(db: Database, message_id: Any, by: Any, *, admin: bool = False) -
             [now, STOPPED_EMPTY, message_id],
         )
         # A job not yet claimed will never run; a running one sees the stop at its next write.
-        tx.execute(
-            "UPDATE ai_jobs SET state = 'done', finished_at = ? WHERE reply_id = ? AND state = 'pending'",
-            [now, message_id],
-        )
+        tx.execute("UPDATE ai_jobs SET state = 'done', finished_at = ? WHERE reply_id = ? AND state = 'pending'",
+                   [now, message_id])
         refresh_cached(db, tx, message_id)
         return True
 
@@ -264,3 +291,9 @@ def asked_by(db: Database, message_id: Any) -> set[int]:
     author, attempt, _ = _askers(db, row[0], message_id)
     return {who for who in (author, attempt) if who is not None}
 
+
+def latest_ask(db: Database, message_id: Any) -> tuple[int, Any] | None:
+    """(the message an AI reply answers, when its latest attempt was asked for), or None (a reply no job wrote)."""
+    row = db.one("SELECT trigger_id, created_at FROM ai_jobs WHERE reply_id = ? ORDER BY id DESC LIMIT 1",
+                 [check_id(message_id, "Message")])
+    return (row[0], row[1]) if row else None

@@ -233,7 +233,7 @@ def _hits(db: Database, scored: list[tuple[int, float, str]], terms: Sequence[st
     rows = db.rows(
         "SELECT m.id, m.channel_id, c.name, m.author_id, u.name, m.created_at, m.content FROM messages m "
         "JOIN channels c ON c.id = m.channel_id LEFT JOIN users u ON u.id = m.author_id "
-        "WHERE m.id = ANY(?)",  # one list parameter: DuckDB probes its key index (an IN list of 20 scans 10x longer)
+        "WHERE m.id = ANY(?) AND m.deleted_at IS NULL",  # one list parameter: DuckDB probes its key index (an IN list of 20 scans 10x longer)
         [ids],
     )
     by_id = {row[0]: row for row in rows}

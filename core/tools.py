@@ -169,7 +169,8 @@ def run(db: Database, name: str, arguments: dict, here: Channel) -> tuple[str, s
         return f"Found {found}, best first:\n" + "\n".join(lines), f"found {found}"
     channel = _find_channel(db, arguments["channel"], here)
     before = check_id(arguments["before"], "Message") if arguments.get("before") else None
-    messages = [m for m in list_messages(db, channel.id, READ_LIMIT, before_id=before) if m.status == "complete"]
+    messages = [m for m in list_messages(db, channel.id, READ_LIMIT, before_id=before)
+                if m.status == "complete" and m.deleted_at is None]
     if not messages:
         return f"#{channel.name} has no messages there.", "no messages"
     lines = [_line(m.id, channel.name, m.author_name, m.created_at, m.content) for m in reversed(messages)]

@@ -103,6 +103,7 @@ def streamlit_server(
         RENAMES_PER_HOUR="0",
         CHANNELS_PER_HOUR="0",
         SEARCHES_PER_MINUTE="0",
+        ACTIONS_PER_MINUTE="0",
         LIVE_SOCKETS_PER_CLIENT="1000",
         CHAT_DB=str(db_path),
         OPENAI_API_KEY="test-key",

@@ -68,12 +68,13 @@ def buttons(at, entry: dict) -> list[str]:
     return found
 
 
-def act(at, do: str, message_id: int | None = None, n: int = 1):
-    """Press a button of the list (Stop, Retry, Load older, Context used) and run the page, as a browser would."""
+def act(at, do: str, message_id: int | None = None, n: int = 1, **payload):
+    """Press a button of the list (Stop, Retry, Load older, Context used, Edit's Save with ``text``, Delete, a
+    reaction with ``emoji``, Regenerate) and run the page, as a browser would."""
     [proto] = _protos(at)
     states = at._tree.get_widget_states()  # the other widgets keep their values, as in a browser's rerun
     trigger = WidgetStates().widgets.add()
     trigger.id = f"{INTERNAL}{proto.id}{TRIGGER_SUFFIX}"
-    trigger.json_trigger_value = json.dumps([{"event": "action", "value": {"do": do, "id": message_id, "n": n}}])
+    trigger.json_trigger_value = json.dumps([{"event": "action", "value": {"do": do, "id": message_id, "n": n, **payload}}])
     states.widgets.append(trigger)
     return at._run(states)

@@ -217,3 +217,17 @@ def test_a_text_file_reaches_the_model_in_the_request(db, fake_openai, responder
     asked = [m["content"] for m in sent if m["role"] == "user"]
     assert asked == ['Ann: what does it say?\n\n[File "todo.txt" attached to this message, its text between the '
                      'lines]\n---\nbuy milk\n---']
+
+
+def test_deleting_a_message_deletes_its_files_and_bytes_no_other_message_holds(db):
+    from core import edits
+
+    ann, general = chat.create_user(db, "Ann"), chat.create_channel(db, "general", reply_policy="off")
+    photo = png()
+    first = chat.send_message(db, general, ann, "one", files=[Upload("a.png", photo), Upload("notes.txt", b"secret")])
+    second = chat.send_message(db, general, ann, "two", files=[Upload("same.png", photo)])
+    edits.delete_message(db, first, ann)
+    assert attachments.of_messages(db, [first]) == {}
+    assert db.one("SELECT count(*) FROM attachment_blobs")[0] == 1  # the photo stays: the second message has it
+    assert attachments.content(db, attachments.of_messages(db, [second])[second][0]) == photo
+    assert not any("secret" in str(m["content"]) for m in chat.load_context(db, general))

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core import accounts, chat, jobs, replies, search
+from core import accounts, chat, edits, jobs, reactions, replies, search
 from core.chat import CONTENT_MAX_BYTES, NAME_MAX, RECENT_LIMIT
 from core.errors import ChatError, NotFound, ValidationError
 from core.recent import CACHE_DEPTH
@@ -269,6 +269,16 @@ def id_verbs(db, channel_id, user_id, message_id):
         "related_messages/before_id": (lambda bad: search.related_messages(db, channel_id, "hi", before_id=bad),
                                        "Message", False),
         "messages_around": (lambda bad: search.messages_around(db, bad), "Message", True),
+        "edit_message": (lambda bad: edits.edit_message(db, bad, user_id, "hi"), "Message", True),
+        "edit_message/by": (lambda bad: edits.edit_message(db, message_id, bad, "hi"), "User", True),
+        "delete_message": (lambda bad: edits.delete_message(db, bad, user_id), "Message", True),
+        "delete_message/by": (lambda bad: edits.delete_message(db, message_id, bad), "User", True),
+        "revisions_of": (lambda bad: edits.revisions_of(db, bad), "Message", True),
+        "toggle_reaction": (lambda bad: reactions.toggle_reaction(db, bad, user_id, "👍"), "Message", True),
+        "toggle_reaction/by": (lambda bad: reactions.toggle_reaction(db, message_id, bad, "👍"), "User", True),
+        "reactions_for": (lambda bad: reactions.reactions_for(db, bad), "Channel", False),
+        "regenerate_reply": (lambda bad: replies.regenerate_reply(db, bad, user_id), "Message", True),
+        "regenerate_reply/by": (lambda bad: replies.regenerate_reply(db, message_id, bad), "User", False),
     }
 
 

@@ -208,3 +208,10 @@ def test_rename_channel_and_search_limits_default_on_and_zero_turns_them_off():
     assert load_settings({"SEARCHES_PER_MINUTE": "5"}).limits.searches_per_minute == 5
     with pytest.raises(ValidationError, match="CHANNELS_PER_HOUR must be a whole number between 0 and 10000"):
         load_settings({"CHANNELS_PER_HOUR": "lots"})
+
+
+def test_actions_limit_defaults_on_and_zero_turns_it_off():
+    assert load_settings().limits.actions_per_minute == 30
+    assert load_settings({"ACTIONS_PER_MINUTE": "0"}).limits.actions_per_minute == 0
+    with pytest.raises(ValidationError, match="ACTIONS_PER_MINUTE must be a whole number between 0 and 10000"):
+        load_settings({"ACTIONS_PER_MINUTE": "many"})

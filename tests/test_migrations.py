@@ -53,6 +53,10 @@ SCHEMA = {
         ("total_ms", "DOUBLE", True),
         ("context", "VARCHAR", True),
         ("steps", "VARCHAR", True),
+        ("edited_at", "TIMESTAMP", True),
+        ("deleted_at", "TIMESTAMP", True),
+        ("deleted_by", "BIGINT", True),
+        ("reacted_at", "TIMESTAMP", True),
     ],
     "ai_jobs": [
         ("id", "BIGINT", False),
@@ -128,6 +132,26 @@ SCHEMA = {
         ("sha256", "VARCHAR", False),
         ("created_at", "TIMESTAMP", False),
     ],
+    "message_revisions": [
+        ("id", "BIGINT", False),
+        ("message_id", "BIGINT", False),
+        ("content", "VARCHAR", False),
+        ("edited_at", "TIMESTAMP", False),
+        ("edited_by", "BIGINT", True),
+    ],
+    "reactions": [
+        ("message_id", "BIGINT", False),
+        ("user_id", "BIGINT", False),
+        ("emoji", "VARCHAR", False),
+        ("created_at", "TIMESTAMP", False),
+    ],
+    "message_acts": [
+        ("id", "BIGINT", False),
+        ("user_id", "BIGINT", False),
+        ("kind", "VARCHAR", False),
+        ("message_id", "BIGINT", False),
+        ("created_at", "TIMESTAMP", False),
+    ],
 }
 
 
@@ -162,7 +186,8 @@ def test_migrate_blank_creates_whole_schema(tmp_path):
         [("migrations", ("name",)), ("users", ("id",)), ("channels", ("id",)), ("messages", ("id",)), ("ai_jobs", ("id",)),
          ("ai_usage", ("id",)), ("identities", ("issuer", "subject")), ("renames", ("id",)),
          ("message_vectors", ("message_id",)), ("embedding_jobs", ("message_id", "provider")), ("search_state", ("name",)),
-         ("attachment_blobs", ("sha256",)), ("attachments", ("id",))]
+         ("attachment_blobs", ("sha256",)), ("attachments", ("id",)),
+         ("message_revisions", ("id",)), ("message_acts", ("id",)), ("reactions", ("message_id", "user_id", "emoji"))]
     )
     unique = con.execute(
         "SELECT table_name, constraint_column_names FROM duckdb_constraints() WHERE constraint_type = 'UNIQUE'"
@@ -171,7 +196,8 @@ def test_migrate_blank_creates_whole_schema(tmp_path):
         ("channels", ("name_key",)), ("identities", ("user_id",)), ("users", ("name_key",))]
     sequences = {row[0] for row in con.execute("SELECT sequence_name FROM duckdb_sequences()").fetchall()}
     assert sequences == {"users_id_seq", "channels_id_seq", "messages_id_seq", "ai_jobs_id_seq", "ai_usage_id_seq",
-                         "renames_id_seq", "message_vectors_seq", "attachments_id_seq"}
+                         "renames_id_seq", "message_vectors_seq", "attachments_id_seq", "message_revisions_id_seq",
+                         "message_acts_id_seq"}
 
     messages = defaults_of(con, "messages")
     assert "messages_id_seq" in messages["id"]

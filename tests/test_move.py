@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core import accounts, chat, jobs, replies
+from core import accounts, chat, edits, jobs, reactions, replies
 from core.embeddings import Embedder, local_provider
 from core.errors import ValidationError
 from core.move import move
@@ -27,13 +27,19 @@ def seeded_file(path: str, messages: int) -> dict:
         job = jobs.claim_next_job(db)
         replies.stream_reply(db, job.reply_id, "half an answer", job_id=job.id)
         replies.fail_reply(db, job, "The AI service had an error (HTTP 500). Try again.", "half an answer")
+        first, second = (row[0] for row in db.rows(
+            "SELECT id FROM messages WHERE author_id IS NOT NULL ORDER BY id LIMIT 2"))
+        edits.edit_message(db, first, users[0], "an edited message")  # a revision, an act
+        edits.delete_message(db, second, users[1])  # a tombstone
+        reactions.toggle_reaction(db, first, users[1], "🎉")
+        reactions.toggle_reaction(db, first, users[2], "👍")
         accounts.user_for(db, accounts.Identity("https://issuer.example", "dee", "dee@example.com", True, "Dee"))
         embedder = Embedder(db, local_provider())
         while embedder.run_once():  # search's vectors and state move too
             pass
         embedder.run_once()
         tables = ("users", "channels", "messages", "ai_jobs", "identities", "message_vectors", "embedding_jobs",
-                  "search_state")
+                  "search_state", "message_revisions", "reactions", "message_acts")
         return {table: db.rows(f"SELECT * FROM {table} ORDER BY 1, 2") for table in tables}
     finally:
         db.close()
@@ -59,6 +65,8 @@ def test_move_copies_every_row_and_new_rows_get_fresh_ids(tmp_path, pg_server):
         new_id = chat.send_message(db, general, before["users"][0][0], "first message on Postgres")
         assert new_id > newest
         assert chat.create_user(db, "Cy") > max(row[0] for row in before["users"])
+        edits.edit_message(db, new_id, before["users"][0][0], "edited on Postgres")  # revisions get fresh ids
+        assert db.one("SELECT max(id) FROM message_revisions")[0] > max(r[0] for r in before["message_revisions"])
         embedder = Embedder(db, local_provider())
         embedder.run_once()  # the new message's vector is numbered after the moved ones
         assert db.one("SELECT seq FROM message_vectors WHERE message_id = ?", [new_id])[0] > len(before["message_vectors"])

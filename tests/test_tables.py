@@ -23,8 +23,9 @@ from core.tables.browser import _order, _where
 from core.tables.catalog import table_names
 
 START = datetime(2024, 3, 1, 9, 0)
-APP_TABLES = {"ai_jobs", "ai_usage", "attachment_blobs", "attachments", "channels", "embedding_jobs", "identities", "message_vectors", "messages", "migrations",
-              "renames", "search_state", "users"}
+APP_TABLES = {"ai_jobs", "ai_usage", "attachment_blobs", "attachments", "channels", "embedding_jobs", "identities",
+              "message_vectors", "messages", "migrations", "renames", "search_state", "users", "message_revisions",
+              "reactions", "message_acts"}
 
 
 @pytest.fixture

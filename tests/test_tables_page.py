@@ -228,3 +228,25 @@ def test_a_million_messages_never_reach_the_page(seeded):
     assert len(shown(at)) == t.DEFAULT_PAGE_SIZE
     at.radio(key="tables_view").set_value("Overview").run()
     assert not at.exception and at.metric[0].value == "1,000,004"
+
+
+def test_feedback_on_ai_replies_is_on_the_overview_and_revisions_are_private(seeded, monkeypatch):
+    from core import edits, reactions
+
+    db = connect(os.environ["CHAT_DB"])
+    reply = db.one("SELECT id FROM messages WHERE author_id IS NULL")[0]
+    reactions.toggle_reaction(db, reply, seeded["ann"], "👍")
+    reactions.toggle_reaction(db, reply, seeded["bob"], "👎")
+    note = db.one("SELECT id FROM messages WHERE content = 'a quiet note'")[0]
+    edits.edit_message(db, note, seeded["bob"], "a quieter note")
+    db.close()
+    monkeypatch.setenv("ADMIN_PASSWORD", "letmein")
+    at = page()
+    at.radio(key="tables_view").set_value("Overview").run()
+    assert not at.exception and "Feedback on AI replies" in [s.value for s in at.subheader]
+    frame = next(d.value for d in at.dataframe if "👍" in d.value.columns)
+    assert frame.to_dict("records") == [{"model": "(no model)", "channel": "general", "replies": 1, "👍": 1, "👎": 1}]
+    at.radio(key="tables_view").set_value("Browse").run()
+    options = at.selectbox(key="tables_table").options
+    assert any(o.startswith("reactions") for o in options)
+    assert not any(o.startswith("message_revisions") for o in options)  # admins only: the old texts

@@ -3,7 +3,7 @@ import time
 
 import streamlit as st
 
-from core import chat, replies
+from core import chat, edits, reactions, replies
 from core.attachments import Upload
 from core.errors import ChatError
 from views import live, messages
@@ -33,6 +33,9 @@ user, channel = current_user(db), current_channel(db)
 # Stop and Retry act on anyone's reply for an admin, and for everyone in open mode (it has no roles);
 # otherwise only on the replies one asked for. Core decides; the buttons only follow.
 acts_for_all = not settings.login or is_admin()
+# Deleting another person's message (and any AI reply) is for admins in login mode; open mode has no roles, so
+# there one deletes what the user one speaks as wrote (an AI reply goes with the message that asked for it).
+deletes_any = settings.login and is_admin()
 if channel is None:
     st.info("Create a channel in the sidebar to start chatting.")
     live.follow_directory(db, settings)
@@ -111,13 +114,22 @@ if notice := st.session_state.get(NOT_SENT):
     del st.session_state[NOT_SENT]  # after drawing: a run stopped mid-way shows it on the next one
 
 
-def act(kind: str, message_id: int | None) -> None:
+def act(kind: str, message_id: int | None, payload: dict) -> None:
     """The list's callback for a person's act; core decides who may, and a refusal becomes the list's notice."""
+    by = user.id if user else None
     try:
         if kind == "stop" and message_id is not None:
-            replies.stop_reply(db, message_id, user.id if user else None, admin=acts_for_all)
+            replies.stop_reply(db, message_id, by, admin=acts_for_all)
         elif kind == "retry" and message_id is not None:
-            replies.retry_reply(db, message_id, user.id if user else None, admin=acts_for_all, limits=settings.limits)
+            replies.retry_reply(db, message_id, by, admin=acts_for_all, limits=settings.limits)
+        elif kind == "regenerate" and message_id is not None:
+            replies.regenerate_reply(db, message_id, by, admin=acts_for_all, limits=settings.limits)
+        elif kind == "edit" and message_id is not None:
+            edits.edit_message(db, message_id, by, payload.get("text"), limits=settings.limits)
+        elif kind == "delete" and message_id is not None:
+            edits.delete_message(db, message_id, by, admin=deletes_any, limits=settings.limits)
+        elif kind == "react" and message_id is not None:
+            reactions.toggle_reaction(db, message_id, by, payload.get("emoji"), limits=settings.limits)
         elif kind == "older":
             st.session_state["pages"] = st.session_state.get("pages", 1) + 1
         elif kind == "context" and message_id is not None:
@@ -139,6 +151,7 @@ def live_messages(channel_id: int) -> None:
         state["shown"] = shown
     listed = state["messages"]
     viewer = {"id": user.id if user else None, "name": user.name if user else None, "all": acts_for_all,
+              "admin": deletes_any, "emoji": reactions.DEFAULT_ROW,
               "ticket": live.channel_ticket(settings, channel_id)}  # for the files (views/files.py)
     messages.message_list(db, channel_id=channel_id, messages=listed, more=len(listed) == PAGE * shown[2],
                           image_hosts=settings.image_hosts, viewer=viewer,

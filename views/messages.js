@@ -67,9 +67,9 @@ function watchChatBox() {
   }, true);
 }
 
-function act(list, doWhat, id) {
+function act(list, doWhat, id, extra) {  // extra: an edit's {text}, a reaction's {emoji}
   if (!list.trigger) return;
-  list.trigger("action", { do: doWhat, id: id === undefined ? null : id, n: ++list.actions });  // n: never deduplicated
+  list.trigger("action", { ...extra, do: doWhat, id: id === undefined ? null : id, n: ++list.actions });  // n: never deduplicated
 }
 
 function mayAct(list, entry) {
@@ -155,7 +155,9 @@ function messageNode(list, entry) {
   const main = element("div", "body");
   const head = element("div", "head");
   head.append(element("strong", "author", entry.author), element("span", "time", ` · ${clock(entry.at)}`));
+  if (entry.edited && !entry.deleted) head.append(editedMark(entry));
   main.append(head);
+  if (entry.deleted) { main.append(element("div", "tombstone", "Message deleted")); node.append(avatar, main); return node; }
   const open = entry.status === "pending" || entry.status === "streaming";
   if (entry.ai && open) for (const step of entry.steps || []) main.append(stepLine(step));
   if (entry.status === "pending" && !entry.html) main.append(element("div", "typing", "typing …"));
@@ -184,6 +186,7 @@ function messageNode(list, entry) {
     buttons.append(retry);
   }
   if (buttons.childElementCount) main.append(buttons);
+  main.append(...messageActs(list, entry));  // views/message_acts.js: edit, delete, regenerate, reactions
   if (entry.ai && !open && entry.has_context) {
     const details = element("details", "context");
     details.append(element("summary", null, "Context used"), element("div", "context-body"));
@@ -265,7 +268,7 @@ function draw(list) {
   for (const entry of shown) {
     const drawn = list.nodes.get(entry.id);
     const context = (list.data.contexts || {})[String(entry.id)];
-    const stamp = `${entry.version}|${mayAct(list, entry)}|${context ? 1 : 0}`;
+    const stamp = `${entry.version}|${mayAct(list, entry)}|${context ? 1 : 0}|${actsStamp(list, entry)}`;
     if (!drawn || drawn.stamp !== stamp) list.nodes.set(entry.id, { stamp, node: messageNode(list, entry) });
     children.push(list.nodes.get(entry.id).node);
   }
@@ -290,6 +293,7 @@ function draw(list) {
   else if (atBottom || list.stick) { log.scrollTop = log.scrollHeight; list.stick = false; }
   if (grew && !atBottom && !prepended) root.querySelector(".new-below").hidden = false;
   if (atBottom) root.querySelector(".new-below").hidden = true;
+  refocus(list);
   count("__channelChatDraws");
 }
 

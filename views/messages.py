@@ -5,7 +5,8 @@ The page mounts it inside its fragment with the messages it read. With push on, 
 updates itself, no script runs in a watching window. Without a socket (push off, a proxy that blocks
 WebSockets, the route's caps) the fragment's fallback check hands it the page again every
 REFRESH_SECONDS, so it is correct either way, only later. A person's acts (Stop, Retry, Load older, opening
-"Context used") come back as a trigger; the callbacks below ask core, which decides who may.
+"Context used") come back as a trigger; the callbacks below ask core, which decides who may. So do Edit, Delete, a
+reaction and Regenerate: the list draws them from each entry (edited, deleted, reactions) and the viewer's id.
 
 The sender's own line is drawn by the list the moment Enter is pressed in the chat box, as "sending",
 and confirmed in place by the stored message (or marked with why it was refused).
@@ -25,20 +26,22 @@ from core.recent import Message
 FRONT_END = Path(__file__).parent
 _list = st.components.v2.component(
     "channel_chat.messages",
-    js=(FRONT_END / "socket.js").read_text() + (FRONT_END / "messages.js").read_text(),
+    js="".join((FRONT_END / name).read_text() for name in ("socket.js", "message_acts.js", "messages.js")),
     css=(FRONT_END / "messages.css").read_text(),
 )
 OPENED = "list_contexts_open"  # the replies whose "Context used" this session opened (loaded on demand)
-ACTIONS = ("stop", "retry", "older", "context")
+ACTIONS = ("stop", "retry", "older", "context", "edit", "delete", "react", "regenerate")
+PAYLOAD = ("text", "emoji")  # what an edit (the new text) or a reaction (the emoji) carries besides the message id
 
 
 def message_list(db, *, channel_id: int, messages: list[Message], more: bool, image_hosts, viewer: dict[str, Any],
                  live: dict | None, refused: list[dict], error: str | None,
-                 act: Callable[[str, int | None], None]) -> None:
+                 act: Callable[[str, int | None, dict], None]) -> None:
     """Mount the list for ``messages`` (newest first, as core lists them).
 
-    ``viewer``: {"id", "name", "all"} (all: may stop and retry anyone's reply); ``live``: the socket's path,
-    stamps and ticket (views/live.py), or None without push; ``act(kind, message_id)`` runs a person's act.
+    ``viewer``: {"id", "name", "all", "admin"} (all: may stop and retry anyone's reply; admin: may delete any
+    message); ``live``: the socket's path, stamps and ticket (views/live.py), or None without push;
+    ``act(kind, message_id, payload)`` runs a person's act (payload: the edit's "text", the reaction's "emoji").
     """
     key = f"messages-{channel_id}"
     opened = st.session_state.setdefault(OPENED, {})
@@ -57,13 +60,14 @@ def message_list(db, *, channel_id: int, messages: list[Message], more: bool, im
           width="stretch", height="content")
 
 
-def _acted(key: str, act: Callable[[str, int | None], None]) -> None:
-    """The trigger's callback: one act, as the list sent it ({"do": ..., "id": ...})."""
+def _acted(key: str, act: Callable[[str, int | None, dict], None]) -> None:
+    """The trigger's callback: one act, as the list sent it ({"do": ..., "id": ..., and "text" or "emoji"})."""
     value = (st.session_state.get(key) or {}).get("action")
     if not isinstance(value, dict) or value.get("do") not in ACTIONS:
         return
     message_id = value.get("id")
-    act(value["do"], message_id if isinstance(message_id, int) and not isinstance(message_id, bool) else None)
+    payload = {name: value[name] for name in PAYLOAD if name in value}  # core checks them: text may be anything
+    act(value["do"], message_id if isinstance(message_id, int) and not isinstance(message_id, bool) else None, payload)
 
 
 def open_context(db, message_id: int) -> None:

@@ -74,7 +74,7 @@ def _draw_context(db: Database, message_id: int) -> None:
             if message.content:  # drawn as the message list draws it: rendered once on the server, sanitized
                 st.html(render.message_html(message.content, get_settings().image_hosts))
             else:
-                st.caption("…")
+                st.caption("Message deleted" if message.deleted_at else "…")
     st.button("Back to results", key="search_back", on_click=st.session_state.pop, args=("search_opened", None))
 
 

@@ -153,6 +153,13 @@ def overview() -> None:
             st.caption(empty)
         else:
             chart(frame)
+    st.subheader("Feedback on AI replies")
+    feedback = tables.ai_feedback(db, since)
+    if feedback.empty:
+        st.caption("No 👍 or 👎 on an AI reply yet.")
+    else:
+        st.caption("👍 and 👎 reactions on AI replies, per model and channel (replies: how many got any).")
+        st.dataframe(feedback, hide_index=True)
     st.subheader("Usage per person")
     limit = settings.ai_tokens_per_day
     st.caption(f"AI tokens today (UTC): {limits.tokens_today(db):,}" + (f" of {limit:,}" if limit else " (no daily budget)"))

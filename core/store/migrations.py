@@ -298,6 +298,44 @@ def m012_name_skeletons(m: Migrator) -> None:
         m.create_unique_index(f"{table}_name_skeleton", table, "name_skeleton")
 
 
+def m013_edits_reactions(m: Migrator) -> None:
+    """Edits (earlier texts kept as revisions), deletes (a tombstone keeps id, author and time), reactions, and
+    the acts the per-person limit counts."""
+    for column, kind in [
+        ("edited_at", "TIMESTAMP"),  # the last edit; NULL: never edited
+        ("deleted_at", "TIMESTAMP"),  # a tombstone: the text is gone, the row keeps its place
+        ("deleted_by", "BIGINT"),  # who deleted it (an admin deleting another person's message is on record)
+        ("reacted_at", "TIMESTAMP"),  # the last change of its reactions: the list's entry moves without a re-embed
+    ]:
+        m.execute(f"ALTER TABLE messages ADD COLUMN {column} {kind}")
+    m.execute(
+        f"""CREATE TABLE message_revisions (
+            {m.id_column("message_revisions")},
+            message_id BIGINT NOT NULL,
+            content VARCHAR NOT NULL,     -- the text as it was before this edit
+            edited_at TIMESTAMP NOT NULL, -- when it was replaced
+            edited_by BIGINT)"""
+    )
+    m.create_index("message_revisions_message", "message_revisions", "message_id, id")
+    m.execute(
+        """CREATE TABLE reactions (
+            message_id BIGINT NOT NULL,
+            user_id BIGINT NOT NULL,
+            emoji VARCHAR NOT NULL,
+            created_at TIMESTAMP NOT NULL,
+            PRIMARY KEY (message_id, user_id, emoji))"""  # one per person, emoji and message
+    )
+    m.execute(
+        f"""CREATE TABLE message_acts (
+            {m.id_column("message_acts")},
+            user_id BIGINT NOT NULL,
+            kind VARCHAR NOT NULL,        -- edit | delete | react | unreact
+            message_id BIGINT NOT NULL,
+            created_at TIMESTAMP NOT NULL)"""
+    )
+    m.create_index("message_acts_user", "message_acts", "user_id, created_at")  # a person's acts in the last minute
+
+
 def m015_attachments(m: Migrator) -> None:
     """Files on messages (core.attachments): a row per file, the bytes once per content hash."""
     m.execute(
@@ -337,6 +375,7 @@ MIGRATIONS: list[tuple[str, Migration]] = [
     ("010_usage_ledger", m010_usage_ledger),
     ("011_throttles", m011_throttles),
     ("012_name_skeletons", m012_name_skeletons),
+    ("013_edits_reactions", m013_edits_reactions),
     ("015_attachments", m015_attachments),
 ]
 

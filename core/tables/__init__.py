@@ -44,6 +44,7 @@ from core.tables.catalog import (
 from core.tables.export import EXPORT_MAX_ROWS, export_csv, export_frame, export_parquet, to_csv, to_parquet
 from core.tables.overview import (
     BUCKETS,
+    ai_feedback,
     ai_timings,
     error_reasons,
     messages_over_time,
@@ -64,7 +65,7 @@ __all__ = [
     "AI_AUTHOR", "BUCKETS", "CONSOLE_EXAMPLE", "CONSOLE_MAX_ROWS", "CONSOLE_MEMORY_MB", "CONSOLE_TIMEOUT_S",
     "DEFAULT_PAGE_SIZE", "EXPORT_MAX_ROWS", "MESSAGES", "PAGE_SIZES", "PRIVATE_TABLES", "SQL_MAX_CHARS",
     "TEXT_PREVIEW_CHARS", "TIME_RANGES", "Column", "Filters", "QueryStopped", "Sort", "TableInfo",
-    "admin_unlocked", "ai_timings", "asks_password", "browse", "browse_columns", "check_readonly_sql",
+    "admin_unlocked", "ai_feedback", "ai_timings", "asks_password", "browse", "browse_columns", "check_readonly_sql",
     "column_kinds", "count_rows", "error_reasons", "export_csv", "export_frame", "export_parquet",
     "filter_support", "list_tables", "may_see", "message_view", "messages_over_time", "offers_console",
     "overview_totals", "page_count", "password_ok", "run_readonly_sql", "since_for", "status_values",

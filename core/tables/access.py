@@ -26,7 +26,8 @@ from core.tables.catalog import TableInfo, list_tables
 # identities: people's e-mail addresses and account ids. embedding_jobs: its error column holds what the
 # embeddings provider answered (redacted, yet a server's words about its keys and quota): admins only.
 # attachment_blobs: the bytes of every file sent, whatever channel it was sent in (the grid shows hashes and sizes).
-PRIVATE_TABLES = frozenset({"identities", "embedding_jobs", "attachment_blobs"})
+# message_revisions: the texts people replaced (a typo, or something they wished unsaid): admins only.
+PRIVATE_TABLES = frozenset({"identities", "embedding_jobs", "attachment_blobs", "message_revisions"})
 FREE_TRIES = 5  # wrong passwords before any wait: typos, caps lock, a password manager's old entry
 MAX_WAIT = 3600.0  # seconds: the longest wait, so a forgetful admin is never locked out for days
 KEPT = 10_000  # sessions and clients remembered at most; the idle are forgotten first

@@ -1,4 +1,5 @@
-"""The Tables page's overview: headline numbers and the charts (messages, AI timings, errors, tokens, usage per person)."""
+"""The Tables page's overview: headline numbers and the charts (messages, AI timings, errors, tokens, usage per person,
+feedback on AI replies)."""
 from __future__ import annotations
 
 from datetime import datetime
@@ -8,6 +9,7 @@ import pandas as pd
 
 from core.errors import ValidationError
 from core.limits import ASKS
+from core.reactions import FEEDBACK
 from core.store import Database
 from core.tables.reads import read_one
 
@@ -123,5 +125,21 @@ def usage_by_person(db: Database, since: datetime | None = None) -> pd.DataFrame
             "WHERE s.author_id IS NOT NULL OR a.user_id IS NOT NULL OR p.user_id IS NOT NULL "
             'ORDER BY "AI tokens" DESC, messages DESC, person',
             [*sent_params, *ASKS, *asked_params, *used_params],
+        ).df()
+    return frame
+
+
+def ai_feedback(db: Database, since: datetime | None = None) -> pd.DataFrame:
+    """👍 and 👎 on AI replies (core.reactions.FEEDBACK) per model and channel: replies that got any, and each count."""
+    clause, params = _since_clause(since, "r.created_at")
+    up, down = FEEDBACK
+    with db.analytics() as cur:
+        frame = cur.execute(
+            "SELECT coalesce(m.model, '(no model)') AS model, coalesce(c.name, '#' || m.channel_id) AS channel, "
+            f'count(DISTINCT m.id) AS replies, count(*) FILTER (r.emoji = ?) AS "{up}", '
+            f'count(*) FILTER (r.emoji = ?) AS "{down}" '
+            "FROM reactions r JOIN messages m ON m.id = r.message_id LEFT JOIN channels c ON c.id = m.channel_id "
+            f"WHERE m.author_id IS NULL AND r.emoji IN (?, ?){clause} GROUP BY ALL ORDER BY replies DESC, model, channel",
+            [up, down, up, down, *params],
         ).df()
     return frame
