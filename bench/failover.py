@@ -50,7 +50,7 @@ LOOK_EVERY = 0.05  # seconds between the bench's looks at the orphans
 ROUND_LIMIT = 90.0  # seconds: give up on a round whose orphans never end
 REPLICAS = 10  # heartbeat case: replicas ...
 HEARTBEAT_WINDOW = 20.0  # ... and at least this many seconds of log (at least two heartbeats at long leases)
-RENEWAL = "UPDATE ai_jobs SET lease_until"  # the heartbeat's statement (core/replies.py renew_leases)
+RENEWAL = "UPDATE ai_jobs SET lease_until"  # the heartbeat's statement (core/jobs.py renew_leases)
 SWEEP = "FROM ai_jobs j LEFT JOIN messages m"  # the sweep's look for expired leases (recover_interrupted)
 STREAM_WRITE = "UPDATE messages SET content"  # a reply's text write, for scale
 

@@ -12,7 +12,7 @@ from browser import INPUT, VIEWPORT, chromium, streamlit_server, wait_page
 from fake_openai import FakeOpenAI, Script
 
 from core import chat
-from core.replies import PICKING_UP
+from core.jobs import PICKING_UP
 from core.store import connect
 
 pytestmark = pytest.mark.browser
