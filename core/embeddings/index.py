@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import weakref
-from typing import Any, Sequence
+from typing import Any, Collection, Sequence
 
 import numpy as np
 
@@ -125,12 +125,16 @@ class VectorIndex:
         channel_id: int | None = None,
         exclude: Sequence[int] = (),
         before_id: int | None = None,
+        among: Collection[int] | None = None,
     ) -> list[tuple[int, float]]:
-        """(message id, cosine) of the ``limit`` closest vectors at or above ``min_similarity``."""
+        """(message id, cosine) of the ``limit`` closest vectors at or above ``min_similarity`` (in channels ``among``)."""
         with self._lock:
             matrix, ids, channels = self.matrix[: self.size], self.ids[: self.size], self.channels[: self.size]
             if channel_id is not None:
                 rows = np.flatnonzero(channels == channel_id)
+                matrix, ids, channels = matrix[rows], ids[rows], channels[rows]
+            if among is not None:  # who may read what: filtered before ranking, so the top holds only readable ones
+                rows = np.flatnonzero(np.isin(channels, np.asarray(sorted(among), dtype=np.int64)))
                 matrix, ids = matrix[rows], ids[rows]
             scores = matrix @ vector.astype(np.float32)
         keep = scores >= min_similarity
@@ -224,8 +228,10 @@ def nearest(
     limit: int = 20,
     exclude: Sequence[int] = (),
     before_id: int | None = None,
+    channels: Collection[int] | None = None,
 ) -> list[tuple[int, float]]:
-    """(message id, cosine similarity) of the messages closest to ``text``; empty while search is keyword-only."""
+    """(message id, cosine similarity) of the messages closest to ``text`` (in ``channels``, if given); empty while
+    search is keyword-only."""
     attached = _attached.get(db)
     if attached is None or not semantic_ready(db) or not text.strip():
         return []
@@ -239,7 +245,8 @@ def nearest(
             log.warning("could not embed a search query (%s); answering with keyword matches only", first_line(error),
                         exc_info=not from_the_server(error))
         return []
-    return attached.index.nearest(vector, limit, attached.provider.min_similarity, channel_id, exclude, before_id)
+    return attached.index.nearest(vector, limit, attached.provider.min_similarity, channel_id, exclude, before_id,
+                                  channels)
 
 
 def status(db: Database) -> dict[str, Any]:

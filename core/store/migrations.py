@@ -250,6 +250,37 @@ def m011_throttles(m: Migrator) -> None:
     m.execute("ALTER TABLE channels ADD COLUMN created_by BIGINT")
 
 
+def m014_memberships(m: Migrator) -> None:
+    """Channel kinds (public, private, direct), who belongs to each private or direct one, and a log of those acts.
+
+    A direct channel's ``name_key`` is DIRECT_MARK followed by its members' sorted ids: the existing unique
+    key then keeps one conversation per set of people, and no typed name (no control characters) meets it.
+    """
+    m.execute("ALTER TABLE channels ADD COLUMN kind VARCHAR")  # public | private | direct
+    # The default comes after the ADD COLUMN, as in 002: DuckDB fails ADD COLUMN ... DEFAULT on a table with rows.
+    m.execute("ALTER TABLE channels ALTER COLUMN kind SET DEFAULT 'public'")
+    m.execute("UPDATE channels SET kind = 'public' WHERE kind IS NULL")
+    m.execute(
+        """CREATE TABLE memberships (
+            channel_id BIGINT NOT NULL,
+            user_id BIGINT NOT NULL,
+            role VARCHAR NOT NULL,        -- owner (the creator) | member
+            joined_at TIMESTAMP NOT NULL,
+            added_by BIGINT,              -- who invited them (the creator for those a channel starts with)
+            PRIMARY KEY (channel_id, user_id))"""
+    )
+    m.create_index("memberships_user", "memberships", "user_id, channel_id")  # a person's channels, in every read
+    m.execute(
+        f"""CREATE TABLE membership_log (
+            {m.id_column("membership_log")},
+            channel_id BIGINT NOT NULL,
+            user_id BIGINT NOT NULL,      -- whom the act concerns
+            act VARCHAR NOT NULL,         -- create | invite | remove | leave
+            by_user BIGINT,               -- who did it (an admin's removal names the admin)
+            created_at TIMESTAMP NOT NULL)"""
+    )
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("001_initial", m001_initial),
     ("002_ai_replies", m002_ai_replies),
@@ -261,6 +292,7 @@ MIGRATIONS: list[tuple[str, Migration]] = [
     ("009_ai_tools", m009_ai_tools),
     ("010_usage_ledger", m010_usage_ledger),
     ("011_throttles", m011_throttles),
+    ("014_memberships", m014_memberships),
 ]
 
 
