@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core import accounts, chat, jobs, replies
+from core import accounts, chat, jobs, membership, replies
 from core.embeddings import Embedder, local_provider
 from core.errors import ValidationError
 from core.move import move
@@ -28,12 +28,15 @@ def seeded_file(path: str, messages: int) -> dict:
         replies.stream_reply(db, job.reply_id, "half an answer", job_id=job.id)
         replies.fail_reply(db, job, "The AI service had an error (HTTP 500). Try again.", "half an answer")
         accounts.user_for(db, accounts.Identity("https://issuer.example", "dee", "dee@example.com", True, "Dee"))
+        hiring = membership.create_private_channel(db, users[0], "hiring")  # kinds and memberships move too
+        membership.invite(db, users[0], hiring, users[1])
+        chat.send_message(db, membership.open_direct(db, users[1], [users[2]]), users[1], "just us")
         embedder = Embedder(db, local_provider())
         while embedder.run_once():  # search's vectors and state move too
             pass
         embedder.run_once()
         tables = ("users", "channels", "messages", "ai_jobs", "identities", "message_vectors", "embedding_jobs",
-                  "search_state")
+                  "search_state", "memberships", "membership_log")
         return {table: db.rows(f"SELECT * FROM {table} ORDER BY 1, 2") for table in tables}
     finally:
         db.close()
@@ -65,6 +68,11 @@ def test_move_copies_every_row_and_new_rows_get_fresh_ids(tmp_path, pg_server):
         assert [m.id for m in chat.list_messages(db, general)][1] == new_id  # under its pending AI reply
         with pytest.raises(ValidationError, match="already exists"):
             chat.create_user(db, "ann")  # the moved names still guard uniqueness ignoring case
+        hiring = next(row[0] for row in before["channels"] if row[1] == "hiring")
+        assert not membership.can_read(db, before["users"][2][0], hiring)  # still private after the move
+        assert membership.can_read(db, before["users"][1][0], hiring)
+        membership.leave(db, before["users"][1][0], hiring)  # the log's ids continue past the moved ones
+        assert db.one("SELECT max(id) FROM membership_log")[0] == len(before["membership_log"]) + 1
     finally:
         db.close()
 
