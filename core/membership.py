@@ -271,6 +271,16 @@ def members(db: Database, channel_id: Any) -> list[Member]:
     return [Member(*row) for row in rows]
 
 
+def shown_as(db: Database, channel: Channel, person_id: Any) -> Channel:
+    """The channel as ``person_id`` sees it: a direct message named by its other people ("Bob, Cy")."""
+    if channel.kind != "direct":
+        return channel
+    names = [row[0] for row in db.rows(
+        "SELECT u.name FROM memberships m JOIN users u ON u.id = m.user_id WHERE m.channel_id = ? AND m.user_id <> ? "
+        "ORDER BY u.name_key", [channel.id, person_id if person_id is not None else 0])]
+    return replace(channel, name=", ".join(names) or "only you")
+
+
 def my_channels(db: Database, person_id: Any) -> list[Channel]:
     """The channels ``person_id`` may read, for the sidebar: public by name, then private, then direct messages.
 
