@@ -35,14 +35,9 @@ class NotAMember(ChatError):
     """A read or a write of a private channel or direct conversation by someone who is not in it."""
 
 
-class _App:
-    """The app itself reading (the AI worker, the live route's snapshots, scripts): no person, no check."""
-
-    def __repr__(self) -> str:
-        return "APP"
-
-
-APP = _App()  # pass as ``reader`` when no person reads; a person is their user id, or None when nobody is signed in
+# As ``reader``: the app itself reads (the AI worker, the live route's snapshots, scripts), so no check. A person
+# is their user id, or None when nobody is signed in.
+APP = type("App", (), {"__repr__": lambda self: "APP"})()
 
 
 @dataclass(frozen=True)
@@ -52,10 +47,6 @@ class Member:
     role: str  # owner | member
     joined_at: datetime
     added_by: int | None
-
-
-def _refusal(channel_id: int) -> NotAMember:
-    return NotAMember(f"Channel {channel_id} is private: only its members can read it. Ask a member to invite you.")
 
 
 # the rule ------------------------------------------------------------------------------------------
@@ -103,7 +94,12 @@ def check_read(db: Database, reader: Any, channel_id: Any) -> None:
     channel_id = check_id(channel_id, "Channel")
     kind_of(db, channel_id)  # NotFound for a channel that does not exist, as before
     if not can_read(db, reader, channel_id):
-        raise _refusal(channel_id)
+        raise NotAMember(f"Channel {channel_id} is private: only its members can read it. Ask a member to invite you.")
+
+
+def closed_topics(db: Database, topics: Iterable[int]) -> list[int]:
+    """Of these channel ids, the existing private and direct ones (whose readers must be checked, and checked again)."""
+    return [int(t) for t in topics if t and db.one("SELECT 1 FROM channels WHERE id = ? AND kind <> 'public'", [t])]
 
 
 def readable_channels(db: Database, person_id: Any) -> tuple[str, list[Any]]:

@@ -19,7 +19,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from typing import Any, Callable
+from typing import Callable
 from urllib.parse import urlsplit
 
 import streamlit as st
@@ -28,7 +28,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from core import accounts, listing, membership, tickets
 from core.config import Settings
-from core.errors import ChatError, NotFound
+from core.errors import ChatError
 from core.feed import feed_of
 from core.recent import DIRECTORY
 from core.store import Database
@@ -113,13 +113,13 @@ class LiveRoute:
         """
         try:
             db = await run_in_threadpool(self._database)  # opening and migrating the file must not block the loop
-            closed = await run_in_threadpool(_closed_topics, db, topics, person) if expires is not None else {}
+            reader, closed, admitted = (await run_in_threadpool(_admission, db, topics, person) if expires is not None
+                                        else (None, [], True))
         except ChatError as error:
             log.warning("live route: %s", error)
             await _refuse(websocket, SERVER_ERROR, "the database cannot be opened")
             return
-        reader = closed.pop(None, None)
-        if not all(closed.values()):
+        if not admitted:
             await _refuse(websocket, NOT_ADMITTED, "not a member of a channel asked for")
             return
         await websocket.accept()
@@ -236,23 +236,13 @@ def _snapshot(db: Database, channel: int, image_hosts: frozenset[str]) -> listin
         return None
 
 
-def _closed_topics(db: Database, topics: list[int], person: str | None) -> dict[int | None, Any]:
-    """Login mode: each non-public channel topic -> whether the ticket's person reads it now, and None -> that
-    person's user id (None: a login not yet bound to a user, who reads public channels only)."""
+def _admission(db: Database, topics: list[int], person: str | None) -> tuple[int | None, list[int], bool]:
+    """Login mode: the ticket's person ("issuer subject") as a user id (None: not bound yet, reads public channels
+    only), the private and direct topics, and whether that person reads every one of them now."""
     issuer, _, subject = (person or "").partition(" ")
     reader = accounts.bound_user_id(db, issuer, subject) if person else None
-    closed: dict[int | None, Any] = {}
-    for topic in topics:
-        if topic == DIRECTORY:
-            continue
-        try:
-            kind = membership.kind_of(db, topic)
-        except NotFound:
-            continue  # a channel that does not exist has nothing to send (its stamp stays 0)
-        if kind != "public":
-            closed[topic] = membership.can_read(db, reader, topic)
-    closed[None] = reader
-    return closed
+    closed = membership.closed_topics(db, topics)
+    return reader, closed, all(membership.can_read(db, reader, topic) for topic in closed)
 
 
 def same_origin(websocket: WebSocket) -> bool:
