@@ -1,16 +1,12 @@
 """Who belongs where and who may read: channel kinds, memberships, and the one reading rule every read path asks.
 
-A channel is ``public`` (everyone reads and writes, as channels always were), ``private`` (its members
-only; a member invites, the creator and admins remove, anyone leaves) or ``direct`` (2-8 people picked
-by name, one conversation per set of people, nobody added later). The rule: a person reads a public
-channel, and a private or direct one only while a member. Admins are people here too: the chat shows
-them no private channel they are not in; the Tables page (core.tables) shows admins every row.
-The AI reads on behalf of a channel's readers: a reply in channel C reads C and public channels only
-(``ai_readable``). Every read path asks ``can_read`` or puts ``readable_channels`` inside its query.
+A channel is ``public``, ``private`` (members only; a member invites, the creator and admins remove, anyone
+leaves) or ``direct`` (2-8 people, one conversation per set, nobody added later). A person reads a public channel,
+and another only while a member; admins too (only Tables shows them every row). A reply in channel C reads C
+and public channels (``ai_readable``). Every read path asks ``can_read`` or puts ``readable_channels`` in its query.
 """
 from __future__ import annotations
 
-import threading
 import weakref
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -50,8 +46,7 @@ class Member:
 
 
 # the rule ------------------------------------------------------------------------------------------
-_kinds: "weakref.WeakKeyDictionary[Database, dict[int, str]]" = weakref.WeakKeyDictionary()
-_kinds_lock = threading.Lock()
+_kinds: "weakref.WeakKeyDictionary[Database, dict[int, str]]" = weakref.WeakKeyDictionary()  # one dict write: no lock
 
 
 def kind_of(db: Database, channel_id: Any) -> str:
@@ -63,8 +58,7 @@ def kind_of(db: Database, channel_id: Any) -> str:
     row = db.one("SELECT coalesce(kind, 'public') FROM channels WHERE id = ?", [channel_id])
     if row is None:
         raise NotFound(f"Channel {channel_id} not found.")
-    with _kinds_lock:
-        _kinds.setdefault(db, {})[channel_id] = row[0]
+    _kinds.setdefault(db, {})[channel_id] = row[0]
     return row[0]
 
 
@@ -100,6 +94,13 @@ def check_read(db: Database, reader: Any, channel_id: Any) -> None:
 def closed_topics(db: Database, topics: Iterable[int]) -> list[int]:
     """Of these channel ids, the existing private and direct ones (whose readers must be checked, and checked again)."""
     return [int(t) for t in topics if t and db.one("SELECT 1 FROM channels WHERE id = ? AND kind <> 'public'", [t])]
+
+
+def check_member(tx: Transaction, channel_id: int, person_id: int) -> None:
+    """Inside a write (Stop, Retry): NotAMember unless the channel is public or ``person_id`` is in it, admins too."""
+    kind = tx.one("SELECT coalesce(kind, 'public') FROM channels WHERE id = ?", [channel_id])
+    if kind is not None and kind[0] != "public" and not is_member(tx, person_id, channel_id):
+        raise NotAMember("Only members of this channel can stop or retry its replies.")
 
 
 def readable_channels(db: Database, person_id: Any) -> tuple[str, list[Any]]:

@@ -14,6 +14,7 @@ from core.errors import NotFound, ValidationError
 from core.ids import check_id
 from core.jobs import OPEN, PICKING_UP_STEPS, Job
 from core.limits import Limits, budget_spent, check_retry
+from core.membership import check_member
 from core.messages import refresh_cached
 from core.store import Database, Transaction
 
@@ -184,6 +185,7 @@ def retry_reply(db: Database, message_id: Any, by: Any, *, admin: bool = False, 
 
     def work(tx: Transaction) -> bool:
         channel_id, _, status, stopped = _ai_reply(tx, message_id)
+        check_member(tx, channel_id, by)
         askers = _askers(tx, channel_id, message_id)
         _check_asker(tx, askers, by, admin, "retry")
         trigger_id = askers[2]
@@ -233,6 +235,7 @@ def stop_reply(db: Database, message_id: Any, by: Any, *, admin: bool = False) -
 
     def work(tx: Transaction) -> bool:
         channel_id, _, status, _ = _ai_reply(tx, message_id)
+        check_member(tx, channel_id, by)
         _check_asker(tx, _askers(tx, channel_id, message_id), by, admin, "stop")
         if status not in OPEN:
             return False

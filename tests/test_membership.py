@@ -220,3 +220,16 @@ def test_the_ais_tools_read_this_channel_and_public_ones_only(db, people, hiring
     assert "90k" in here["output"] and "sightings" in here["output"] and "gossip" not in here["output"]
     assert "90k" in run_tool(db, "read_messages", hiring, channel="hiring")["output"]
     assert "gossip" not in run_tool(db, "read_messages", hiring, channel=str(dm))["output"]
+
+
+def test_only_members_stop_or_retry_a_private_channels_replies_admins_too(db, people, hiring):
+    from core import jobs, replies
+
+    chat.update_channel(db, hiring, reply_policy="every")
+    chat.send_message(db, hiring, people["Ann"], "@ai draft the offer")
+    job = jobs.claim_next_job(db)
+    replies.fail_reply(db, job, "The AI service is down (HTTP 503).")
+    for act in (replies.retry_reply, replies.stop_reply):
+        with pytest.raises(NotAMember, match="Only members of this channel"):
+            act(db, job.reply_id, people["Cy"], admin=True)
+    assert replies.retry_reply(db, job.reply_id, people["Ann"]) is True
