@@ -73,10 +73,10 @@ def test_direct_messages_are_opened_by_picking_people_and_named_by_the_others(lo
     at = _click(at, "Open direct message")
     assert not at.exception and not at.error
     dm = at.session_state["channel_id"]
-    assert at.sidebar.selectbox(key="channel_id").options[-1] == "👤 Bob" and at.header[0].value == "👤 Bob"
+    assert at.sidebar.selectbox(key="channel_id").options[-1] == "@ Bob" and at.header[0].value == "@ Bob"
     at.chat_input[0].set_value("just between us").run()
     bob = login_app(BOB).run()
-    assert bob.sidebar.selectbox(key="channel_id").options[-1] == "👤 Ann Example"
+    assert bob.sidebar.selectbox(key="channel_id").options[-1] == "@ Ann Example"
     assert [m.content for m in chat.list_messages(app_db, dm, reader=hiring["bob"])] == ["just between us"]
 
 

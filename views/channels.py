@@ -52,7 +52,7 @@ def members_section() -> None:
     if not mine:
         return
     st.subheader("Members")
-    marks = {"private": "🔒", "direct": "👤"}
+    marks = {"private": "🔒", "direct": "@"}
     chosen = mine[st.selectbox("Private channel or direct message", list(mine), key="members_channel",
                                format_func=lambda i: f"{marks[mine[i].kind]} {mine[i].name}")]
     people = membership.members(db, chosen.id)

@@ -23,12 +23,12 @@ from views.common import (
 )
 
 LINKED_ID = re.compile(r"[0-9]{1,18}")  # ?channel=3: ASCII digits that fit a BIGINT ("²".isdigit() is true)
-MARKS = {"public": "#", "private": "🔒", "direct": "👤"}  # how the list tells the kinds apart
+MARKS = {"public": "#", "private": "🔒", "direct": "@"}  # how the list tells the kinds apart
 LINK_REFUSED = "link_refused"  # the sentence for a ?channel=N this person cannot read, until drawn
 
 
 def label(channel: chat.Channel) -> str:
-    """A channel as the lists show it: '# general', '🔒 hiring', '👤 Bob, Cy' (a direct message, by the others)."""
+    """A channel as the lists show it: '# general', '🔒 hiring', '@ Bob, Cy' (a direct message, by the others)."""
     return f"{MARKS.get(channel.kind, '#')} {channel.name}"
 
 
