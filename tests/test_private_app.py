@@ -109,3 +109,25 @@ def test_tables_browse_hides_private_rows_from_non_admins_only(login_app, app_db
     boss = login_app(BOSS, page=TABLES).run()  # an admin inspects every row (the chat still shows them none)
     assert "zebra: the offer is 90k" in boss.dataframe[0].value["content"].tolist()
     assert login_app(BOSS).run().sidebar.selectbox(key="channel_id").options == ["# general"]
+
+
+def test_open_mode_keeps_kinds_by_the_name_picked(app_test, app_db):
+    ann, bob = chat.create_user(app_db, "Ann"), chat.create_user(app_db, "Bob")
+    chat.create_channel(app_db, "general", reply_policy="off")
+    at = app_test(user_id=ann).run()
+    at.sidebar.text_input(key="new_channel_name").input("plans")
+    at.sidebar.toggle(key="new_channel_private").set_value(True)
+    at = _click(at, "Create channel")
+    assert not at.exception and at.sidebar.selectbox(key="channel_id").options == ["# general", "🔒 plans"]
+    at.sidebar.selectbox(key="user_id").set_value(bob).run()  # anyone may pick another name: the README says so
+    assert at.sidebar.selectbox(key="channel_id").options == ["# general"]
+    assert "anyone with this link can pick any name" in " ".join(c.value for c in at.sidebar.caption)
+
+
+def test_a_member_leaves_and_reads_no_more(login_app, app_db, hiring):
+    membership.invite(app_db, hiring["ann"], hiring["hiring"], hiring["bob"])
+    at = login_app(BOB, page=CHANNELS).run()
+    at = _click(at, "Leave")
+    assert not at.exception and "You left" in at.success[0].value
+    assert not membership.can_read(app_db, hiring["bob"], hiring["hiring"])
+    assert login_app(BOB).run().sidebar.selectbox(key="channel_id").options == ["# general"]
