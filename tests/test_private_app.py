@@ -3,7 +3,7 @@ them in the sidebar, by link, in search, on the Channels and Tables pages, and w
 from __future__ import annotations
 
 import pytest
-from message_list import entries
+from message_list import act, entries, listed
 
 from core import accounts, chat, membership
 from test_login_app import ANN, BOSS, CHANNELS, ISSUER, TABLES, _click, login_app  # noqa: F401
@@ -131,3 +131,12 @@ def test_a_member_leaves_and_reads_no_more(login_app, app_db, hiring):
     assert not at.exception and "You left" in at.success[0].value
     assert not membership.can_read(app_db, hiring["bob"], hiring["hiring"])
     assert login_app(BOB).run().sidebar.selectbox(key="channel_id").options == ["# general"]
+
+
+def test_context_used_of_a_private_reply_is_refused_to_a_crafted_id(login_app, app_db, hiring):
+    reply = chat.write_agent_response(app_db, hiring["hiring"], "the 90k offer, drafted")
+    app_db.write(lambda tx: tx.execute("UPDATE messages SET context = ? WHERE id = ?", ['[{"content": "90k"}]', reply]))
+    at = login_app(BOB, channel_id=hiring["general"]).run()
+    at = act(at, "context", reply)  # an id from another channel's list, sent by hand
+    opened = listed(at)["contexts"][str(reply)]
+    assert "private" in opened["error"] and "90k" not in str(opened)

@@ -90,7 +90,8 @@ else:
     # "disable": the box stays disabled until the run that carries a message is over, so the next send
     # cannot stop that run — the one path a callback does not cover is a session's first run, whose
     # page has not yet told Streamlit about the callback (a window that outlived a server restart).
-    prompt = st.chat_input(f"Message {f'#{channel.name}' if channel.kind == 'public' else label(channel)} as {user.name}", key=key, submit_mode="disable",
+    where = f"#{channel.name}" if channel.kind == "public" else label(channel)
+    prompt = st.chat_input(f"Message {where} as {user.name}", key=key, submit_mode="disable",
                            on_submit=send, args=(channel.id, user.id, key))
     live.guard_chat_input()
     sent = st.session_state.pop(SENT, False)

@@ -66,7 +66,7 @@ def _acted(key: str, act: Callable[[str, int | None], None]) -> None:
     act(value["do"], message_id if isinstance(message_id, int) and not isinstance(message_id, bool) else None)
 
 
-def open_context(db, message_id: int, reader: Any = membership.APP) -> None:
+def open_context(db, message_id: int, reader: int | None) -> None:
     """Load a finished reply's "Context used" (its steps with their output, then the request sent) for this session,
     if ``reader`` may read its channel (an id from the list, yet a crafted one must not open another channel's)."""
     try:
