@@ -140,3 +140,14 @@ def test_context_used_of_a_private_reply_is_refused_to_a_crafted_id(login_app, a
     at = act(at, "context", reply)  # an id from another channel's list, sent by hand
     opened = listed(at)["contexts"][str(reply)]
     assert "private" in opened["error"] and "90k" not in str(opened)
+
+
+def test_an_admin_removes_from_a_private_channel_she_is_not_in(login_app, app_db, hiring):
+    membership.invite(app_db, hiring["ann"], hiring["hiring"], hiring["bob"])
+    at = login_app(BOSS, page=CHANNELS).run()
+    at.selectbox(key=f"remove_who_{hiring['hiring']}").set_value(hiring["bob"])
+    at = _click(at, "Remove")
+    assert not at.exception and "Removed Bob" in at.success[0].value
+    assert not membership.can_read(app_db, hiring["bob"], hiring["hiring"])
+    assert app_db.one("SELECT by_user FROM membership_log WHERE act = 'remove'")[0] == user_of(app_db, BOSS)
+    assert "90k" not in str([m.value for m in at.markdown])

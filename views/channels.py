@@ -49,6 +49,8 @@ with st.form("create_channel", clear_on_submit=True):
 def members_section() -> None:
     """A private channel's or direct message's people, and the acts this person may try (core decides each)."""
     mine = {c.id: c for c in membership.my_channels(db, me.id if me else None) if c.kind != "public"}
+    if is_admin():  # admins remove anyone from any private channel: its name and people, never its messages
+        mine.update({c.id: c for c in chat.list_channels(db) if c.kind == "private" and c.id not in mine})
     if not mine:
         return
     st.subheader("Members")
