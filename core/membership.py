@@ -3,7 +3,9 @@
 A channel is ``public``, ``private`` (members only; a member invites, the creator and admins remove, anyone
 leaves) or ``direct`` (2-8 people, one conversation per set, nobody added later). A person reads a public channel,
 and another only while a member; admins too (only Tables shows them every row). A reply in channel C reads C
-and public channels (``ai_readable``). Every read path asks ``can_read`` or puts ``readable_channels`` in its query.
+and public channels (``hidden_from_ai``). Every read path asks ``can_read`` or filters inside its query.
+Over 300 lines on purpose: the acts and the rule read and write the same two tables and together say who may
+read; split, the rule's module would have to mirror the acts' invariants (owners, direct keys) to stay true.
 """
 from __future__ import annotations
 
@@ -113,17 +115,34 @@ def readable_channels(db: Database, person_id: Any) -> tuple[str, list[Any]]:
     return f"{PUBLIC} UNION ALL {MINE}", [check_id(person_id, "User")]
 
 
-def ai_readable(channel_id: int) -> tuple[str, list[Any]]:
-    """What an AI reply posted in ``channel_id`` may read: that channel and public ones, never another private one.
+@dataclass(frozen=True)
+class Hidden:
+    """What a search must leave out: these channels, and any channel made after ``upto`` (not yet looked at)."""
+
+    ids: tuple[int, ...]
+    upto: int
+
+
+def _hidden(db: Database, sql: str, params: list[Any]) -> Hidden:
+    (upto,) = db.one("SELECT coalesce(max(id), 0) FROM channels")
+    rows = db.rows(f"SELECT id FROM channels WHERE kind <> 'public' AND id <= ? AND {sql} ORDER BY id", [upto, *params])
+    return Hidden(tuple(int(row[0]) for row in rows), int(upto))
+
+
+def hidden_from(db: Database, person_id: Any) -> Hidden:
+    """The channels ``person_id`` may not read, for search: usually few or none, so the ranking queries stay as fast
+    as an all-channel search (bench/search.py); "as a reader" there)."""
+    if person_id is None:
+        return _hidden(db, "true", [])
+    return _hidden(db, f"id NOT IN ({MINE})", [check_id(person_id, "User")])
+
+
+def hidden_from_ai(db: Database, channel_id: int) -> Hidden:
+    """What an AI reply posted in ``channel_id`` may not read: every private channel and direct message but that one.
 
     Its readers are that channel's readers, so nothing it quotes may come from a channel some of them cannot read.
     """
-    return f"{PUBLIC} UNION ALL SELECT id FROM channels WHERE id = ?", [int(channel_id)]
-
-
-def scope_ids(db: Database, scope: tuple[str, list[Any]]) -> set[int]:
-    """The channel ids of a scope (for the in-memory vector index, which filters by id)."""
-    return {int(row[0]) for row in db.rows(scope[0], scope[1])}
+    return _hidden(db, "id <> ?", [int(channel_id)])
 
 
 # acts ----------------------------------------------------------------------------------------------

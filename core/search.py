@@ -23,7 +23,7 @@ from core import embeddings
 from core.errors import NotFound, ValidationError
 from core.ids import check_id
 from core.limits import Limits, check_search
-from core.membership import APP, check_read, readable_channels, scope_ids
+from core.membership import APP, Hidden, check_read, hidden_from
 from core.messages import MESSAGE_COLUMNS, MESSAGE_FROM, Message
 from core.store import Database
 
@@ -154,9 +154,9 @@ def _keyword_ids(
     every_term: bool = True,
     exclude: Sequence[int] = (),
     before_id: int | None = None,
-    within: tuple[str, list[Any]] | None = None,
+    hidden: Hidden | None = None,
 ) -> list[tuple[int, int]]:
-    """(message id, phrase matched 0/1) of the best keyword matches, best first, among the channels ``within`` returns.
+    """(message id, phrase matched 0/1) of the best keyword matches, best first, none from a ``hidden`` channel.
 
     Ranked by: the whole phrase present, then (for any-term matching) the summed rarity of the words matched, then newest.
     """
@@ -166,9 +166,12 @@ def _keyword_ids(
     if channel_id is not None:
         where.append("m.channel_id = ?")
         params.append(channel_id)
-    if within is not None:  # who may read what, inside the query: a page is never short of readable hits
-        where.append(f"m.channel_id IN ({within[0]})")
-        params.extend(within[1])
+    if hidden is not None:  # who may read what, inside the query: a page is never short of readable hits
+        where.append("m.channel_id <= ?")
+        params.append(hidden.upto)
+        if hidden.ids:
+            where.append(f"m.channel_id NOT IN ({', '.join('?' for _ in hidden.ids)})")
+            params.extend(hidden.ids)
     if before_id is not None:
         where.append("m.id < ?")
         params.append(before_id)
@@ -273,22 +276,21 @@ def _fuse(keyword: list[tuple[int, int]], semantic: list[tuple[int, float]]) -> 
 
 def _semantic_ids(
     db: Database, text: str, channel_id: int | None, depth: int, exclude: Sequence[int] = (), before_id: int | None = None,
-    within: tuple[str, list[Any]] | None = None,
+    hidden: Hidden | None = None,
 ) -> list[tuple[int, float]]:
-    channels = scope_ids(db, within) if within is not None else None  # the index filters by id before it ranks
     return embeddings.nearest(db, text, channel_id=channel_id, limit=depth, exclude=exclude, before_id=before_id,
-                              channels=channels)
+                              hidden=hidden)  # the index leaves them out before it ranks
 
 
 # the verbs -------------------------------------------------------------------
 def search_messages(
     db: Database, query: Any, channel_id: Any = None, limit: int = 20, offset: int = 0, *, by: Any = None,
-    limits: Limits | None = None, reader: Any = APP, within: tuple[str, list[Any]] | None = None,
+    limits: Limits | None = None, reader: Any = APP, hidden: Hidden | None = None,
 ) -> list[Hit]:
     """Finished messages matching ``query`` (in one channel, or all), best first, ``limit`` from ``offset``.
 
-    Only channels the ``reader`` may read (core.membership; ``APP``: all) or, for the AI, those ``within``
-    returns (core.membership.ai_readable) are searched: the filter sits inside the ranking queries, so a
+    Only channels the ``reader`` may read (core.membership; ``APP``: all) are searched, or, for the AI, all but
+    the ``hidden`` ones (core.membership.hidden_from_ai): the filter sits inside the ranking queries, so a
     page holds ``limit`` readable hits whenever that many exist. A channel the reader cannot read: NotAMember.
 
     ``by`` is the person who searches; with ``limits`` too, a search over their SEARCHES_PER_MINUTE raises
@@ -300,14 +302,14 @@ def search_messages(
     channel = _channel(db, channel_id)
     if channel is not None:
         check_read(db, reader, channel)
-    if within is None and reader is not APP:
-        within = readable_channels(db, reader)
+    if hidden is None and reader is not APP:
+        hidden = hidden_from(db, reader)
     if by is not None and limits is not None:
         person = check_id(by, "User")
         check_search(db, limits, person, (parsed.phrase.casefold(), channel, limit, offset), db.clock())
     depth = offset + limit
-    keyword = _keyword_ids(db, parsed.terms, parsed.phrase, channel, depth, within=within)
-    semantic = _semantic_ids(db, parsed.phrase, channel, depth, within=within)
+    keyword = _keyword_ids(db, parsed.terms, parsed.phrase, channel, depth, hidden=hidden)
+    semantic = _semantic_ids(db, parsed.phrase, channel, depth, hidden=hidden)
     fused = _fuse(keyword, semantic)[offset:depth]
     return _hits(db, fused, parsed.terms)
 

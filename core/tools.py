@@ -1,7 +1,7 @@
 """What the AI may do before it answers: search the history, read older messages, see retrieved ones.
 
 What the AI may read: a reply posted in channel C is read by C's readers, so its tools read C itself and
-public channels, never another private channel or direct message (core.membership.ai_readable) — even when
+public channels, never another private channel or direct message (core.membership.hidden_from_ai) — even when
 the person who asked could read it. Another channel is, to the tools, a channel that does not exist.
 
 Each call becomes a *step* kept on the reply (``messages.steps``, JSON), so every viewer sees "Searching
@@ -27,7 +27,7 @@ from core.chat import (
 )
 from core.context import SNIPPET_TOKENS, trim
 from core.errors import ChatError, NotFound, ValidationError
-from core.membership import ai_readable
+from core.membership import hidden_from_ai
 from core.search import related_messages, search_messages
 from core.store import Database
 
@@ -174,7 +174,7 @@ def run(db: Database, name: str, arguments: dict, here: Channel) -> tuple[str, s
     if name == "search_messages":
         channel = _find_channel(db, arguments["channel"], here) if arguments.get("channel") else None
         hits = search_messages(db, arguments["query"], channel.id if channel else None, limit=SEARCH_LIMIT,
-                               within=ai_readable(here.id))
+                               hidden=hidden_from_ai(db, here.id))
         if not hits:
             return "No messages matched.", "nothing found"
         lines = [_line(h.message_id, h.channel_name, h.author_name, h.created_at, h.content) for h in hits]

@@ -177,7 +177,7 @@ def test_search_never_returns_a_private_channels_text_and_pages_stay_full(db, pe
     with pytest.raises(NotAMember):
         search.search_messages(db, "zebra", channel_id=hiring, reader=people["Cy"])
     any_term = search._keyword_ids(db, ["zebra"], "zebra", None, 50, every_term=False,
-                                   within=membership.readable_channels(db, people["Cy"]))
+                                   hidden=membership.hidden_from(db, people["Cy"]))
     assert len(any_term) == 12  # retrieval's ranking filters the same way
 
 
@@ -233,3 +233,14 @@ def test_only_members_stop_or_retry_a_private_channels_replies_admins_too(db, pe
         with pytest.raises(NotAMember, match="Only members of this channel"):
             act(db, job.reply_id, people["Cy"], admin=True)
     assert replies.retry_reply(db, job.reply_id, people["Ann"]) is True
+
+
+def test_hidden_channels_are_the_ones_a_person_or_a_reply_may_not_read(db, people, hiring, general):
+    dm = membership.open_direct(db, people["Cy"], [people["Dee"]])
+    assert membership.hidden_from(db, people["Ann"]) == membership.Hidden((dm,), dm)
+    assert membership.hidden_from(db, people["Cy"]).ids == (hiring,)
+    assert membership.hidden_from(db, None).ids == (hiring, dm)
+    assert membership.hidden_from_ai(db, general).ids == (hiring, dm)  # a public channel's reply
+    assert membership.hidden_from_ai(db, hiring).ids == (dm,)  # the private channel's own reply reads it
+    later = membership.create_private_channel(db, people["Ann"], "later")
+    assert later > membership.hidden_from(db, people["Cy"]).upto or later in membership.hidden_from(db, people["Cy"]).ids

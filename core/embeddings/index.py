@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import weakref
-from typing import Any, Collection, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -125,16 +125,16 @@ class VectorIndex:
         channel_id: int | None = None,
         exclude: Sequence[int] = (),
         before_id: int | None = None,
-        among: Collection[int] | None = None,
+        hidden: Any = None,
     ) -> list[tuple[int, float]]:
-        """(message id, cosine) of the ``limit`` closest vectors at or above ``min_similarity`` (in channels ``among``)."""
+        """(message id, cosine) of the ``limit`` closest vectors at or above ``min_similarity``, none ``hidden``."""
         with self._lock:
             matrix, ids, channels = self.matrix[: self.size], self.ids[: self.size], self.channels[: self.size]
             if channel_id is not None:
                 rows = np.flatnonzero(channels == channel_id)
                 matrix, ids, channels = matrix[rows], ids[rows], channels[rows]
-            if among is not None:  # who may read what: filtered before ranking, so the top holds only readable ones
-                rows = np.flatnonzero(np.isin(channels, np.asarray(sorted(among), dtype=np.int64)))
+            if hidden is not None:  # who may read what: filtered before ranking, so the top holds only readable ones
+                rows = np.flatnonzero((channels <= hidden.upto) & ~np.isin(channels, np.asarray(hidden.ids, np.int64)))
                 matrix, ids = matrix[rows], ids[rows]
             scores = matrix @ vector.astype(np.float32)
         keep = scores >= min_similarity
@@ -228,10 +228,10 @@ def nearest(
     limit: int = 20,
     exclude: Sequence[int] = (),
     before_id: int | None = None,
-    channels: Collection[int] | None = None,
+    hidden: Any = None,
 ) -> list[tuple[int, float]]:
-    """(message id, cosine similarity) of the messages closest to ``text`` (in ``channels``, if given); empty while
-    search is keyword-only."""
+    """(message id, cosine similarity) of the messages closest to ``text`` (none of a ``hidden`` channel:
+    core.membership.Hidden); empty while search is keyword-only."""
     attached = _attached.get(db)
     if attached is None or not semantic_ready(db) or not text.strip():
         return []
@@ -246,7 +246,7 @@ def nearest(
                         exc_info=not from_the_server(error))
         return []
     return attached.index.nearest(vector, limit, attached.provider.min_similarity, channel_id, exclude, before_id,
-                                  channels)
+                                  hidden)
 
 
 def status(db: Database) -> dict[str, Any]:
