@@ -9,7 +9,9 @@ message stored in ``message_vectors`` as the Embedder would), then times over a 
 
 - keyword: ``search_messages`` with no embeddings attached (keyword only);
 - semantic: ``embeddings.nearest`` (embeds the query with wordllama, tops up the in-memory index, ranks);
-- combined: ``search_messages`` with the provider attached (both, fused).
+- combined: ``search_messages`` with the provider attached (both, fused);
+- "as a reader": the same, as a person who reads the public channels and 20 private ones, while 40 of the 200
+  channels are private (core.membership's filter inside the ranking queries and the index).
 
 It also reports how long the vector index takes to load, DuckDB's fts extension against the scan the
 app uses (DuckDB only), and embedding throughput: wordllama alone, and the Embedder's whole loop
@@ -30,11 +32,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
-from core import chat, embeddings, search  # noqa: E402
+from core import chat, embeddings, membership, search  # noqa: E402
 from core.embeddings import DIMENSIONS, Embedder, local_provider  # noqa: E402
 from core.store import connect  # noqa: E402
 
 CHANNELS = 200  # channels the messages are spread over
+PRIVATE, MEMBER_OF = 40, 20  # of them private, and how many of those the reading person belongs to
 WORDS = 6000  # vocabulary size; word k appears with probability ~ 1/k (Zipf)
 COMMON = ("deploy", "friday", "database", "release", "meeting", "lunch", "postgres", "bug", "review", "coffee")
 TARGET_P95_MS = 150.0
@@ -167,6 +170,8 @@ def measure(db, backend: str, size: int, words: list[str], rounds: int, pg_url: 
     embeddings.detach(db)
     rows["keyword"] = timed(lambda q: search.search_messages(db, q), asked, rounds)
     rows["keyword, one channel"] = timed(lambda q: search.search_messages(db, q, channel_id=channel), asked, rounds)
+    reader = make_private(db, channels)
+    rows["keyword, as a reader"] = timed(lambda q: search.search_messages(db, q, reader=reader), asked, rounds)
     embeddings.attach(db, local_provider())
     started = time.perf_counter()
     loaded = embeddings.attached_index(db).refresh(db)
@@ -175,11 +180,28 @@ def measure(db, backend: str, size: int, words: list[str], rounds: int, pg_url: 
     rows["semantic, one channel"] = timed(lambda q: embeddings.nearest(db, q, channel_id=channel), asked, rounds)
     rows["combined"] = timed(lambda q: search.search_messages(db, q), asked, rounds)
     rows["combined, one channel"] = timed(lambda q: search.search_messages(db, q, channel_id=channel), asked, rounds)
+    rows["combined, as a reader"] = timed(lambda q: search.search_messages(db, q, reader=reader), asked, rounds)
     result = {"backend": backend, "size": size, "fill_s": fill_s, "load_s": load_s, "loaded": loaded, "rows": rows}
     if backend == "duckdb":
         result["fts"] = duckdb_fts(db, asked, rounds)
     embeddings.detach(db)
     return result
+
+
+def make_private(db, channels: list[int]) -> int:
+    """Turn PRIVATE of the channels private, a person a member of MEMBER_OF of them; return that person's id."""
+    reader = chat.create_user(db, "reader")
+    closed = channels[-PRIVATE:]
+
+    def work(tx):
+        tx.execute("UPDATE channels SET kind = 'private' WHERE id = ANY(?)", [closed])
+        for channel_id in closed[:MEMBER_OF]:
+            tx.execute("INSERT INTO memberships (channel_id, user_id, role, joined_at) VALUES (?, ?, 'member', ?)",
+                       [channel_id, reader, db.clock()])
+
+    db.write(work)
+    assert membership.can_read(db, reader, closed[0]) and not membership.can_read(db, reader, closed[-1])
+    return reader
 
 
 def duckdb_fts(db, asked: list[str], rounds: int) -> dict:

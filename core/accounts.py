@@ -94,6 +94,12 @@ def _bound_user(db_or_tx, identity: Identity) -> tuple[int, str | None] | None:
                         [identity.issuer, identity.subject])
 
 
+def bound_user_id(db: Database, issuer: str, subject: str) -> int | None:
+    """The user a login (issuer + subject) speaks as, or None before its first login: a read, never a write."""
+    row = db.one("SELECT user_id FROM identities WHERE issuer = ? AND subject = ?", [issuer, subject])
+    return None if row is None else int(row[0])
+
+
 def user_for(db: Database, identity: Identity) -> chat.User:
     """The user this identity speaks as, created and bound on its first login (its e-mail kept up to date)."""
     bound = _bound_user(db, identity)  # the usual case: one read, no write

@@ -12,6 +12,7 @@ from core.channels import wants_reply
 from core.errors import NotFound, ValidationError
 from core.ids import check_id
 from core.limits import Limits, check_send
+from core.membership import APP, NotAMember, check_read, is_member
 from core.names import has_visible, valid_unicode
 from core.recent import CACHE_DEPTH, DIRECTORY, Message
 from core.store import Database, Transaction
@@ -78,12 +79,14 @@ def send_message(
     content = "" if uploads and isinstance(content, str) and not has_visible(content) else check_content(content)
 
     def work(tx: Transaction) -> tuple[Message, Message | None]:
-        channel = tx.one("SELECT reply_policy FROM channels WHERE id = ?", [channel_id])
+        channel = tx.one("SELECT reply_policy, coalesce(kind, 'public'), name FROM channels WHERE id = ?", [channel_id])
         if channel is None:
             raise NotFound(f"Channel {channel_id} not found.")
         author = tx.one("SELECT name FROM users WHERE id = ?", [author_id])
         if author is None:
             raise NotFound(f"User {author_id} not found.")
+        if channel[1] != "public" and not is_member(tx, author_id, channel_id):  # decided in the write itself
+            raise NotAMember(f"Only members can write in this {'direct message' if channel[1] == 'direct' else 'channel'}.")
         now = db.clock()
         readable = bool(content) or any(facts.media_type == TEXT for facts, _ in uploads)  # what the AI can read
         answer = readable and wants_reply(channel[0] or "every", content)
@@ -172,10 +175,17 @@ def _check_limit(limit: Any) -> int:
     return int(limit)
 
 
-def list_messages(db: Database, channel_id: Any, limit: int = RECENT_LIMIT, before_id: Any = None) -> list[Message]:
-    """The channel's ``limit`` most recent messages (older than ``before_id`` if given), newest first."""
+def list_messages(
+    db: Database, channel_id: Any, limit: int = RECENT_LIMIT, before_id: Any = None, *, reader: Any = APP
+) -> list[Message]:
+    """The channel's ``limit`` most recent messages (older than ``before_id`` if given), newest first.
+
+    ``reader``: the person reading (a user id, or None when nobody is signed in): NotAMember, a sentence, when
+    they may not read this channel (core.membership). ``APP`` (the default): the app itself reads.
+    """
     channel_id = check_id(channel_id, "Channel")
     limit = _check_limit(limit)
+    check_read(db, reader, channel_id)
     if before_id is not None:
         _ensure_channel(db, channel_id)
         return _read_messages(db, channel_id, limit, check_id(before_id, "Message"))

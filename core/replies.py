@@ -4,6 +4,8 @@ The worker in ``core.ai`` drives these verbs; pages call ``retry_reply``, ``rege
 which check who asks: only who asked for the reply (its trigger's author, or who pressed Retry last) or an admin
 may; a Retry or Regenerate is a new ask, charged to whoever pressed it (``core.limits``).
 Every change goes through ``Database.write`` and reaches the recent-message cache after commit.
+Over 300 lines on purpose: the worker's writes and the people's acts are one row's life, fenced by one job check
+(``_holds``) and one ownership rule (``_askers``); the next split is the acts into a module of their own.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from core.errors import NotFound, ValidationError
 from core.ids import check_id
 from core.jobs import OPEN, PICKING_UP_STEPS, Job
 from core.limits import Limits, budget_spent, check_retry
+from core.membership import check_member
 from core.messages import refresh_cached
 from core.store import Database, Transaction
 
@@ -184,6 +187,7 @@ def retry_reply(db: Database, message_id: Any, by: Any, *, admin: bool = False, 
 
     def work(tx: Transaction) -> bool:
         channel_id, _, status, stopped = _ai_reply(tx, message_id)
+        check_member(tx, channel_id, by)
         askers = _askers(tx, channel_id, message_id)
         _check_asker(tx, askers, by, admin, "retry")
         trigger_id = askers[2]
@@ -262,6 +266,7 @@ def stop_reply(db: Database, message_id: Any, by: Any, *, admin: bool = False) -
 
     def work(tx: Transaction) -> bool:
         channel_id, _, status, _ = _ai_reply(tx, message_id)
+        check_member(tx, channel_id, by)
         _check_asker(tx, _askers(tx, channel_id, message_id), by, admin, "stop")
         if status not in OPEN:
             return False

@@ -23,6 +23,7 @@ from core import embeddings
 from core.errors import NotFound, ValidationError
 from core.ids import check_id
 from core.limits import Limits, check_search
+from core.membership import APP, Hidden, check_read, hidden_from
 from core.messages import MESSAGE_COLUMNS, MESSAGE_FROM, Message
 from core.store import Database
 
@@ -153,8 +154,9 @@ def _keyword_ids(
     every_term: bool = True,
     exclude: Sequence[int] = (),
     before_id: int | None = None,
+    hidden: Hidden | None = None,
 ) -> list[tuple[int, int]]:
-    """(message id, phrase matched 0/1) of the best keyword matches, best first.
+    """(message id, phrase matched 0/1) of the best keyword matches, best first, none from a ``hidden`` channel.
 
     Ranked by: the whole phrase present, then (for any-term matching) the summed rarity of the words matched, then newest.
     """
@@ -164,6 +166,12 @@ def _keyword_ids(
     if channel_id is not None:
         where.append("m.channel_id = ?")
         params.append(channel_id)
+    if hidden is not None:  # who may read what, inside the query: a page is never short of readable hits
+        where.append("m.channel_id <= ?")
+        params.append(hidden.upto)
+        if hidden.ids:
+            where.append(f"m.channel_id NOT IN ({', '.join('?' for _ in hidden.ids)})")
+            params.extend(hidden.ids)
     if before_id is not None:
         where.append("m.id < ?")
         params.append(before_id)
@@ -269,17 +277,22 @@ def _fuse(keyword: list[tuple[int, int]], semantic: list[tuple[int, float]]) -> 
 def _semantic_ids(
     db: Database, text: str, channel_id: int | None, depth: int, exclude: Sequence[int] = (), before_id: int | None = None,
     user_id: int | None = None,
+    hidden: Hidden | None = None,
 ) -> list[tuple[int, float]]:
     return embeddings.nearest(db, text, channel_id=channel_id, limit=depth, exclude=exclude, before_id=before_id,
-                              user_id=user_id)
+                              user_id=user_id, hidden=hidden)  # the index leaves them out before it ranks
 
 
 # the verbs -------------------------------------------------------------------
 def search_messages(
     db: Database, query: Any, channel_id: Any = None, limit: int = 20, offset: int = 0, *, by: Any = None,
-    limits: Limits | None = None,
+    limits: Limits | None = None, reader: Any = APP, hidden: Hidden | None = None,
 ) -> list[Hit]:
     """Finished messages matching ``query`` (in one channel, or all), best first, ``limit`` from ``offset``.
+
+    Only channels the ``reader`` may read (core.membership; ``APP``: all) are searched, or, for the AI, all but
+    the ``hidden`` ones (core.membership.hidden_from_ai): the filter sits inside the ranking queries, so a
+    page holds ``limit`` readable hits whenever that many exist. A channel the reader cannot read: NotAMember.
 
     ``by`` is the person who searches; with ``limits`` too, a search over their SEARCHES_PER_MINUTE raises
     RateLimited. A query embedded by a paid API is in the usage ledger, charged to ``by`` (core.embeddings).
@@ -287,13 +300,17 @@ def search_messages(
     parsed = parse_query(query)
     limit, offset = _check_page(limit, offset)
     channel = _channel(db, channel_id)
+    if channel is not None:
+        check_read(db, reader, channel)
+    if hidden is None and reader is not APP:
+        hidden = hidden_from(db, reader)
     person = check_id(by, "User") if by is not None else None
     if person is not None and limits is not None:
         check_search(db, limits, person, (parsed.phrase.casefold(), channel, limit, offset), db.clock(),
                      paid=embeddings.paid_queries(db))
     depth = offset + limit
-    keyword = _keyword_ids(db, parsed.terms, parsed.phrase, channel, depth)
-    semantic = _semantic_ids(db, parsed.phrase, channel, depth, user_id=person)
+    keyword = _keyword_ids(db, parsed.terms, parsed.phrase, channel, depth, hidden=hidden)
+    semantic = _semantic_ids(db, parsed.phrase, channel, depth, user_id=person, hidden=hidden)
     fused = _fuse(keyword, semantic)[offset:depth]
     return _hits(db, fused, parsed.terms)
 
@@ -338,12 +355,13 @@ def related_messages(
 AROUND = 5  # messages shown on each side of a result opened in its channel
 
 
-def messages_around(db: Database, message_id: Any, radius: int = AROUND) -> list:
-    """A message with up to ``radius`` messages of its channel before and after it, oldest first."""
+def messages_around(db: Database, message_id: Any, radius: int = AROUND, *, reader: Any = APP) -> list:
+    """A message with up to ``radius`` messages of its channel before and after it, oldest first (if ``reader`` may)."""
     message_id = check_id(message_id, "Message")
     row = db.one("SELECT channel_id FROM messages WHERE id = ?", [message_id])
     if row is None:
         raise NotFound(f"Message {message_id} not found.")
+    check_read(db, reader, row[0])
     base = f"SELECT {MESSAGE_COLUMNS} FROM {MESSAGE_FROM} WHERE m.channel_id = ?"
     before = db.rows(f"{base} AND m.id <= ? ORDER BY m.id DESC LIMIT ?", [row[0], message_id, radius + 1])
     after = db.rows(f"{base} AND m.id > ? ORDER BY m.id LIMIT ?", [row[0], message_id, radius])

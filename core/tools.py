@@ -1,5 +1,9 @@
 """What the AI may do before it answers: search the history, read older messages, see retrieved ones.
 
+What the AI may read: a reply posted in channel C is read by C's readers, so its tools read C itself and
+public channels, never another private channel or direct message (core.membership.hidden_from_ai) — even when
+the person who asked could read it. Another channel is, to the tools, a channel that does not exist.
+
 Each call becomes a *step* kept on the reply (``messages.steps``, JSON), so every viewer sees "Searching
 #general for 'deploy'…" while it runs, and "Context used" shows each call with its result. A call that
 cannot run (unknown tool or channel, arguments that are not JSON, an argument given twice, a wrong type)
@@ -22,7 +26,8 @@ from core.chat import (
     name_key,
 )
 from core.context import SNIPPET_TOKENS, trim
-from core.errors import ChatError, ValidationError
+from core.errors import ChatError, NotFound, ValidationError
+from core.membership import hidden_from_ai
 from core.search import related_messages, search_messages
 from core.store import Database
 
@@ -36,8 +41,9 @@ TOOLS = [
         "type": "function",
         "function": {
             "name": "search_messages",
-            "description": "Search the chat history (all channels, or one) for messages about something. "
-            "Returns the best matches with their id, channel, author and time.",
+            "description": "Search the chat history (this channel and the public ones, or one of them) for messages "
+            "about something. Returns the best matches with their id, channel, author and time. Private channels "
+            "and direct messages other than this one are never searched: everyone here reads your answer.",
             "parameters": {
                 "type": "object",
                 "properties": {
@@ -54,7 +60,8 @@ TOOLS = [
         "function": {
             "name": "read_messages",
             "description": f"Read {READ_LIMIT} consecutive messages of a channel, the newest ones or those "
-            "just before a message id (e.g. to see what led up to a search result).",
+            "just before a message id (e.g. to see what led up to a search result). Only this channel and "
+            "public ones can be read.",
             "parameters": {
                 "type": "object",
                 "properties": {
@@ -85,20 +92,25 @@ def _quote(text: str) -> str:
 
 
 def _find_channel(db: Database, name: Any, here: Channel) -> Channel:
-    """A channel named by the model ('general', '#general' or an id), or a readable error."""
-    if isinstance(name, int) and not isinstance(name, bool):
-        return get_channel(db, name)
-    if not isinstance(name, str):
+    """A channel named by the model ('general', '#general' or an id) that a reply in ``here`` may read, or a
+    readable error; a private channel or direct message other than ``here`` is answered as one that does not exist."""
+    if isinstance(name, bool) or not isinstance(name, (int, str)):
         raise ValidationError("The channel must be given by name, such as 'general'.")
-    wanted = name.strip().lstrip("#").strip()
+    wanted = name.strip().lstrip("#").strip() if isinstance(name, str) else str(name)
     if wanted.isdigit() and wanted.isascii():
-        return get_channel(db, int(wanted))
+        try:
+            found = get_channel(db, int(wanted))
+        except NotFound:
+            found = None
+        if found is None or (found.kind != "public" and found.id != here.id):
+            raise NotFound(f"Channel {int(wanted)} not found.")
+        return found
     if not wanted:
         return here
     key = name_key(clean_name(wanted, "Channel name"))
     if key == name_key(here.name):
         return here
-    row = db.one("SELECT id FROM channels WHERE name_key = ?", [key])
+    row = db.one("SELECT id FROM channels WHERE name_key = ? AND kind = 'public'", [key])
     if row is None:
         raise ValidationError(f"There is no channel named #{wanted}.")
     return get_channel(db, row[0])
@@ -161,7 +173,8 @@ def run(db: Database, name: str, arguments: dict, here: Channel) -> tuple[str, s
     """Run a checked tool call: (what the model is told, a short summary for the step line)."""
     if name == "search_messages":
         channel = _find_channel(db, arguments["channel"], here) if arguments.get("channel") else None
-        hits = search_messages(db, arguments["query"], channel.id if channel else None, limit=SEARCH_LIMIT)
+        hits = search_messages(db, arguments["query"], channel.id if channel else None, limit=SEARCH_LIMIT,
+                               hidden=hidden_from_ai(db, here.id))
         if not hits:
             return "No messages matched.", "nothing found"
         lines = [_line(h.message_id, h.channel_name, h.author_name, h.created_at, h.content) for h in hits]

@@ -231,3 +231,20 @@ def test_deleting_a_message_deletes_its_files_and_bytes_no_other_message_holds(d
     assert db.one("SELECT count(*) FROM attachment_blobs")[0] == 1  # the photo stays: the second message has it
     assert attachments.content(db, attachments.of_messages(db, [second])[second][0]) == photo
     assert not any("secret" in str(m["content"]) for m in chat.load_context(db, general))
+
+
+def test_a_private_channels_file_is_served_to_its_members_only(duck_db):
+    from core import accounts, membership
+
+    ann = accounts.user_for(duck_db, accounts.Identity("https://issuer", "ann", "ann@example.com", True, "Ann")).id
+    accounts.user_for(duck_db, accounts.Identity("https://issuer", "bob", "bob@example.com", True, "Bob"))
+    hiring = membership.create_private_channel(duck_db, ann, "hiring")
+    message = chat.send_message(duck_db, hiring, ann, "cv", files=[Upload("cv.png", png())])
+    [cv] = attachments.of_messages(duck_db, [message])[message]
+    expires = tickets.expiry(time.time())
+    with client_for(duck_db, load_settings({"auth": AUTH})) as client:
+        for_ann = tickets.sign(SECRET, "https://issuer ann", [hiring], expires)
+        assert client.get(f"/files/{cv.id}?ticket={for_ann}").status_code == 200
+        for_bob = tickets.sign(SECRET, "https://issuer bob", [hiring], expires)  # a ticket, but not a member
+        refused = client.get(f"/files/{cv.id}?ticket={for_bob}")
+        assert refused.status_code == 403 and "not a member" in refused.text

@@ -15,8 +15,9 @@ def test_search_bench_prints_its_tables(capsys):
     (result,) = bench.main(["--quick"])
 
     assert (result["backend"], result["size"], result["loaded"]) == ("duckdb", 2000, 2000)
-    assert list(result["rows"]) == ["keyword", "keyword, one channel", "semantic", "semantic, one channel",
-                                    "combined", "combined, one channel"]
+    assert list(result["rows"]) == ["keyword", "keyword, one channel", "keyword, as a reader", "semantic",
+                                    "semantic, one channel", "combined", "combined, one channel",
+                                    "combined, as a reader"]
     assert all(0 < p50 <= p95 and 0 <= cpu50 <= cpu95 for p50, p95, cpu50, cpu95 in result["rows"].values())
     assert result["fts"]["build_s"] > 0 and 0 < result["fts"]["fts"][0] and 0 < result["fts"]["scan"][0]
     out = capsys.readouterr().out

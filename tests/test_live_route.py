@@ -277,3 +277,65 @@ def _eventually(condition, seconds: float = 5.0) -> bool:
             return False
         time.sleep(0.02)
     return True
+
+
+# private channels and direct messages ---------------------------------------------------------------
+def bound(app_db, subject: str, name: str) -> int:
+    """The user a login of the test provider speaks as (its ticket subject is ``ISSUER subject``)."""
+    from core import accounts
+
+    return accounts.user_for(app_db, accounts.Identity("http://127.0.0.1:9400", subject, None, None, name)).id
+
+
+def test_login_mode_refuses_a_private_topic_the_tickets_person_cannot_read(login_client, app_db):
+    from core import membership
+
+    ann, bob = bound(app_db, "ann-sub", "Ann"), bound(app_db, "bob-sub", "Bob")
+    hiring = membership.create_private_channel(app_db, bob, "hiring")
+    dm = membership.open_direct(app_db, bob, [chat.create_user(app_db, "Cy")])
+    chat.send_message(app_db, hiring, bob, "the offer is 90k")
+    for topics in ([hiring, DIRECTORY], [dm]):
+        for content in ("", "&content=1"):
+            ended = refused(login_client, url(topics, ticket_for(topics)) + content)  # Ann's ticket, signed
+            assert ended.code == routing.NOT_ADMITTED and "not a member" in ended.reason
+    membership.invite(app_db, bob, hiring, ann)
+    with login_client.websocket_connect(f"{url([hiring], ticket_for([hiring]))}&content=1") as socket:
+        assert "90k" in socket.receive_text()  # a member is served
+    assert ann
+
+
+def test_a_login_not_yet_bound_to_a_user_reads_public_topics_only(login_client, app_db):
+    from core import membership
+
+    bob = bound(app_db, "bob-sub", "Bob")
+    hiring = membership.create_private_channel(app_db, bob, "hiring")
+    public = chat.create_channel(app_db, "general", reply_policy="off")
+    assert refused(login_client, url([hiring], ticket_for([hiring]))).code == routing.NOT_ADMITTED
+    with login_client.websocket_connect(url([public], ticket_for([public]))) as socket:
+        assert set(json.loads(socket.receive_text())) == {str(public)}
+
+
+def test_a_removed_members_socket_gets_no_further_frame(login_client, app_db):
+    from core import membership
+
+    ann, bob = bound(app_db, "ann-sub", "Ann"), bound(app_db, "bob-sub", "Bob")
+    hiring = membership.create_private_channel(app_db, bob, "hiring")
+    membership.invite(app_db, bob, hiring, ann)
+    with login_client.websocket_connect(f"{url([hiring, DIRECTORY], ticket_for([hiring, DIRECTORY]))}&content=1") as socket:
+        socket.receive_text()
+        chat.send_message(app_db, hiring, bob, "still with us")
+        assert "still with us" in socket.receive_text()
+        membership.remove(app_db, bob, hiring, ann)
+        chat.send_message(app_db, hiring, bob, "after Ann left: the offer is 90k")
+        with pytest.raises(WebSocketDisconnect) as ended:
+            while True:
+                assert "90k" not in socket.receive_text()  # neither the text nor any stamp of it
+    assert ended.value.code == routing.NOT_ADMITTED and "no longer a member" in ended.value.reason
+
+
+def test_open_mode_follows_private_channels_as_the_page_shows_them(client, app_db):
+    from core import membership
+
+    hiring = membership.create_private_channel(app_db, chat.create_user(app_db, "Bob"), "hiring")
+    with client.websocket_connect(url([hiring])) as socket:  # open mode has no identity to check (README)
+        assert set(json.loads(socket.receive_text())) == {str(hiring)}

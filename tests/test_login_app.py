@@ -82,7 +82,7 @@ def test_first_login_creates_a_bound_user_and_messages_carry_it(login_app, app_d
                                                                                      "ann@example.com")
     assert "**Ann Example**" in at.sidebar.markdown[0].value
     assert not [s for s in at.sidebar.selectbox if s.key == "user_id"]  # no "You are" picker
-    assert [b.label for b in at.sidebar.button] == ["Save name", "Log out", "Create channel"]
+    assert [b.label for b in at.sidebar.button] == ["Save name", "Log out", "Create channel", "Open direct message"]
     at.chat_input[0].set_value("hello, it is really me").run()
     (message,) = chat.list_messages(app_db, channel)
     assert (message.author_id, message.author_name) == (ann.id, "Ann Example")

@@ -35,6 +35,7 @@ SCHEMA = {
         ("look_back", "BOOLEAN", True),
         ("created_by", "BIGINT", True),
         ("name_skeleton", "VARCHAR", True),
+        ("kind", "VARCHAR", True),
     ],
     "messages": [
         ("id", "BIGINT", False),
@@ -111,6 +112,21 @@ SCHEMA = {
         ("created_at", "TIMESTAMP", False),
     ],
     "search_state": [("name", "VARCHAR", False), ("value", "VARCHAR", False)],
+    "memberships": [
+        ("channel_id", "BIGINT", False),
+        ("user_id", "BIGINT", False),
+        ("role", "VARCHAR", False),
+        ("joined_at", "TIMESTAMP", False),
+        ("added_by", "BIGINT", True),
+    ],
+    "membership_log": [
+        ("id", "BIGINT", False),
+        ("channel_id", "BIGINT", False),
+        ("user_id", "BIGINT", False),
+        ("act", "VARCHAR", False),
+        ("by_user", "BIGINT", True),
+        ("created_at", "TIMESTAMP", False),
+    ],
     "renames": [
         ("id", "BIGINT", False),
         ("user_id", "BIGINT", False),
@@ -187,7 +203,8 @@ def test_migrate_blank_creates_whole_schema(tmp_path):
          ("ai_usage", ("id",)), ("identities", ("issuer", "subject")), ("renames", ("id",)),
          ("message_vectors", ("message_id",)), ("embedding_jobs", ("message_id", "provider")), ("search_state", ("name",)),
          ("attachment_blobs", ("sha256",)), ("attachments", ("id",)),
-         ("message_revisions", ("id",)), ("message_acts", ("id",)), ("reactions", ("message_id", "user_id", "emoji"))]
+         ("message_revisions", ("id",)), ("message_acts", ("id",)), ("reactions", ("message_id", "user_id", "emoji")),
+         ("memberships", ("channel_id", "user_id")), ("membership_log", ("id",))]
     )
     unique = con.execute(
         "SELECT table_name, constraint_column_names FROM duckdb_constraints() WHERE constraint_type = 'UNIQUE'"
@@ -197,13 +214,14 @@ def test_migrate_blank_creates_whole_schema(tmp_path):
     sequences = {row[0] for row in con.execute("SELECT sequence_name FROM duckdb_sequences()").fetchall()}
     assert sequences == {"users_id_seq", "channels_id_seq", "messages_id_seq", "ai_jobs_id_seq", "ai_usage_id_seq",
                          "renames_id_seq", "message_vectors_seq", "attachments_id_seq", "message_revisions_id_seq",
-                         "message_acts_id_seq"}
+                         "message_acts_id_seq", "membership_log_id_seq"}
 
     messages = defaults_of(con, "messages")
     assert "messages_id_seq" in messages["id"]
     assert "complete" in messages["status"]
     assert con.execute(f"SELECT {messages['stopped']}").fetchone() == (False,)
     assert "every" in defaults_of(con, "channels")["reply_policy"]
+    assert "public" in defaults_of(con, "channels")["kind"]
     assert defaults_of(con, "ai_jobs")["attempts"] == "0"
     con.close()
 
@@ -261,6 +279,7 @@ def test_old_schema_file_opens_under_new_code(tmp_path):
     assert [u.name for u in chat.list_users(db)] == ["Ann", "Bob"]
     channels = chat.list_channels(db)
     assert [(c.name, c.reply_policy, c.persona) for c in channels] == [("general", "every", None), ("random", "every", None)]
+    assert db.rows("SELECT DISTINCT kind FROM channels") == [("public",)]  # old channels stay open to all
     assert db.rows("SELECT id, author_id, content, status, error, stopped, prompt_tokens FROM messages ORDER BY id") == [
         (1, 1, "hello", "complete", None, False, None),
         (2, None, "Hi Ann, I am the AI.", "complete", None, False, None),

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core import accounts, chat, edits, jobs, reactions, replies
+from core import accounts, chat, edits, jobs, membership, reactions, replies
 from core.embeddings import Embedder, local_provider
 from core.errors import ValidationError
 from core.move import move
@@ -34,12 +34,15 @@ def seeded_file(path: str, messages: int) -> dict:
         reactions.toggle_reaction(db, first, users[1], "🎉")
         reactions.toggle_reaction(db, first, users[2], "👍")
         accounts.user_for(db, accounts.Identity("https://issuer.example", "dee", "dee@example.com", True, "Dee"))
+        hiring = membership.create_private_channel(db, users[0], "hiring")  # kinds and memberships move too
+        membership.invite(db, users[0], hiring, users[1])
+        chat.send_message(db, membership.open_direct(db, users[1], [users[2]]), users[1], "just us")
         embedder = Embedder(db, local_provider())
         while embedder.run_once():  # search's vectors and state move too
             pass
         embedder.run_once()
         tables = ("users", "channels", "messages", "ai_jobs", "identities", "message_vectors", "embedding_jobs",
-                  "search_state", "message_revisions", "reactions", "message_acts")
+                  "search_state", "message_revisions", "reactions", "message_acts", "memberships", "membership_log")
         return {table: db.rows(f"SELECT * FROM {table} ORDER BY 1, 2") for table in tables}
     finally:
         db.close()
@@ -76,6 +79,11 @@ def test_move_copies_every_row_and_new_rows_get_fresh_ids(tmp_path, pg_server):
         assert db.one("SELECT count(*) FROM users WHERE name_skeleton IS NULL") == (0,)  # 012's column moved too
         with pytest.raises(ValidationError, match="looks like it"):
             chat.create_user(db, "\u0410nn")  # and look-alikes (a Cyrillic А)
+        hiring = next(row[0] for row in before["channels"] if row[1] == "hiring")
+        assert not membership.can_read(db, before["users"][2][0], hiring)  # still private after the move
+        assert membership.can_read(db, before["users"][1][0], hiring)
+        membership.leave(db, before["users"][1][0], hiring)  # the log's ids continue past the moved ones
+        assert db.one("SELECT max(id) FROM membership_log")[0] == len(before["membership_log"]) + 1
     finally:
         db.close()
 

@@ -25,7 +25,7 @@ from core.tables.catalog import table_names
 START = datetime(2024, 3, 1, 9, 0)
 APP_TABLES = {"ai_jobs", "ai_usage", "attachment_blobs", "attachments", "channels", "embedding_jobs", "identities",
               "message_vectors", "messages", "migrations", "renames", "search_state", "users", "message_revisions",
-              "reactions", "message_acts"}
+              "reactions", "message_acts", "memberships", "membership_log"}
 
 
 @pytest.fixture
@@ -476,3 +476,27 @@ def test_long_query_is_interrupted_by_the_time_cap(sdb):
     assert time.monotonic() - started < 30  # interrupted, not run to the end (which takes hours)
     assert len(t.run_readonly_sql(sdb, "SELECT * FROM users")) == 2  # the connection still works
     assert snapshot(sdb) == before
+
+
+# who reads what ------------------------------------------------------------------------------------
+def test_browse_export_and_charts_hide_unreadable_channels_from_non_admins(db):
+    from core import membership
+
+    ann, bob = chat.create_user(db, "Ann"), chat.create_user(db, "Bob")
+    general = chat.create_channel(db, "general", reply_policy="off")
+    hiring = membership.create_private_channel(db, ann, "hiring")
+    chat.update_channel(db, hiring, reply_policy="off")
+    chat.send_message(db, general, bob, "lunch at noon")
+    chat.send_message(db, hiring, ann, "the offer is 90k")
+    as_bob = t.Filters(readable=membership.readable_channels(db, bob))
+    frame, total = t.browse(db, "messages", as_bob)
+    assert total == 1 and list(frame["content"]) == ["lunch at noon"]
+    assert t.browse(db, "messages", t.Filters(readable=membership.readable_channels(db, bob), text="90k"))[1] == 0
+    assert list(t.browse(db, "channels", as_bob)[0]["name"]) == ["general"]
+    for table in ("memberships", "membership_log"):
+        assert t.browse(db, table, as_bob)[1] == 0
+    assert "90k" not in t.export_csv(db, "messages", as_bob).decode()
+    assert list(t.messages_over_time(db, readable=membership.readable_channels(db, bob)).columns) == ["general"]
+    as_ann = t.Filters(readable=membership.readable_channels(db, ann))
+    assert t.browse(db, "messages", as_ann)[1] == 2  # a member sees her channel's rows
+    assert t.browse(db, "messages", t.Filters())[1] == 2  # an admin (no filter) sees every row

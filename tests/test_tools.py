@@ -329,3 +329,28 @@ def test_every_request_of_a_reply_is_in_the_ledger_with_its_reported_usage(db, f
     assert [(r["user_id"], r["estimated"], r["prompt_tokens"]) for r in rows] == [
         (ann, False, _prompt_tokens(request)) for request in fake_openai.requests]
     assert sum(r["prompt_tokens"] for r in rows) == reply.prompt_tokens
+
+
+def test_a_public_channels_reply_never_sends_a_private_channels_text_to_the_model(db, fake_openai, responders):
+    from core import membership
+
+    ann, bob = create_user(db, "Ann"), create_user(db, "Bob")
+    general = create_channel(db, "general")
+    hiring = membership.create_private_channel(db, ann, "hiring")
+    update_channel(db, hiring, reply_policy="off")
+    send_message(db, hiring, ann, "The salary band for the pelican role is 90k.")  # Ann reads it; the reply's readers may not
+    fake_openai.push(
+        Script(text="", tool_calls=[call("search_messages", query="pelican salary"),
+                                    call("search_messages", query="pelican", channel="hiring"),
+                                    call("read_messages", channel="hiring")]),
+        Script(text="I found nothing about that."),
+    )
+    responders()
+    reply = settled(db, reply_to(db, send_message(db, general, ann, "@ai what is the pelican salary band?")))
+    assert reply.status == "complete"
+    sent = json.dumps(fake_openai.requests)
+    assert "90k" not in sent and "salary band for the pelican" not in sent  # no request carries the private text
+    told = [m["content"] for m in tool_messages(fake_openai.requests[1])]
+    assert told[0].startswith("Found 1 message") and "#general" in told[0] and "#hiring" not in told[0]  # the question only
+    assert all(t.startswith("Error:") and "hiring" in t for t in told[1:])  # as if it did not exist
+    assert "90k" not in json.dumps(steps_of(reply)) and "90k" not in json.dumps(reply_context(db, reply.id))

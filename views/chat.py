@@ -3,7 +3,7 @@ import time
 
 import streamlit as st
 
-from core import chat, edits, reactions, replies
+from core import chat, edits, membership, reactions, replies
 from core.attachments import Upload
 from core.errors import ChatError
 from views import live, messages
@@ -19,6 +19,7 @@ from views.common import (
     show_error,
 )
 from views.search import search_panel
+from views.sidebar import MARKS, label
 
 PAGE = chat.RECENT_LIMIT  # messages per "load older" step, as many as the original lists
 SENT = "chat_sent_by_callback"  # this run's message was stored by the chat box's callback
@@ -30,6 +31,7 @@ REPEAT_SECONDS = 1.0  # the same text again this soon is one submit the browser 
 
 db, settings = get_db(), get_settings()
 user, channel = current_user(db), current_channel(db)
+reader = user.id if user else None  # who reads: core refuses a private channel or direct message to others
 # Stop and Retry act on anyone's reply for an admin, and for everyone in open mode (it has no roles);
 # otherwise only on the replies one asked for. Core decides; the buttons only follow.
 acts_for_all = not settings.login or is_admin()
@@ -40,6 +42,10 @@ if channel is None:
     st.info("Create a channel in the sidebar to start chatting.")
     live.follow_directory(db, settings)
     st.stop()
+if not membership.can_read(db, reader, channel.id):  # the sidebar offers only readable ones; this is the rule again
+    show_error(membership.NotAMember(f"Channel {channel.id} is private: only its members can read it."))
+    st.stop()
+channel = membership.shown_as(db, channel, reader)
 
 
 def send(channel_id: int, user_id: int, key: str) -> None:
@@ -93,8 +99,8 @@ def store(channel_id: int, user_id: int, prompt: str, files: list[Upload] | None
         return True
 
 
-st.header(f"# {escape_markdown(channel.name)}", divider="gray")
-search_panel(db, channel)
+st.header(f"{MARKS.get(channel.kind, '#')} {escape_markdown(channel.name)}", divider="gray")
+search_panel(db, channel, reader)
 if user is None:
     st.info("Create a user in the sidebar to write in this channel.")
 else:
@@ -102,7 +108,8 @@ else:
     # "disable": the box stays disabled until the run that carries a message is over, so the next send
     # cannot stop that run — the one path a callback does not cover is a session's first run, whose
     # page has not yet told Streamlit about the callback (a window that outlived a server restart).
-    prompt = st.chat_input(f"Message #{channel.name} as {user.name}", key=key, submit_mode="disable",
+    where = f"#{channel.name}" if channel.kind == "public" else label(channel)
+    prompt = st.chat_input(f"Message {where} as {user.name}", key=key, submit_mode="disable",
                            accept_file="multiple", accept_audio=True, max_upload_size=settings.attachment_max_mb,
                            on_submit=send, args=(channel.id, user.id, key))
     live.guard_chat_input()
@@ -133,7 +140,7 @@ def act(kind: str, message_id: int | None, payload: dict) -> None:
         elif kind == "older":
             st.session_state["pages"] = st.session_state.get("pages", 1) + 1
         elif kind == "context" and message_id is not None:
-            messages.open_context(db, message_id)
+            messages.open_context(db, message_id, reader)
     except ChatError as error:
         st.session_state["chat_error"] = str(error)
 
@@ -147,7 +154,7 @@ def live_messages(channel_id: int) -> None:
     shown = (channel_id, chat.channel_version(db, channel_id), state.get("pages", 1))
     live.follow_directory_changes(db)
     if state.get("shown") != shown:
-        state["messages"] = chat.list_messages(db, channel_id, limit=PAGE * shown[2])
+        state["messages"] = chat.list_messages(db, channel_id, limit=PAGE * shown[2], reader=reader)
         state["shown"] = shown
     listed = state["messages"]
     viewer = {"id": user.id if user else None, "name": user.name if user else None, "all": acts_for_all,

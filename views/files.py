@@ -9,7 +9,8 @@ page included), and the name a download is saved as is the cleaned one, quoted p
 
 In login mode the route asks for the ticket the page signed for the signed-in person and the channel it
 shows (core/tickets.py, the same ticket the live route takes): a file of a channel the ticket does not
-name is refused, as is a request with no ticket or an expired one.
+name is refused, as is a request with no ticket or an expired one, and a file of a private channel or
+direct message whose members the ticket's person is not among (core.membership.can_read).
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
-from core import attachments, tickets
+from core import accounts, attachments, membership, tickets
 from core.config import Settings
 from core.errors import ChatError, NotFound
 from core.store import Database
@@ -58,9 +59,13 @@ class FilesRoute:
                 return _plain(503, "The server's settings need fixing.")
             db = self._database()
             found = attachments.get(db, request.path_params["attachment_id"])
-            if settings.login and not _admitted(settings, request.query_params.get("ticket"), found.channel_id,
-                                                 self._clock()):
-                return _plain(403, "Sign in to see this file (reload the page if you are signed in).")
+            if settings.login:
+                person = _admitted(settings, request.query_params.get("ticket"), found.channel_id, self._clock())
+                if person is None:
+                    return _plain(403, "Sign in to see this file (reload the page if you are signed in).")
+                issuer, _, subject = person.partition(" ")
+                if not membership.can_read(db, accounts.bound_user_id(db, issuer, subject), found.channel_id):
+                    return _plain(403, "This file is in a channel you are not a member of.")
             data = attachments.content(db, found)
             if request.query_params.get("thumb") == "1":
                 if found.kind != "image":
@@ -76,18 +81,18 @@ class FilesRoute:
             return _plain(503, "The file cannot be read just now. Try again in a moment.")
 
 
-def _admitted(settings: Settings, ticket: str | None, channel_id: int, now: float) -> bool:
-    """Whether a ticket the server signed names this file's channel (and has not run out)."""
+def _admitted(settings: Settings, ticket: str | None, channel_id: int, now: float) -> str | None:
+    """The ticket's person ("issuer subject") when the server signed it for this file's channel and it has not
+    run out; None otherwise. Whether that person may read the channel is core.membership's to say."""
     if not ticket or not settings.live_secret:
-        return False
+        return None
     topics = tickets.topics_of(ticket)
     if channel_id not in topics:
-        return False
+        return None
     try:
-        tickets.verify(settings.live_secret, ticket, topics, now)
+        return tickets.verify(settings.live_secret, ticket, topics, now).subject
     except tickets.TicketRefused:
-        return False
-    return True
+        return None
 
 
 def _download_type(found: attachments.Attachment) -> str:

@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 import streamlit as st
 
-from core import chat, listing, tools
+from core import chat, listing, membership, tools
 from core.errors import ChatError
 from core.recent import Message
 
@@ -70,10 +70,12 @@ def _acted(key: str, act: Callable[[str, int | None, dict], None]) -> None:
     act(value["do"], message_id if isinstance(message_id, int) and not isinstance(message_id, bool) else None, payload)
 
 
-def open_context(db, message_id: int) -> None:
-    """Load a finished reply's "Context used" (its steps with their output, then the request sent) for this session."""
+def open_context(db, message_id: int, reader: int | None) -> None:
+    """Load a finished reply's "Context used" (its steps with their output, then the request sent) for this session,
+    if ``reader`` may read its channel (an id from the list, yet a crafted one must not open another channel's)."""
     try:
         message = chat.get_message(db, message_id)
+        membership.check_read(db, reader, message.channel_id)
         request = chat.reply_context(db, message_id)
     except ChatError as error:
         st.session_state[OPENED][message_id] = {"error": str(error)}

@@ -4,7 +4,9 @@ It sends each topic's version stamp when a browser connects and whenever a commi
 ``content=1`` the channel's changed messages too (core.listing's entries, serialized once per version
 and shared by the channel's sockets). It asks who it serves: the page must be this app's (Origin); in
 login mode the listener shows a ticket the page signed for the signed-in person and these topics
-(core/tickets.py), and a socket ends when its ticket does; each client address and the process hold at
+(core/tickets.py), and a socket ends when its ticket does; a private channel or direct message is followed
+only by a socket whose ticket's person may read it (core.membership), checked at connect and again before
+every frame of it, so a member removed gets nothing more; each client address and the process hold at
 most so many sockets; and a client that sends frames (the listener sends none) is closed. Refusals the
 listener must act on are close codes of the app's own (NOT_ADMITTED, TOO_MANY), sent after the handshake
 so that a browser sees them.
@@ -24,7 +26,7 @@ import streamlit as st
 from starlette.concurrency import run_in_threadpool
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from core import listing, tickets
+from core import accounts, listing, membership, tickets
 from core.config import Settings
 from core.errors import ChatError
 from core.feed import feed_of
@@ -81,7 +83,7 @@ class LiveRoute:
         if settings is None:
             await _refuse(websocket, SERVER_ERROR, "the server's settings need fixing")
             return
-        expires = None
+        expires, person = None, None
         if settings.login:
             try:
                 ticket = tickets.verify(settings.live_secret or "", websocket.query_params.get("ticket"), topics,
@@ -89,25 +91,36 @@ class LiveRoute:
             except tickets.TicketRefused as refused:
                 await _refuse(websocket, NOT_ADMITTED, str(refused))
                 return
-            expires = ticket.expires
+            expires, person = ticket.expires, ticket.subject
         client = websocket.client.host if websocket.client else "unknown"
         if not self._take_slot(client, settings):
             await _refuse(websocket, TOO_MANY, "too many live connections; the page checks by itself meanwhile")
             return
         try:
-            await self._follow(websocket, topics, expires, topics[0] if content else None, settings.image_hosts)
+            await self._follow(websocket, topics, expires, topics[0] if content else None, settings.image_hosts,
+                               person)
         finally:
             self._give_back(client)
 
     async def _follow(self, websocket: WebSocket, topics: list[int], expires: int | None, channel: int | None,
-                      image_hosts: frozenset[str]) -> None:
+                      image_hosts: frozenset[str], person: str | None = None) -> None:
         """Open the database, accept, and send stamps until the browser leaves, oversteps, or its ticket ends;
-        with a ``channel``, each change of its messages goes first, as content (core/listing.py's entries)."""
+        with a ``channel``, each change of its messages goes first, as content (core/listing.py's entries).
+
+        ``person`` (login mode: the ticket's "issuer subject") must be able to read every channel topic; the
+        non-public ones are checked again before each frame that concerns them. Open mode has no person and
+        follows any channel: there anyone may pick any name, so the page would show it too (see the README).
+        """
         try:
             db = await run_in_threadpool(self._database)  # opening and migrating the file must not block the loop
+            reader, closed, admitted = (await run_in_threadpool(_admission, db, topics, person) if expires is not None
+                                        else (None, [], True))
         except ChatError as error:
             log.warning("live route: %s", error)
             await _refuse(websocket, SERVER_ERROR, "the database cannot be opened")
+            return
+        if not admitted:
+            await _refuse(websocket, NOT_ADMITTED, "not a member of a channel asked for")
             return
         await websocket.accept()
         feed = feed_of(db)
@@ -118,8 +131,21 @@ class LiveRoute:
         closing: tuple[int, str] | None = None
         sent = listing.Sent()
 
-        async def send(stamps: dict[str, str]) -> None:
-            """One frame: the channel's changed messages (content sockets), then the stamps they bring."""
+        async def still_admitted(stamps: dict[str, str]) -> bool:
+            """Whether the person still reads every private topic this frame concerns (a removal ends the socket)."""
+            concerned = [t for t in closed if str(t) in stamps]
+            try:
+                return not concerned or all(await run_in_threadpool(
+                    lambda: [membership.can_read(db, reader, t) for t in concerned]))
+            except ChatError as error:  # not known now is not a yes: the socket ends, the page checks by itself
+                log.warning("live route: %s", error)
+                return False
+
+        async def send(stamps: dict[str, str]) -> bool:
+            """One frame: the channel's changed messages (content sockets), then the stamps they bring; False
+            (nothing sent) when the person may no longer read a channel it concerns."""
+            if not await still_admitted(stamps):
+                return False
             entries: list[str] = []
             if channel is not None and str(channel) in stamps:
                 snap = await _shared_snapshot(db, feed.recent.version(channel), channel, image_hosts)
@@ -129,10 +155,12 @@ class LiveRoute:
                                           f'"stamps":{json.dumps(stamps)}}}')
             elif stamps:
                 await websocket.send_text(json.dumps(stamps))
+            return True
 
         try:
-            await send({str(t): feed.current(t) for t in topics})
-            while not reading.done():
+            if not await send({str(t): feed.current(t) for t in topics}):
+                closing = (NOT_ADMITTED, "no longer a member of a channel followed")
+            while closing is None and not reading.done():
                 if expires is not None:  # login mode: the ticket admits until then, and a new one is needed after
                     left = expires - self._clock()
                     if left <= 0:
@@ -150,7 +178,8 @@ class LiveRoute:
                     stamps = {str(t): feed.current(t) for t in topics}
                 else:
                     stamps = {str(change.topic): feed.stamp(change.version) for change in changes}
-                await send(stamps)
+                if not await send(stamps):
+                    closing = (NOT_ADMITTED, "no longer a member of a channel followed")
             if closing is None and reading.done():
                 closing = reading.result()  # the client sent too much (None: it left)
             if closing is not None:
@@ -205,6 +234,15 @@ def _snapshot(db: Database, channel: int, image_hosts: frozenset[str]) -> listin
     except ChatError as error:
         log.warning("live route: channel %s: %s", channel, error)
         return None
+
+
+def _admission(db: Database, topics: list[int], person: str | None) -> tuple[int | None, list[int], bool]:
+    """Login mode: the ticket's person ("issuer subject") as a user id (None: not bound yet, reads public channels
+    only), the private and direct topics, and whether that person reads every one of them now."""
+    issuer, _, subject = (person or "").partition(" ")
+    reader = accounts.bound_user_id(db, issuer, subject) if person else None
+    closed = membership.closed_topics(db, topics)
+    return reader, closed, all(membership.can_read(db, reader, topic) for topic in closed)
 
 
 def same_origin(websocket: WebSocket) -> bool:

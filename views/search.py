@@ -12,7 +12,7 @@ from core.store import Database
 from views.common import current_user, escape_markdown, get_settings, local_time
 
 PAGE = 10  # results per page
-SCOPES = ("This channel", "All channels")
+SCOPES = ("This channel", "All channels")  # all: all that the reader may read (core.membership)
 SPACES = re.compile(r"\s+")  # a snippet is one line: line breaks would start Markdown blocks
 
 
@@ -59,9 +59,9 @@ def _draw_hit(hit: search.Hit, index: int) -> None:
                   icon=":material/open_in_new:")
 
 
-def _draw_context(db: Database, message_id: int) -> None:
+def _draw_context(db: Database, message_id: int, reader) -> None:
     try:
-        around = search.messages_around(db, message_id)
+        around = search.messages_around(db, message_id, reader=reader)
     except ChatError as error:
         st.error(str(error))
         return
@@ -78,8 +78,9 @@ def _draw_context(db: Database, message_id: int) -> None:
     st.button("Back to results", key="search_back", on_click=st.session_state.pop, args=("search_opened", None))
 
 
-def search_panel(db: Database, channel: Channel) -> None:
-    """The chat page's search: this channel or all, paged, ranked; a result opens among its neighbours."""
+def search_panel(db: Database, channel: Channel, reader=None) -> None:
+    """The chat page's search: this channel or all (all that ``reader`` may read), paged, ranked; a result opens
+    among its neighbours."""
     state = st.session_state
     with st.expander("Search messages", icon=":material/search:", expanded=bool(state.get("search_query"))):
         left, right = st.columns([3, 2])
@@ -95,14 +96,14 @@ def search_panel(db: Database, channel: Channel) -> None:
         if not query:
             return
         if state.get("search_opened"):
-            _draw_context(db, state["search_opened"])
+            _draw_context(db, state["search_opened"], reader)
             return
         page = state.get("search_page", 0)
         try:
             me = current_user(db)
             hits = search.search_messages(db, query, channel_id=channel.id if scope == SCOPES[0] else None,
                                           limit=PAGE + 1, offset=page * PAGE, by=me.id if me else None,
-                                          limits=get_settings().limits)
+                                          limits=get_settings().limits, reader=reader)
         except ChatError as error:
             st.warning(str(error), icon=":material/info:")
             return

@@ -5,11 +5,11 @@ from functools import partial
 import streamlit as st
 from streamlit_autorefresh import st_autorefresh
 
-from core import chat, embeddings, limits, tables
+from core import chat, embeddings, limits, membership, tables
 from core.console import SNAPSHOT_MAX_AGE
 from core.errors import ChatError
 from core.tables import access
-from views.common import get_db, get_settings, is_admin, show_error
+from views.common import current_user, get_db, get_settings, is_admin, show_error
 
 LIVE_SECONDS = (2, 5, 10, 30)  # refresh choices: a rerun over a million messages takes well under a second
 VIEWS = ("Browse", "Overview", "SQL console")
@@ -32,7 +32,8 @@ def ask_access() -> bool:
         st.error(str(error))
         return False
     if settings.login and not unlocked:
-        st.caption(":material/lock: The SQL console, exports and the identities table are for admins (ADMIN_EMAILS).")
+        st.caption(":material/lock: The SQL console, exports and the identities table are for admins (ADMIN_EMAILS). "
+                   "You see the rows of channels you can read; admins see every row.")
     elif not settings.login and not settings.admin_password:
         st.caption(":material/lock_open: No ADMIN_PASSWORD is set: the SQL console and exports are open to anyone who can open this page.")
     elif given and not unlocked:
@@ -60,13 +61,24 @@ def column_config(columns: list[tables.Column]) -> dict:
     return config
 
 
-def filter_widgets(table: str) -> tables.Filters:
+def readable(unlocked: bool) -> tuple | None:
+    """Who is not an admin sees only rows of channels they can read (core.membership): the subquery, or None for all."""
+    if unlocked:
+        return None
+    me = current_user(db)
+    sql, params = membership.readable_channels(db, me.id if me else None)
+    return sql, tuple(params)
+
+
+def filter_widgets(table: str, unlocked: bool) -> tables.Filters:
     """The filters that apply to ``table``, drawn side by side."""
     support = tables.filter_support(db, table)
     left, middle, right, when, text = st.columns(5)
     channel_id = author_id = status = since = None
     if "channel_id" in support:
-        channels = {c.id: f"# {c.name}" for c in chat.list_channels(db)}
+        me = current_user(db)
+        listed = chat.list_channels(db) if unlocked else membership.my_channels(db, me.id if me else None)
+        channels = {c.id: f"# {c.name}" for c in listed}
         channel_id = left.selectbox("Channel", [None, *channels], key="filter_channel",
                                     format_func=lambda i: "All channels" if i is None else channels[i])
     if "author_id" in support:
@@ -79,7 +91,8 @@ def filter_widgets(table: str) -> tables.Filters:
     if "since" in support:
         since = tables.since_for(when.selectbox("Time range", list(tables.TIME_RANGES), key="filter_range"), db.clock())
     contains = text.text_input("Text contains", key="filter_text")
-    return tables.Filters(channel_id=channel_id, author_id=author_id, status=status, since=since, text=contains or None)
+    return tables.Filters(channel_id=channel_id, author_id=author_id, status=status, since=since, text=contains or None,
+                          readable=readable(unlocked))
 
 
 def browse(unlocked: bool) -> None:
@@ -89,7 +102,7 @@ def browse(unlocked: bool) -> None:
         st.session_state.pop("tables_table", None)
     table = st.selectbox("Table", names, index=names.index(tables.MESSAGES) if tables.MESSAGES in names else 0,
                          format_func=lambda n: f"{n} · {counts[n]:,} rows", key="tables_table")
-    filters = filter_widgets(table)
+    filters = filter_widgets(table, unlocked)
     columns = tables.browse_columns(db, table)
     column_names = [c.name for c in columns]
     by, direction, size, page_at = st.columns([2, 2, 1, 1])
@@ -126,7 +139,7 @@ def export(table: str, filters: tables.Filters, sort: tables.Sort, total: int, u
         st.caption(f"Exports hold the first {tables.EXPORT_MAX_ROWS:,} of these {total:,} rows, in the order shown.")
 
 
-def overview() -> None:
+def overview(unlocked: bool) -> None:
     per, span = st.columns(2)
     bucket = per.radio("Per", tables.BUCKETS, horizontal=True, format_func=str.capitalize, key="overview_bucket")
     since = tables.since_for(span.selectbox("Time range", list(tables.TIME_RANGES), key="overview_range"), db.clock())
@@ -140,7 +153,7 @@ def overview() -> None:
     if fell_back := embeddings.fallback_reason(db):  # the AI server has no embeddings
         st.caption(f":material/search_off: {fell_back}")
     charts = [
-        ("Messages per channel", tables.messages_over_time(db, bucket, since), st.line_chart, "No messages yet."),
+        ("Messages per channel", tables.messages_over_time(db, bucket, since, readable(unlocked)), st.line_chart, "No messages yet."),
         ("AI time to first token and total time (ms)", tables.ai_timings(db, bucket, since), st.line_chart,
          "No timed AI replies yet."),
         ("AI errors by reason (% of AI replies)", tables.error_reasons(db, since)[["error rate %"]], st.bar_chart,
@@ -212,6 +225,6 @@ if st.session_state.get("tables_view") not in views:
     st.session_state["tables_view"] = views[0]
 view = st.radio("View", views, horizontal=True, label_visibility="collapsed", key="tables_view")
 try:
-    {"Browse": partial(browse, unlocked), "Overview": overview, "SQL console": partial(console, unlocked)}[view]()
+    {"Browse": partial(browse, unlocked), "Overview": partial(overview, unlocked), "SQL console": partial(console, unlocked)}[view]()
 except ChatError as error:
     show_error(error)

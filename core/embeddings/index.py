@@ -93,8 +93,10 @@ def nearest(
     exclude: Sequence[int] = (),
     before_id: int | None = None,
     user_id: int | None = None,
+    hidden: Any = None,
 ) -> list[tuple[int, float]]:
-    """(message id, cosine similarity) of the messages closest to ``text``; empty while search is keyword-only.
+    """(message id, cosine similarity) of the messages closest to ``text`` (none of a ``hidden`` channel:
+    core.membership.Hidden); empty while search is keyword-only.
 
     ``user_id`` is the person searching: a paid API's request for the query's vector is charged to them.
     """
@@ -111,7 +113,8 @@ def nearest(
             log.warning("could not embed a search query (%s); answering with keyword matches only", first_line(error),
                         exc_info=not from_the_server(error))
         return []
-    return attached.index.nearest(vector, limit, attached.provider.min_similarity, channel_id, exclude, before_id)
+    return attached.index.nearest(vector, limit, attached.provider.min_similarity, channel_id, exclude, before_id,
+                                  hidden)
 
 
 def paid_queries(db: Database) -> bool:

@@ -109,12 +109,16 @@ class VectorIndex:
         channel_id: int | None = None,
         exclude: Sequence[int] = (),
         before_id: int | None = None,
+        hidden: Any = None,
     ) -> list[tuple[int, float]]:
-        """(message id, cosine) of the ``limit`` closest vectors at or above ``min_similarity``."""
+        """(message id, cosine) of the ``limit`` closest vectors at or above ``min_similarity``, none ``hidden``."""
         with self._lock:
             matrix, ids, channels = self.matrix[: self.size], self.ids[: self.size], self.channels[: self.size]
             if channel_id is not None:
                 rows = np.flatnonzero(channels == channel_id)
+                matrix, ids, channels = matrix[rows], ids[rows], channels[rows]
+            if hidden is not None:  # who may read what: filtered before ranking, so the top holds only readable ones
+                rows = np.flatnonzero((channels <= hidden.upto) & ~np.isin(channels, np.asarray(hidden.ids, np.int64)))
                 matrix, ids = matrix[rows], ids[rows]
             scores = matrix @ vector.astype(np.float32)
         keep = scores >= min_similarity

@@ -336,6 +336,37 @@ def m013_edits_reactions(m: Migrator) -> None:
     m.create_index("message_acts_user", "message_acts", "user_id, created_at")  # a person's acts in the last minute
 
 
+def m014_memberships(m: Migrator) -> None:
+    """Channel kinds (public, private, direct), who belongs to each private or direct one, and a log of those acts.
+
+    A direct channel's ``name_key`` is DIRECT_MARK followed by its members' sorted ids: the existing unique
+    key then keeps one conversation per set of people, and no typed name (no control characters) meets it.
+    """
+    m.execute("ALTER TABLE channels ADD COLUMN kind VARCHAR")  # public | private | direct
+    # The default comes after the ADD COLUMN, as in 002: DuckDB fails ADD COLUMN ... DEFAULT on a table with rows.
+    m.execute("ALTER TABLE channels ALTER COLUMN kind SET DEFAULT 'public'")
+    m.execute("UPDATE channels SET kind = 'public' WHERE kind IS NULL")
+    m.execute(
+        """CREATE TABLE memberships (
+            channel_id BIGINT NOT NULL,
+            user_id BIGINT NOT NULL,
+            role VARCHAR NOT NULL,        -- owner (the creator) | member
+            joined_at TIMESTAMP NOT NULL,
+            added_by BIGINT,              -- who invited them (the creator for those a channel starts with)
+            PRIMARY KEY (channel_id, user_id))"""
+    )
+    m.create_index("memberships_user", "memberships", "user_id, channel_id")  # a person's channels, in every read
+    m.execute(
+        f"""CREATE TABLE membership_log (
+            {m.id_column("membership_log")},
+            channel_id BIGINT NOT NULL,
+            user_id BIGINT NOT NULL,      -- whom the act concerns
+            act VARCHAR NOT NULL,         -- create | invite | remove | leave
+            by_user BIGINT,               -- who did it (an admin's removal names the admin)
+            created_at TIMESTAMP NOT NULL)"""
+    )
+
+
 def m015_attachments(m: Migrator) -> None:
     """Files on messages (core.attachments): a row per file, the bytes once per content hash."""
     m.execute(
@@ -376,6 +407,7 @@ MIGRATIONS: list[tuple[str, Migration]] = [
     ("011_throttles", m011_throttles),
     ("012_name_skeletons", m012_name_skeletons),
     ("013_edits_reactions", m013_edits_reactions),
+    ("014_memberships", m014_memberships),
     ("015_attachments", m015_attachments),
 ]
 

@@ -17,6 +17,7 @@ from core.store.quoting import identifier
 from core.tables.catalog import MESSAGES, Column, browse_columns, browse_source, message_view, table_columns
 from core.tables.reads import frame_of, read_one
 
+CHANNELS = "channels"  # its rows are channels: filtered by their own id
 PAGE_SIZES = (25, 50, 100, 250)  # rows per page: a page is one LIMIT/OFFSET query, never the whole table
 DEFAULT_PAGE_SIZE = 50
 TEXT_PREVIEW_CHARS = 300  # a cell shows this much of a long text (messages go up to 1 MB); exports carry it all
@@ -42,6 +43,9 @@ class Filters:
     since: datetime | None = None  # column created_at, naive UTC, inclusive
     until: datetime | None = None  # column created_at, exclusive
     text: str | None = None  # case-insensitive substring of any text column
+    # Who reads (not an admin): only rows of the channels this SQL subquery returns (core.membership.readable_channels),
+    # in every table that names a channel (channel_id), and the channels table itself. None: every row (admins).
+    readable: tuple[str, tuple[Any, ...]] | None = None
 
 
 @dataclass(frozen=True)
@@ -73,10 +77,15 @@ def since_for(label: str, now: datetime) -> datetime | None:
     return None if span is None else now - span
 
 
-def _where(columns: list[Column], filters: Filters) -> tuple[str, list[Any]]:
+def _where(columns: list[Column], filters: Filters, table: str = "") -> tuple[str, list[Any]]:
     names = {c.name for c in columns}
     clauses: list[str] = []
     params: list[Any] = []
+    if filters.readable is not None:
+        column = "id" if table == CHANNELS else "channel_id" if "channel_id" in names else None
+        if column is not None:
+            clauses.append(f"{identifier(column)} IN ({filters.readable[0]})")
+            params.extend(filters.readable[1])
     if filters.channel_id is not None and "channel_id" in names:
         clauses.append("channel_id = ?")
         params.append(filters.channel_id)
@@ -144,10 +153,10 @@ def plan(db: Database, table: str, filters: Filters, sort: Sort | None, preview:
     if table == MESSAGES and not (filters.text or "").strip() and (sort is None or sort.column in {c.name for c in base}):
         # Filter, sort and cut the bare table, then join names to the rows kept: a page of a million
         # messages costs milliseconds instead of a join over all of them.
-        where, params = _where(base, filters)
+        where, params = _where(base, filters, table)
         rows = f"(SELECT * FROM messages{where} ORDER BY {order} LIMIT ? OFFSET ?)"
         return Query(f"SELECT count(*) FROM messages{where}", f"SELECT {shown} FROM ({message_view(rows)}) ORDER BY {order}", params)
-    where, params = _where(columns, filters)
+    where, params = _where(columns, filters, table)
     source = browse_source(db, table)
     rows = f"SELECT {shown} FROM (SELECT * FROM {source} AS s{where} ORDER BY {order} LIMIT ? OFFSET ?) ORDER BY {order}"
     return Query(f"SELECT count(*) FROM {source} AS s{where}", rows, params)

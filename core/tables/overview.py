@@ -42,9 +42,14 @@ def overview_totals(db: Database, since: datetime | None = None) -> dict[str, An
     return {"messages": messages, "ai_replies": ai, "errors": errors, "error_rate": rate, "users": users, "channels": channels}
 
 
-def messages_over_time(db: Database, bucket: str = "day", since: datetime | None = None) -> pd.DataFrame:
-    """Messages per channel per hour or day: one row per bucket, one column per channel."""
+def messages_over_time(db: Database, bucket: str = "day", since: datetime | None = None,
+                       readable: tuple[str, tuple[Any, ...]] | None = None) -> pd.DataFrame:
+    """Messages per channel per hour or day: one row per bucket, one column per channel (only ``readable`` ones
+    for a visitor who is not an admin: a private channel's name is not shown to who cannot read it)."""
     clause, params = _since_clause(since)
+    if readable is not None:
+        clause += f" AND m.channel_id IN ({readable[0]})"
+        params = [*params, *readable[1]]
     with db.analytics() as cur:
         long = cur.execute(
             "SELECT date_trunc(?, m.created_at) AS bucket, coalesce(c.name, '#' || m.channel_id) AS channel, "
